@@ -1,0 +1,3 @@
+//! Sources: everything that turns outside bytes into fixes for the pipeline.
+
+pub mod nmea;

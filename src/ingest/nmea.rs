@@ -1,0 +1,1 @@
+//! NMEA 0183: sentence framing, checksums and epoch assembly into fixes.

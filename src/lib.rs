@@ -1,0 +1,10 @@
+//! fixgate: a GPS gateway daemon.
+//!
+//! One straight pipeline: sources decode bytes into [`fix::Fix`] values and send
+//! them down one bounded channel; a single writer validates and appends them to
+//! the [`store`], the only durable point; readers (the SSE [`feed`], later the
+//! uplink) catch up from the store by sequence number.
+
+pub mod config;
+pub mod fix;
+pub mod ingest;
