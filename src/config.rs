@@ -1,1 +1,0 @@
-//! The TOML configuration: schema, defaults and validation.

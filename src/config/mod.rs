@@ -1,0 +1,280 @@
+//! The TOML configuration: schema, defaults and validation.
+//!
+//! [`parse`] checks a whole document and reports every problem it finds, each
+//! with `file:line:col`, so that `fixgate check-config` shows an operator all
+//! of them in one pass instead of one per edit-and-restart cycle on a gateway
+//! they may only reach over a slow link.
+//!
+//! Every section is optional and every key except a source's `device` and
+//! `path` has a default; unknown keys are errors, because a misspelt key that
+//! is silently ignored leaves a gateway running on a default for years.
+
+mod error;
+mod level;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::fix::DeviceId;
+
+pub use error::{ConfigError, Problem};
+
+/// Reads and checks the configuration file at `path`.
+///
+/// A file that cannot be read is reported as a problem without a line.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse(&source, &file),
+        Err(err) => Err(ConfigError::new(vec![Problem::whole_file(
+            file,
+            format!("cannot read: {err}"),
+        )])),
+    }
+}
+
+/// Checks a configuration document; `file_name` is only used in problem reports.
+pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
+    read::read(source, file_name).map_err(ConfigError::new)
+}
+
+/// The whole configuration, every value resolved and checked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// `[gateway]`: who this gateway is.
+    pub gateway: Gateway,
+    /// `[store]`: the durable store.
+    pub store: Store,
+    /// `[pipeline]`: the path from sources to the writer.
+    pub pipeline: Pipeline,
+    /// `[feed]`: the HTTP/SSE server.
+    pub feed: Feed,
+    /// `[log]`: diagnostics.
+    pub log: Log,
+    /// `[[serial]]`: NMEA receivers on serial ports, in file order.
+    pub serial: Vec<Serial>,
+    /// `[[replay]]`: NMEA log files played back as if live, in file order.
+    pub replay: Vec<Replay>,
+    /// `[demo]`: the simulated fleet; `None` when the section is absent.
+    pub demo: Option<Demo>,
+}
+
+/// `[gateway]`: the identity of this gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    /// Names this gateway upstream; follows the [`DeviceId`] rules.
+    pub id: DeviceId,
+    /// When the system clock may date fixes from receivers that send no date.
+    pub clock: ClockTrust,
+}
+
+/// `gateway.clock`: policy for using the system clock as a date source.
+///
+/// A Raspberry Pi has no real-time clock, so until NTP has set it the system
+/// date is whatever the last shutdown left; see `crate::ingest::clock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockTrust {
+    /// `"auto"`: trust it while the kernel says it is synchronised.
+    #[default]
+    Auto,
+    /// `"always"`: a gateway with a battery-backed RTC.
+    Always,
+    /// `"never"`: only receivers that send a date (RMC, ZDA) produce fixes.
+    Never,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            id: DeviceId::new("fixgate").expect("the default gateway id is a valid id"),
+            clock: ClockTrust::default(),
+        }
+    }
+}
+
+/// `[store]`: where and how accepted fixes are made durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    /// The sled directory; a relative path is relative to the working directory.
+    pub path: PathBuf,
+    /// Group-commit interval: at most this much accepted data is lost on power failure.
+    pub flush_interval: Duration,
+    /// sled page cache size in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/fixgate/store"),
+            flush_interval: Duration::from_secs(1),
+            cache_mb: 16,
+        }
+    }
+}
+
+/// `[pipeline]`: the single-writer pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// Capacity of the bounded channel between the sources and the writer.
+    pub queue: usize,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self { queue: 1024 }
+    }
+}
+
+/// `[feed]`: the live SSE feed and its HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feed {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Interval between SSE keep-alive comments.
+    pub keepalive: Duration,
+    /// The `retry:` reconnection hint sent to browsers.
+    pub retry: Duration,
+    /// Most SSE clients served at once.
+    pub max_clients: usize,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
+            keepalive: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            max_clients: 256,
+        }
+    }
+}
+
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    /// A `tracing` `EnvFilter` directive list such as `info,fixgate::ingest=debug`;
+    /// `RUST_LOG` overrides it at run time.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// One `[[serial]]` NMEA receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serial {
+    /// The device its fixes are attributed to; unique across all sources.
+    pub device: DeviceId,
+    /// The serial port, preferably a stable `/dev/serial/by-id/...` link.
+    pub path: PathBuf,
+    /// Line speed; one of [`Serial::BAUD_RATES`].
+    pub baud: u32,
+    /// Reopen the port when no valid sentence arrives for this long.
+    pub silence_timeout: Duration,
+    /// First back-off delay after an unplug or a failed open.
+    pub reconnect_min: Duration,
+    /// Back-off ceiling; never below `reconnect_min`.
+    pub reconnect_max: Duration,
+}
+
+impl Serial {
+    /// The standard line speeds accepted for `baud`.
+    pub const BAUD_RATES: [u32; 11] = [
+        1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600,
+    ];
+
+    // Named so that the reader can fill in defaults before it has a device id.
+    const DEFAULT_BAUD: u32 = 9600;
+    const DEFAULT_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+    const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(500);
+    const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+    /// A receiver on `path` with every other setting at its default.
+    pub fn new(device: DeviceId, path: impl Into<PathBuf>) -> Self {
+        Self {
+            device,
+            path: path.into(),
+            baud: Self::DEFAULT_BAUD,
+            silence_timeout: Self::DEFAULT_SILENCE_TIMEOUT,
+            reconnect_min: Self::DEFAULT_RECONNECT_MIN,
+            reconnect_max: Self::DEFAULT_RECONNECT_MAX,
+        }
+    }
+}
+
+/// One `[[replay]]` source: an NMEA log file played back like `gpsfake`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// The device its fixes are attributed to; unique across all sources.
+    pub device: DeviceId,
+    /// The NMEA log; a relative path is relative to the working directory.
+    pub path: PathBuf,
+    /// How fast to play it back.
+    pub pace: Pace,
+    /// Start again at the beginning after the end of the file.
+    pub r#loop: bool,
+}
+
+impl Replay {
+    /// A replay of `path` at recorded pace, played once.
+    pub fn new(device: DeviceId, path: impl Into<PathBuf>) -> Self {
+        Self {
+            device,
+            path: path.into(),
+            pace: Pace::Recorded,
+            r#loop: false,
+        }
+    }
+}
+
+/// Playback speed of a [`Replay`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Pace {
+    /// Follow the time fields recorded in the log (`"recorded"`).
+    #[default]
+    Recorded,
+    /// As fast as the pipeline accepts fixes (`"max"`).
+    Max,
+    /// This many epochs per second, whatever the log says (`"5hz"`).
+    Rate(f64),
+}
+
+/// `[demo]`: a built-in fleet of simulated receivers, for demos without hardware.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demo {
+    /// Fleet size; the devices are named `demo-1` … `demo-N`.
+    pub vehicles: u32,
+    /// `[lat, lon]` in degrees of the depot the routes circle.
+    pub center: [f64; 2],
+    /// Fixes per second per vehicle.
+    pub rate_hz: f64,
+}
+
+impl Demo {
+    /// The device ids of the fleet, `demo-1` … `demo-N`.
+    pub fn device_ids(&self) -> Vec<DeviceId> {
+        (1..=self.vehicles)
+            .map(|n| DeviceId::new(&format!("demo-{n}")).expect("demo-N is a valid device id"))
+            .collect()
+    }
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Self {
+            vehicles: 5,
+            center: [52.0907, 5.1214],
+            rate_hz: 1.0,
+        }
+    }
+}

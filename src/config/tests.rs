@@ -1,0 +1,204 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn problems(source: &str) -> Vec<String> {
+    match parse(source, "t.toml") {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(err) => err.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn an_empty_file_is_every_default() {
+    assert_eq!(parse("", "t.toml"), Ok(Config::default()));
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    let installed = parse(include_str!("../../config/fixgate.toml"), "fixgate.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        installed,
+        Config::default(),
+        "fixgate.toml documents the defaults"
+    );
+    let demo = parse(include_str!("../../config/demo.toml"), "demo.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(demo.demo.map(|d| d.vehicles), Some(5));
+    assert_eq!(demo.gateway.clock, ClockTrust::Always);
+    assert_eq!(demo.feed.listen.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn every_key_is_read() {
+    let config = parse(
+        r#"
+[gateway]
+id = "depot-3"
+clock = "never"
+[store]
+path = "/tmp/s"
+flush_interval = "250ms"
+cache_mb = 4
+[pipeline]
+queue = 64
+[feed]
+listen = "[::1]:9000"
+keepalive = "5s"
+retry = "1s"
+max_clients = 8
+[log]
+level = "warn,fixgate::ingest=debug"
+[[serial]]
+device = "bus-1"
+path = "/dev/ttyUSB0"
+baud = 4800
+silence_timeout = "3s"
+reconnect_min = "100ms"
+reconnect_max = "2s"
+[[replay]]
+device = "file-1"
+path = "a.nmea"
+pace = "5Hz"
+loop = true
+[demo]
+vehicles = 2
+center = [1, 2.5]
+rate_hz = 2
+"#,
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.gateway.id.as_str(), "depot-3");
+    assert_eq!(config.gateway.clock, ClockTrust::Never);
+    assert_eq!(config.store.path, PathBuf::from("/tmp/s"));
+    assert_eq!(config.store.flush_interval, Duration::from_millis(250));
+    assert_eq!(config.store.cache_mb, 4);
+    assert_eq!(config.pipeline.queue, 64);
+    assert_eq!(config.feed.listen.to_string(), "[::1]:9000");
+    assert_eq!(config.feed.keepalive, Duration::from_secs(5));
+    assert_eq!(config.feed.retry, Duration::from_secs(1));
+    assert_eq!(config.feed.max_clients, 8);
+    assert_eq!(config.log.level, "warn,fixgate::ingest=debug");
+    let serial = &config.serial[0];
+    assert_eq!(
+        (serial.device.as_str(), serial.baud, serial.silence_timeout),
+        ("bus-1", 4800, Duration::from_secs(3))
+    );
+    assert_eq!(
+        (serial.reconnect_min, serial.reconnect_max),
+        (Duration::from_millis(100), Duration::from_secs(2))
+    );
+    let replay = &config.replay[0];
+    assert_eq!((replay.pace, replay.r#loop), (Pace::Rate(5.0), true));
+    let demo = config.demo.expect("demo on");
+    assert_eq!(
+        (demo.vehicles, demo.center, demo.rate_hz),
+        (2, [1.0, 2.5], 2.0)
+    );
+}
+
+#[test]
+fn problems_name_file_line_column_and_key() {
+    let found = problems("[feed]\nlisten = \"nowhere\"\n");
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with("t.toml:2:10: `feed.listen` must be an IP address"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let found = problems(
+        "[store]\nflush_interval = \"soon\"\ncache_mb = 0\n[feed]\nmax_clients = \"many\"\nlisten_on = 1\n[gateway]\nclock = \"ntp\"\n",
+    );
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert!(found[0].starts_with("t.toml:2:18: `store.flush_interval` \"soon\" is not a duration"));
+    assert!(found[1].starts_with("t.toml:3:12: `store.cache_mb` must be between 1 and 1024"));
+    assert!(
+        found[2].starts_with("t.toml:5:15: `feed.max_clients` must be an integer, not a string")
+    );
+    assert!(found[3].starts_with("t.toml:6:1: unknown key `listen_on` in [feed]"));
+    assert!(found[4].starts_with("t.toml:8:9: `gateway.clock` must be \"auto\""));
+}
+
+#[test]
+fn sources_need_a_device_and_a_path() {
+    let found = problems("[[serial]]\nbaud = 12345\n");
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found.iter().any(|p| p.contains("`serial.device`")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|p| p.contains("`serial.path`")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("t.toml:2:8: `serial.baud` 12345 is not a standard rate"))
+    );
+}
+
+#[test]
+fn device_ids_and_serial_ports_are_unique() {
+    let found = problems(
+        "[[serial]]\ndevice = \"a\"\npath = \"/dev/x\"\n[[serial]]\ndevice = \"a\"\npath = \"/dev/x\"\n[demo]\nvehicles = 2\n[[replay]]\ndevice = \"demo-2\"\npath = \"f\"\n",
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found[0]
+            .starts_with("t.toml:5:10: duplicate device id `a`; first used at line 2, column 10")
+    );
+    assert!(found[1].starts_with("t.toml:6:8: serial port /dev/x is already used at line 3"));
+    assert!(found[2].contains("`demo-2` is taken by the demo fleet"));
+}
+
+#[test]
+fn back_off_must_be_ordered_and_never_zero() {
+    let found = problems(
+        "[[serial]]\ndevice = \"a\"\npath = \"/dev/x\"\nreconnect_min = \"0s\"\nreconnect_max = \"1s\"\n[[serial]]\ndevice = \"b\"\npath = \"/dev/y\"\nreconnect_min = \"5s\"\nreconnect_max = \"1s\"\n",
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("t.toml:4:17: `serial.reconnect_min` must be between"));
+    assert!(
+        found[1].starts_with("t.toml:10:17: `serial.reconnect_max` (1s) must not be less than")
+    );
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let found = problems("[feed]\nlisten = \n");
+    assert!(found[0].starts_with("t.toml:2:"), "{found:?}");
+    assert!(found[0].contains("syntax error"), "{found:?}");
+}
+
+#[test]
+fn misspelt_log_levels_are_refused() {
+    let found = problems("[log]\nlevel = \"inof\"\n");
+    assert!(
+        found[0].contains("\"inof\" in \"inof\" is not a level"),
+        "{found:?}"
+    );
+    assert!(parse("[log]\nlevel = \"DEBUG,fixgate::feed=trace\"\n", "t.toml").is_ok());
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let err = load(std::path::Path::new("/nonexistent/fixgate.toml")).expect_err("missing");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("/nonexistent/fixgate.toml: cannot read:"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let found = problems("[gateway]\nid = \"dépôt\"\n");
+    assert!(found[0].starts_with("t.toml:2:6: "), "{found:?}");
+}
