@@ -211,6 +211,38 @@ pub struct Position {
     pub fix: Fix,
 }
 
+/// Something that happened to a device, as stored and as delivered on the feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new fix.
+    Position(Position),
+}
+
+impl Event {
+    /// The SSE event name (`event:` line) and the label in metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Position(_) => "position",
+        }
+    }
+
+    /// The device the event is about.
+    pub fn device(&self) -> &DeviceId {
+        match self {
+            Self::Position(p) => &p.device,
+        }
+    }
+}
+
+/// An event with the sequence number the store gave it: the unit readers consume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Monotonic store sequence number; the SSE `id:` and the uplink cursor.
+    pub seq: u64,
+    /// What happened.
+    pub event: Event,
+}
+
 /// Which kind of source produced a fix; a label for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceKind {

@@ -6,5 +6,11 @@
 //! uplink) catch up from the store by sequence number.
 
 pub mod config;
+pub mod daemon;
+pub mod feed;
 pub mod fix;
 pub mod ingest;
+pub mod log_limit;
+pub mod pipeline;
+pub mod sim;
+pub mod store;

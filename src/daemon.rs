@@ -1,0 +1,188 @@
+//! Wiring: opens the store, starts the writer, the flusher, the sources and the
+//! feed, and shuts them down in order on SIGTERM/SIGINT.
+//!
+//! Shutdown order is the durability contract: stop intake (sources end and
+//! drop their senders), let the writer drain the channel, flush once more,
+//! then let the HTTP server finish. Nothing accepted is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::feed::{self, FeedOptions, FeedState};
+use crate::ingest::{demo, replay, serial};
+use crate::pipeline::{self, WriterHealth};
+use crate::store::{Store, StoreOptions, flusher};
+
+/// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted is durable.
+pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    if let Some(handle) = metrics.clone() {
+        tokio::spawn(metrics_upkeep(handle, shutdown.clone()));
+    }
+
+    let options = StoreOptions {
+        path: config.store.path.clone(),
+        cache_bytes: config.store.cache_mb * 1024 * 1024,
+    };
+    let (store, report) = tokio::task::spawn_blocking(move || Store::open(&options))
+        .await?
+        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+    if let Some((aside, cause)) = &report.quarantined {
+        metrics::counter!("fixgate_store_quarantined_total").increment(1);
+        tracing::error!(
+            moved_to = %aside.display(),
+            "THE STORE WAS DAMAGED and has been moved aside; starting with an empty store. Cause: {cause}"
+        );
+    }
+    let writer = store.writer()?;
+    tracing::info!(
+        path = %config.store.path.display(),
+        head = writer.head(),
+        created = report.created,
+        "store open"
+    );
+
+    // Bind before starting anything that accepts data: a busy port is a
+    // configuration error to report now, not after fixes were taken in.
+    let listener = tokio::net::TcpListener::bind(config.feed.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.feed.listen))?;
+
+    let (head_tx, head_rx) = watch::channel(writer.head());
+    let (tx, rx) = mpsc::channel(config.pipeline.queue);
+    let health = Arc::new(WriterHealth::default());
+    let writer_thread = {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("fixgate-writer".into())
+            .spawn(move || pipeline::run(rx, writer, head_tx, health, shutdown))
+            .context("cannot start the writer thread")?
+    };
+    let flusher = tokio::spawn(flusher::run(
+        store.clone(),
+        config.store.flush_interval,
+        head_rx.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut sources = JoinSet::new();
+    start_sources(&config, &tx, &shutdown, &mut sources);
+    drop(tx);
+
+    let state = FeedState::new(
+        store.reader(),
+        head_rx,
+        FeedOptions {
+            keepalive: config.feed.keepalive,
+            retry: config.feed.retry,
+            max_clients: config.feed.max_clients,
+        },
+        health,
+        metrics,
+        shutdown.clone(),
+    );
+    let server = tokio::spawn(
+        axum::serve(listener, feed::router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopping intake");
+    while sources.join_next().await.is_some() {}
+    // The writer ends once the last sender is gone and the channel is drained.
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    let _ = flusher.await;
+    let final_store = store.clone();
+    tokio::task::spawn_blocking(move || final_store.flush())
+        .await?
+        .context("final store flush failed")?;
+    tracing::info!("store flushed");
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!("feed server: {err}"),
+        Ok(Err(err)) => tracing::warn!("feed server task: {err}"),
+        Err(_) => tracing::warn!("feed server did not stop within 5 s"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn start_sources(
+    config: &Config,
+    tx: &mpsc::Sender<crate::fix::Observed>,
+    shutdown: &CancellationToken,
+    sources: &mut JoinSet<()>,
+) {
+    let clock = config.gateway.clock;
+    for s in &config.serial {
+        let spec = serial::SerialSpec {
+            device: s.device.clone(),
+            path: s.path.clone(),
+            baud: s.baud,
+            silence_timeout: s.silence_timeout,
+            reconnect_min: s.reconnect_min,
+            reconnect_max: s.reconnect_max,
+            clock,
+        };
+        sources.spawn(serial::run(spec, tx.clone(), shutdown.clone()));
+    }
+    for r in &config.replay {
+        let spec = replay::ReplaySpec {
+            device: r.device.clone(),
+            path: r.path.clone(),
+            pace: r.pace,
+            looping: r.r#loop,
+            clock,
+        };
+        sources.spawn(replay::run(spec, tx.clone(), shutdown.clone()));
+    }
+    if let Some(d) = &config.demo {
+        let spec = demo::DemoSpec {
+            vehicles: d.vehicles as usize,
+            center: (d.center[0], d.center[1]),
+            rate_hz: d.rate_hz,
+        };
+        sources.spawn(demo::run(spec, tx.clone(), shutdown.clone()));
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+/// Histograms in the Prometheus exporter need periodic upkeep when no HTTP
+/// listener of its own drives it.
+async fn metrics_upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}

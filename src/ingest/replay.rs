@@ -1,0 +1,154 @@
+//! Replays an NMEA log as if a receiver were sending it, like gpsd's gpsfake:
+//! for demos and tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::clock::ClockTrust;
+use super::stream::{self, NmeaStream, PipelineClosed};
+pub use crate::config::Pace;
+use crate::fix::{DeviceId, Observed, SourceKind};
+
+/// Longest line read at once; longer ones reach the decoder in pieces and are
+/// rejected there as over-long.
+const MAX_LINE: u64 = 4096;
+/// Longest pause honoured between recorded epochs (a log with a gap of hours
+/// should not look like a hung replay).
+const MAX_RECORDED_GAP: Duration = Duration::from_secs(10);
+
+/// One configured replay.
+#[derive(Debug, Clone)]
+pub struct ReplaySpec {
+    /// The device id its fixes carry.
+    pub device: DeviceId,
+    /// The NMEA log.
+    pub path: PathBuf,
+    /// Replay speed.
+    pub pace: Pace,
+    /// Start again at the end.
+    pub looping: bool,
+    /// When the system clock may date fixes.
+    pub clock: ClockTrust,
+}
+
+/// Replays until the end (or forever when looping), `shutdown`, or the pipeline closes.
+pub async fn run(spec: ReplaySpec, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
+    let span = tracing::info_span!("replay", device = %spec.device, path = %spec.path.display());
+    async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = replay(&spec, &tx) => {}
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn replay(spec: &ReplaySpec, tx: &mpsc::Sender<Observed>) -> Result<(), PipelineClosed> {
+    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Replay, spec.clock);
+    let mut pacer = Pacer::new(spec.pace);
+    loop {
+        let fixes = match replay_once(spec, &mut stream, &mut pacer, tx).await {
+            Ok(fixes) => fixes,
+            Err(Failure::Closed) => return Err(PipelineClosed),
+            Err(Failure::Io(err)) => {
+                metrics::counter!("fixgate_replay_errors_total", "device" => spec.device.to_string())
+                    .increment(1);
+                tracing::error!("cannot read the log: {err}");
+                0
+            }
+        };
+        if !spec.looping {
+            tracing::info!(fixes, "replay finished");
+            return Ok(());
+        }
+        if fixes == 0 {
+            // A log without a single fix (or a missing file) would otherwise loop hot.
+            sleep(Duration::from_secs(5)).await;
+        }
+        stream.restart();
+        pacer.restart();
+    }
+}
+
+enum Failure {
+    Closed,
+    Io(std::io::Error),
+}
+
+/// One pass over the file; returns the number of fixes sent.
+async fn replay_once(
+    spec: &ReplaySpec,
+    stream: &mut NmeaStream,
+    pacer: &mut Pacer,
+    tx: &mpsc::Sender<Observed>,
+) -> Result<u64, Failure> {
+    let file = tokio::fs::File::open(&spec.path)
+        .await
+        .map_err(Failure::Io)?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::with_capacity(128);
+    let mut sent = 0;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(Failure::Io)?;
+        if n == 0 {
+            stream.finish();
+        } else {
+            stream.push(&line);
+        }
+        for fix in stream.take() {
+            pacer.wait(fix.time).await;
+            stream::send(tx, SourceKind::Replay, stream.device(), fix)
+                .await
+                .map_err(|_| Failure::Closed)?;
+            sent += 1;
+        }
+        if n == 0 {
+            return Ok(sent);
+        }
+    }
+}
+
+/// Spaces fixes out according to the pace.
+struct Pacer {
+    pace: Pace,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Pacer {
+    fn new(pace: Pace) -> Self {
+        Self { pace, last: None }
+    }
+
+    fn restart(&mut self) {
+        self.last = None;
+    }
+
+    async fn wait(&mut self, time: DateTime<Utc>) {
+        let delay = match self.pace {
+            Pace::Max => Duration::ZERO,
+            Pace::Rate(hz) => Duration::from_secs_f64(1.0 / hz.max(1e-3)),
+            Pace::Recorded => self
+                .last
+                .and_then(|last| (time - last).to_std().ok())
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_RECORDED_GAP),
+        };
+        self.last = Some(time);
+        if !delay.is_zero() {
+            sleep(delay).await;
+        }
+    }
+}

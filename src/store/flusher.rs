@@ -1,0 +1,51 @@
+//! Group commit: one task makes the store durable every `flush_interval`.
+//!
+//! The writer never waits for the disk; this task calls sled's blocking
+//! `flush()` on the blocking pool, one call at a time, and only when
+//! something was appended since the last one (an idle gateway's SD card is
+//! left alone).
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Store;
+
+/// Flushes whenever the head moved, at most once per `interval`, until `shutdown`.
+/// The final flush after the writer has stopped is the caller's.
+pub async fn run(
+    store: Store,
+    interval: Duration,
+    head: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flushed = *head.borrow();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let target = *head.borrow();
+        if target == flushed {
+            continue;
+        }
+        let store = store.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(_)) => {
+                flushed = target;
+                metrics::histogram!("fixgate_store_flush_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::gauge!("fixgate_store_durable_seq").set(target as f64);
+            }
+            Ok(Err(err)) => {
+                metrics::counter!("fixgate_store_errors_total", "op" => "flush").increment(1);
+                tracing::error!("store flush failed: {err}");
+            }
+            Err(join) => tracing::error!("store flush task failed: {join}"),
+        }
+    }
+}

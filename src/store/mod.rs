@@ -1,0 +1,553 @@
+//! The durable store: every accepted event, by sequence number, in sled.
+//!
+//! One sled tree holds everything, under one-byte key prefixes, so that an
+//! event, its device's last-known state and the segment bookkeeping change in
+//! one atomic `apply_batch` (sled batches are atomic within a tree only):
+//!
+//! * `L` + big-endian first sequence number → a [`segment`] value (one raw
+//!   event, or a compacted run of them); big-endian keys iterate in order;
+//! * `D` + device id → that device's last-known state ([`DeviceState`]);
+//! * `M` + name → metadata (the first sequence number of this store).
+//!
+//! Exactly one [`Writer`] appends; any number of [`Reader`]s read by sequence
+//! number. Durability is by group commit: [`Store::flush`] (called by one
+//! flusher, in `spawn_blocking`) makes everything appended before it durable.
+
+pub mod flusher;
+pub mod segment;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::fix::{DeviceId, Event, Position, Record};
+
+const LOG: u8 = b'L';
+const DEVICE: u8 = b'D';
+const META: u8 = b'M';
+const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The sled directory.
+    pub path: PathBuf,
+    /// sled's page cache in bytes (sled defaults to 1 GiB, far too much for a Pi).
+    pub cache_bytes: u64,
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, corruption, full disk).
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("store: damaged record at key {key}: {source}")]
+    Damaged {
+        /// The key, as a sequence number or device id.
+        key: String,
+        /// What is wrong with it.
+        source: segment::SegmentError,
+    },
+    /// Moving a damaged store aside failed: the daemon cannot start fresh.
+    #[error("store at {path} failed to open ({cause}) and could not be moved aside: {source}")]
+    Quarantine {
+        /// The store directory.
+        path: PathBuf,
+        /// Why it was being moved.
+        cause: String,
+        /// Why the move failed.
+        source: std::io::Error,
+    },
+}
+
+/// The last thing known about a device, kept beside the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceState {
+    /// Sequence number of the event that set this state.
+    pub seq: u64,
+    /// The device and its latest fix (stored precision).
+    #[serde(flatten)]
+    pub position: Position,
+}
+
+/// What [`Store::open`] had to do.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Where a damaged store was moved, if it was.
+    pub quarantined: Option<(PathBuf, String)>,
+    /// Whether the store was created now (empty).
+    pub created: bool,
+}
+
+/// The opened store: hands out the one writer and readers.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens the store, moving a damaged one aside (kept for diagnosis) and
+    /// starting fresh rather than refusing to start.
+    pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
+        let mut report = OpenReport::default();
+        let store = match Self::open_checked(options) {
+            Ok(store) => store,
+            Err(cause) => {
+                let aside = quarantine(&options.path, &cause.to_string())?;
+                report.quarantined = Some((aside, cause.to_string()));
+                Self::open_checked(options)?
+            }
+        };
+        if store.db.get(META_FIRST_SEQ)?.is_none() {
+            report.created = true;
+            // A replaced store must never reuse a sequence number the old one
+            // handed out (the feed and the uplink identify events by it), so a
+            // new store starts at the wall clock in microseconds.
+            let first = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64)
+                .max(1);
+            store.db.insert(META_FIRST_SEQ, &first.to_be_bytes())?;
+            store.db.flush()?;
+        }
+        Ok((store, report))
+    }
+
+    /// Opens sled and reads every log value once, so that damage shows now
+    /// rather than in the middle of serving.
+    fn open_checked(options: &StoreOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(&options.path)
+            .cache_capacity(options.cache_bytes)
+            // Durability is the flusher's job (group commit at the configured
+            // interval); sled's own timer would add fsyncs nobody asked for.
+            .flush_every_ms(None)
+            .open()?;
+        let store = Self { db };
+        for item in store.db.scan_prefix([LOG]) {
+            let (key, value) = item?;
+            segment::decode(&value).map_err(|source| StoreError::Damaged {
+                key: describe_key(&key),
+                source,
+            })?;
+        }
+        for item in store.db.scan_prefix([DEVICE]) {
+            let (key, value) = item?;
+            decode_device(&key, &value)?;
+        }
+        Ok(store)
+    }
+
+    /// The single writer. Call once: two writers would hand out the same numbers.
+    pub fn writer(&self) -> Result<Writer, StoreError> {
+        Writer::resume(self.db.clone())
+    }
+
+    /// A reader; cheap, clone as needed.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            db: self.db.clone(),
+        }
+    }
+
+    /// Makes everything appended so far durable. Blocks: call it from one flusher
+    /// thread, never `flush_async` (it deadlocks under concurrency, sled#1308).
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Moves a damaged store directory aside, next to where it was.
+fn quarantine(path: &Path, cause: &str) -> Result<PathBuf, StoreError> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{stamp}"));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside).map_err(|source| StoreError::Quarantine {
+        path: path.to_owned(),
+        cause: cause.to_owned(),
+        source,
+    })?;
+    Ok(aside)
+}
+
+fn log_key(seq: u64) -> [u8; 9] {
+    let mut k = [LOG; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn seq_of_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+fn device_key(device: &DeviceId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + device.as_str().len());
+    k.push(DEVICE);
+    k.extend_from_slice(device.as_str().as_bytes());
+    k
+}
+
+fn describe_key(key: &[u8]) -> String {
+    match key.first() {
+        Some(&LOG) => seq_of_key(key).map_or_else(|| format!("{key:?}"), |s| format!("seq {s}")),
+        Some(&DEVICE) | Some(&META) => String::from_utf8_lossy(key).into_owned(),
+        _ => format!("{key:?}"),
+    }
+}
+
+/// Device state on disk: its sequence number then one raw event.
+fn encode_device(seq: u64, position: &Position) -> Vec<u8> {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(&segment::encode_raw(&Event::Position(position.clone())));
+    v
+}
+
+fn decode_device(key: &[u8], value: &[u8]) -> Result<DeviceState, StoreError> {
+    let damaged = |source| StoreError::Damaged {
+        key: describe_key(key),
+        source,
+    };
+    let seq = value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or(damaged(segment::SegmentError::Inconsistent(
+            "short device state",
+        )))?;
+    let events = segment::decode(&value[8..]).map_err(damaged)?;
+    match events.into_iter().next() {
+        Some(Event::Position(position)) => Ok(DeviceState { seq, position }),
+        None => Err(damaged(segment::SegmentError::Inconsistent(
+            "empty device state",
+        ))),
+    }
+}
+
+/// The one appender: gives each event the next sequence number.
+pub struct Writer {
+    db: sled::Db,
+    next_seq: u64,
+    /// Raw events not yet compacted; the first has sequence number `tail_first`.
+    tail: Vec<Event>,
+    tail_first: u64,
+}
+
+impl Writer {
+    /// Picks up where the log ends: the next number, and the raw tail to compact later.
+    fn resume(db: sled::Db) -> Result<Self, StoreError> {
+        let first = db
+            .get(META_FIRST_SEQ)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(1);
+        let mut next_seq = None;
+        let mut raw = Vec::new();
+        // Walk back over the raw values at the end of the log: they are the tail.
+        for item in db.scan_prefix([LOG]).rev() {
+            let (key, value) = item?;
+            let damaged = |source| StoreError::Damaged {
+                key: describe_key(&key),
+                source,
+            };
+            let seq = seq_of_key(&key).ok_or(damaged(segment::SegmentError::Layout(0xff)))?;
+            let events = segment::decode(&value).map_err(damaged)?;
+            next_seq.get_or_insert(seq + events.len() as u64);
+            if !segment::is_raw(&value) {
+                break;
+            }
+            raw.push((seq, events));
+        }
+        let next_seq = next_seq.unwrap_or(first);
+        let tail_first = raw.last().map_or(next_seq, |(seq, _)| *seq);
+        let tail = raw
+            .into_iter()
+            .rev()
+            .flat_map(|(_, events)| events)
+            .collect();
+        Ok(Self {
+            db,
+            next_seq,
+            tail,
+            tail_first,
+        })
+    }
+
+    /// The sequence number of the last appended event (one less than the first
+    /// number when nothing was ever appended).
+    pub fn head(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Appends events in one atomic batch, updates their devices' last-known
+    /// state, and compacts the raw tail when a segment's worth has gathered.
+    /// Returns the sequence number of the last one. Not durable until the next
+    /// [`Store::flush`]. On error nothing changed and the call can be retried.
+    pub fn append(&mut self, events: &[Event]) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut seq = self.next_seq;
+        for event in events {
+            batch.insert(&log_key(seq)[..], segment::encode_raw(event));
+            let Event::Position(position) = event;
+            batch.insert(device_key(&position.device), encode_device(seq, position));
+            seq += 1;
+        }
+        let pending = self.tail.len() + events.len();
+        let segments = pending / segment::SEGMENT_RECORDS;
+        if segments > 0 {
+            let all: Vec<&Event> = self.tail.iter().chain(events).collect();
+            for (i, chunk) in all.chunks_exact(segment::SEGMENT_RECORDS).enumerate() {
+                let first = self.tail_first + (i * segment::SEGMENT_RECORDS) as u64;
+                // The segment replaces the raw value at its first key and the
+                // removals drop the rest: one batch, so a crash sees either.
+                batch.insert(
+                    &log_key(first)[..],
+                    segment::encode_segment(chunk.iter().copied()),
+                );
+                for s in first + 1..first + chunk.len() as u64 {
+                    batch.remove(&log_key(s)[..]);
+                }
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.tail.extend_from_slice(events);
+        let compacted = segments * segment::SEGMENT_RECORDS;
+        self.tail.drain(..compacted);
+        self.tail_first += compacted as u64;
+        self.next_seq = seq;
+        Ok(seq - 1)
+    }
+}
+
+/// Reads events by sequence number and device snapshots; any number may exist.
+#[derive(Clone)]
+pub struct Reader {
+    db: sled::Db,
+}
+
+impl Reader {
+    /// The oldest sequence number the store still holds, or `None` when empty.
+    pub fn oldest(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .db
+            .scan_prefix([LOG])
+            .keys()
+            .next()
+            .transpose()?
+            .and_then(|k| seq_of_key(&k)))
+    }
+
+    /// Up to `limit` events with sequence numbers greater than `after`, in order.
+    pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        let want = after.saturating_add(1);
+        // The value holding `want` may start before it (a compacted segment).
+        let start = self
+            .db
+            .range(log_key(0)..=log_key(want))
+            .keys()
+            .next_back()
+            .transpose()?
+            .and_then(|k| seq_of_key(&k))
+            .unwrap_or(want);
+        for item in self.db.range(log_key(start)..log_key(u64::MAX)) {
+            let (key, value) = item?;
+            let Some(first) = seq_of_key(&key) else {
+                continue;
+            };
+            let events = match segment::decode(&value) {
+                Ok(events) => events,
+                Err(err) => {
+                    // Readers skip what cannot be decoded rather than stall on it.
+                    metrics::counter!("fixgate_store_errors_total", "op" => "decode").increment(1);
+                    tracing::error!(
+                        "store: skipping damaged value at {}: {err}",
+                        describe_key(&key)
+                    );
+                    continue;
+                }
+            };
+            for (i, event) in events.into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq >= want {
+                    out.push(Record { seq, event });
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last-known state of every device, ordered by device id.
+    pub fn devices(&self) -> Result<Vec<DeviceState>, StoreError> {
+        self.db
+            .scan_prefix([DEVICE])
+            .map(|item| {
+                let (key, value) = item?;
+                decode_device(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The last-known state of one device.
+    pub fn device(&self, device: &DeviceId) -> Result<Option<DeviceState>, StoreError> {
+        let key = device_key(device);
+        self.db
+            .get(&key)?
+            .map(|v| decode_device(&key, &v))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fix::{Fix, FixMode};
+    use chrono::{TimeZone, Utc};
+
+    fn options(dir: &Path) -> StoreOptions {
+        StoreOptions {
+            path: dir.join("store"),
+            cache_bytes: 1 << 20,
+        }
+    }
+
+    fn event(device: &str, i: u64) -> Event {
+        Event::Position(Position {
+            device: DeviceId::new(device).unwrap(),
+            fix: Fix {
+                time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+                    + chrono::Duration::seconds(i as i64),
+                lat: 52.0 + i as f64 * 1e-5,
+                lon: 5.0,
+                alt: None,
+                speed: Some(1.5),
+                course: None,
+                hdop: None,
+                sats: Some(7),
+                mode: Some(FixMode::TwoD),
+            },
+        })
+    }
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn appends_read_back_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, report) = Store::open(&options(dir.path())).unwrap();
+        assert!(report.created);
+        let mut writer = store.writer().unwrap();
+        let base = writer.head();
+        // 600 events in uneven batches: two compactions and a raw tail.
+        let mut n = 0;
+        for size in [1, 7, 250, 3, 100, 239] {
+            let batch: Vec<Event> = (n..n + size).map(|i| event("a", i)).collect();
+            assert_eq!(writer.append(&batch).unwrap(), base + n + size);
+            n += size;
+        }
+        let reader = store.reader();
+        assert_eq!(reader.oldest().unwrap(), Some(base + 1));
+        let all = reader.read_after(base, usize::MAX).unwrap();
+        assert_eq!(seqs(&all), (base + 1..=base + 600).collect::<Vec<_>>());
+        assert_eq!(all[599].event, event("a", 599));
+        // Reads that start inside a compacted segment, and limits.
+        let part = reader.read_after(base + 300, 5).unwrap();
+        assert_eq!(seqs(&part), (base + 301..=base + 305).collect::<Vec<_>>());
+        assert!(reader.read_after(base + 600, 10).unwrap().is_empty());
+        store.flush().unwrap();
+        drop((writer, reader, store));
+
+        let (store, report) = Store::open(&options(dir.path())).unwrap();
+        assert!(!report.created && report.quarantined.is_none());
+        let mut writer = store.writer().unwrap();
+        assert_eq!(writer.head(), base + 600);
+        // The reloaded raw tail (88 events) compacts with the next ones.
+        let more: Vec<Event> = (600..700).map(|i| event("a", i)).collect();
+        writer.append(&more).unwrap();
+        let raw_values = store
+            .db
+            .scan_prefix([LOG])
+            .values()
+            .filter(|v| segment::is_raw(v.as_ref().unwrap()))
+            .count();
+        assert_eq!(raw_values, 700 % segment::SEGMENT_RECORDS);
+        let all = store.reader().read_after(base, usize::MAX).unwrap();
+        assert_eq!(seqs(&all), (base + 1..=base + 700).collect::<Vec<_>>());
+        assert_eq!(all[650].event, event("a", 650));
+    }
+
+    #[test]
+    fn keeps_last_known_state_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let mut writer = store.writer().unwrap();
+        let last = writer
+            .append(&[event("a", 1), event("b", 2), event("a", 3)])
+            .unwrap();
+        let devices = store.reader().devices().unwrap();
+        assert_eq!(devices.len(), 2);
+        assert_eq!(devices[0].seq, last);
+        assert_eq!(Event::Position(devices[0].position.clone()), event("a", 3));
+        assert_eq!(devices[1].seq, last - 1);
+        let b = DeviceId::new("b").unwrap();
+        assert_eq!(store.reader().device(&b).unwrap().unwrap().seq, last - 1);
+    }
+
+    #[test]
+    fn a_store_with_a_damaged_record_is_moved_aside_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (store, _) = Store::open(&opts).unwrap();
+        let old_head = store.writer().unwrap().append(&[event("a", 1)]).unwrap();
+        store
+            .db
+            .insert(log_key(old_head + 1), &[7u8, 7, 7][..])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+
+        let (store, report) = Store::open(&opts).unwrap();
+        let (aside, cause) = report.quarantined.expect("store should be quarantined");
+        assert!(aside.exists(), "damaged store kept for diagnosis");
+        assert!(cause.contains("damaged record"), "{cause}");
+        assert!(report.created);
+        let writer = store.writer().unwrap();
+        // A fresh store starts past anything the old one could have numbered.
+        assert!(writer.head() >= old_head);
+        assert!(store.reader().devices().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_whose_files_are_garbage_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (store, _) = Store::open(&opts).unwrap();
+        store.writer().unwrap().append(&[event("a", 1)]).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        for entry in std::fs::read_dir(&opts.path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::write(&path, b"\x00garbage, not a sled file").unwrap();
+            }
+        }
+        let (_store, report) = Store::open(&opts).unwrap();
+        assert!(report.quarantined.is_some());
+    }
+}
