@@ -1,1 +1,0 @@
-//! NMEA 0183: sentence framing, checksums and epoch assembly into fixes.
