@@ -28,7 +28,7 @@ use crate::fix::FixMode;
 /// The fields of one epoch, merged from all its sentences.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Merged {
-    /// Latitude and longitude in degrees, from the first position sentence.
+    /// Latitude and longitude in degrees, from the last position sentence.
     pub position: Option<(f64, f64)>,
     /// Altitude above MSL in metres (GGA, GNS).
     pub alt: Option<f64>,
@@ -55,18 +55,25 @@ pub struct Merged {
 
 impl Merged {
     fn add(&mut self, r: &Report) {
+        // A GGA/GNS "fix" from zero satellites is a held or simulated
+        // position, not a fix (Hemisphere sends quality 1 with 00 during
+        // acquisition); gpsd reports no fix for it either.
+        let zero_sats = matches!(r.kind, Kind::Gga | Kind::Gns) && r.sats == Some(0);
         match r.status {
+            Status::Fix if zero_sats => self.says_no_fix = true,
             Status::Fix => self.says_fix = true,
             Status::NoFix => self.says_no_fix = true,
             Status::Silent => {}
         }
-        if self.position.is_none() {
-            self.position = r.position;
-        }
+        // Later sentences win, as in gpsd: a receiver that repeats the
+        // position (RMC, then GGA, then GLL) refines it through the cycle,
+        // and an untimed sentence left over from the previous cycle comes
+        // first and is overridden.
+        self.position = r.position.or(self.position);
         match r.kind {
             Kind::Vtg => {
-                self.vtg_speed = self.vtg_speed.or(r.speed);
-                self.vtg_course = self.vtg_course.or(r.course);
+                self.vtg_speed = r.speed.or(self.vtg_speed);
+                self.vtg_course = r.course.or(self.vtg_course);
             }
             Kind::Gsa => {
                 // Several GSAs (one per constellation) add up their satellites.
@@ -74,15 +81,15 @@ impl Merged {
                     (Some(a), Some(b)) => Some(a.saturating_add(b)),
                     (a, b) => a.or(b),
                 };
-                self.gsa_hdop = self.gsa_hdop.or(r.hdop);
-                self.mode = self.mode.or(r.mode);
+                self.gsa_hdop = r.hdop.or(self.gsa_hdop);
+                self.mode = r.mode.or(self.mode);
             }
             _ => {
-                self.speed = self.speed.or(r.speed);
-                self.course = self.course.or(r.course);
-                self.alt = self.alt.or(r.alt);
-                self.hdop = self.hdop.or(r.hdop);
-                self.sats = self.sats.or(r.sats);
+                self.speed = r.speed.or(self.speed);
+                self.course = r.course.or(self.course);
+                self.alt = r.alt.or(self.alt);
+                self.hdop = r.hdop.or(self.hdop);
+                self.sats = r.sats.or(self.sats);
             }
         }
     }
