@@ -416,8 +416,10 @@ fn own(kind: Kind, data: &str) -> Option<Report> {
             // the first character, reports none.
             let modes = f.get(6);
             let any_valid = modes.bytes().any(|m| !matches!(m, b'N' | b'V'));
-            let nav_unsafe = matches!(f.first_char(13), Some(b'U' | b'V'));
-            r.status = if any_valid && !nav_unsafe {
+            // The navigational status (field 13, NMEA 4.1) is not used: Telit
+            // and Quectel modules send `V` with every good fix, and gpsd
+            // ignores it too.
+            r.status = if any_valid {
                 Status::Fix
             } else {
                 Status::NoFix
@@ -741,7 +743,7 @@ mod tests {
         let (r, refused) =
             report("$GNGNS,120213.000,5957.0062,N,01100.6429,E,NDD,11,1.3,168.9,39.5,,,V");
         assert!(!refused);
-        assert_eq!(r.status, Status::NoFix, "nav status V: not valid for navigation");
+        assert_eq!(r.status, Status::Fix, "nav status V is ignored (Telit, Quectel)");
         let (r, _) = report("$GNGNS,120213.000,5957.0062,N,01100.6429,E,NDD,11,1.3,168.9,39.5,,,S");
         assert_eq!(r.status, Status::Fix);
         assert_eq!(r.alt, Some(168.9));
