@@ -46,6 +46,8 @@ pub struct Merged {
     pub says_fix: bool,
     /// Some sentence of this epoch reported no fix; that wins.
     pub says_no_fix: bool,
+    /// A GGA/GNS claimed a fix from zero satellites.
+    zero_sats: bool,
     // Lower-priority values, used only when the preferred source is absent.
     vtg_speed: Option<f64>,
     vtg_course: Option<f64>,
@@ -55,12 +57,15 @@ pub struct Merged {
 
 impl Merged {
     fn add(&mut self, r: &Report) {
-        // A GGA/GNS "fix" from zero satellites is a held or simulated
-        // position, not a fix (Hemisphere sends quality 1 with 00 during
-        // acquisition); gpsd reports no fix for it either.
-        let zero_sats = matches!(r.kind, Kind::Gga | Kind::Gns) && r.sats == Some(0);
+        // A GGA/GNS "fix" from zero satellites is doubtful: Hemisphere sends
+        // quality 1 with 00 during acquisition (no fix), Furuno sends 00 with
+        // a real fix that its GSA confirms. As in gpsd, only a GSA 2D/3D in
+        // the same epoch makes it a fix.
+        if matches!(r.kind, Kind::Gga | Kind::Gns) && r.status == Status::Fix && r.sats == Some(0)
+        {
+            self.zero_sats = true;
+        }
         match r.status {
-            Status::Fix if zero_sats => self.says_no_fix = true,
             Status::Fix => self.says_fix = true,
             Status::NoFix => self.says_no_fix = true,
             Status::Silent => {}
@@ -96,7 +101,7 @@ impl Merged {
 
     /// The values with the fallbacks applied; `None` if the epoch has no fix.
     pub fn resolved(&self) -> Option<Merged> {
-        if !self.says_fix || self.says_no_fix {
+        if !self.says_fix || self.says_no_fix || (self.zero_sats && self.mode.is_none()) {
             return None;
         }
         self.position?;
