@@ -215,7 +215,10 @@ fn check_log(log: &[u8], chk: &str, details: &mut Vec<String>, name: &str) -> Ro
                     "speed" => (g.speed, f.speed),
                     _ => (g.track, f.course),
                 };
-                details.push(format!("{name}: {label} {} ours {ov:?} gpsd {gv:?}", fmt(t)));
+                details.push(format!(
+                    "{name}: {label} {} ours {ov:?} gpsd {gv:?}",
+                    fmt(t)
+                ));
             }
         }
     }
@@ -284,7 +287,9 @@ fn tod(s: &str) -> Option<i64> {
         return None;
     }
     let n: i64 = whole.parse().ok()?;
-    let ms: i64 = format!("{:0<3}", frac.get(..frac.len().min(3))?).parse().ok()?;
+    let ms: i64 = format!("{:0<3}", frac.get(..frac.len().min(3))?)
+        .parse()
+        .ok()?;
     Some(((n / 10000) * 3600 + (n / 100 % 100) * 60 + n % 100) * 1000 + ms)
 }
 
@@ -335,14 +340,30 @@ fn gpsd_regression_logs() {
     let mut details = Vec::new();
     println!(
         "{:<34} {:>6} {:>5} {:>6} {:>4} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4} {:>4} {:>4} {:>7}",
-        "log", "gpsd", "untm", "match", "wk", "undat", "miss", "false", "silnt", "untok", "alt", "spd", "crs", "match%"
+        "log",
+        "gpsd",
+        "untm",
+        "match",
+        "wk",
+        "undat",
+        "miss",
+        "false",
+        "silnt",
+        "untok",
+        "alt",
+        "spd",
+        "crs",
+        "match%"
     );
     println!(
         "{:<34} (extra fixes of ours not counted false: 'silent' = gpsd printed no TPV then, 'untimed' = gpsd's fix without time)",
         ""
     );
     for log in &logs {
-        let name = log.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = log
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let bytes = std::fs::read(log).expect("read log");
         let chk_path = log.with_extension("log.chk");
         let Ok(chk) = std::fs::read_to_string(&chk_path) else {

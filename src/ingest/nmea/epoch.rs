@@ -61,8 +61,7 @@ impl Merged {
         // quality 1 with 00 during acquisition (no fix), Furuno sends 00 with
         // a real fix that its GSA confirms. As in gpsd, only a GSA 2D/3D in
         // the same epoch makes it a fix.
-        if matches!(r.kind, Kind::Gga | Kind::Gns) && r.status == Status::Fix && r.sats == Some(0)
-        {
+        if matches!(r.kind, Kind::Gga | Kind::Gns) && r.status == Status::Fix && r.sats == Some(0) {
             self.zero_sats = true;
         }
         match r.status {
@@ -245,7 +244,11 @@ mod tests {
 
     fn cycles(n: usize) -> Vec<String> {
         (0..n)
-            .flat_map(|i| CYCLE.iter().map(move |l| l.replace("120000", &format!("1200{i:02}"))))
+            .flat_map(|i| {
+                CYCLE
+                    .iter()
+                    .map(move |l| l.replace("120000", &format!("1200{i:02}")))
+            })
             .collect()
     }
 
@@ -273,7 +276,12 @@ mod tests {
     fn relearns_when_the_ender_disappears() {
         let mut lines = cycles(3);
         // From cycle 2 on the receiver stops sending RMC.
-        lines.extend(cycles(6).into_iter().skip(12).filter(|l| !l.contains("RMC")));
+        lines.extend(
+            cycles(6)
+                .into_iter()
+                .skip(12)
+                .filter(|l| !l.contains("RMC")),
+        );
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let (out, a) = run(&refs);
         assert_eq!(a.ender(), Some(Kind::Gga));
@@ -285,8 +293,12 @@ mod tests {
     fn second_occurrence_of_a_type_can_end_the_cycle() {
         let mut lines = Vec::new();
         for i in 0..3 {
-            lines.push(format!("$GPGGA,1200{i:02}.00,4807.038,N,01131.324,E,1,08,0.9,545.4,M,46.9,M,,"));
-            lines.push(format!("$GNGGA,1200{i:02}.00,4807.038,N,01131.324,E,1,12,0.9,545.4,M,46.9,M,,"));
+            lines.push(format!(
+                "$GPGGA,1200{i:02}.00,4807.038,N,01131.324,E,1,08,0.9,545.4,M,46.9,M,,"
+            ));
+            lines.push(format!(
+                "$GNGGA,1200{i:02}.00,4807.038,N,01131.324,E,1,12,0.9,545.4,M,46.9,M,,"
+            ));
         }
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let (out, _) = run(&refs);

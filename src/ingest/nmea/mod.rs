@@ -266,7 +266,7 @@ impl Dater<'_> {
                     Some(d)
                 }
             }
-            (None, None) => self.from_clock(e.time),
+            (None, None) => self.date_from_clock(e.time),
         };
         if let Some(d) = date {
             *self.last_date = Some((d, e.time));
@@ -275,7 +275,7 @@ impl Dater<'_> {
     }
 
     /// The date on which `time_of_day` is nearest the trusted clock, if near enough.
-    fn from_clock(&self, time_of_day: u32) -> Option<NaiveDate> {
+    fn date_from_clock(&self, time_of_day: u32) -> Option<NaiveDate> {
         let now = self.clock?;
         let skew = TimeDelta::from_std(self.skew).ok()?;
         let today = now.date_naive();
@@ -380,13 +380,19 @@ mod tests {
         }
         assert_eq!(whole.len(), 4, "{whole:?}");
         assert_eq!(stats.fixes, 4);
-        assert_eq!(whole[0].time, Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 58).unwrap());
+        assert_eq!(
+            whole[0].time,
+            Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 58).unwrap()
+        );
         assert_eq!(whole[0].alt, Some(545.4));
         assert_eq!(whole[0].sats, Some(8));
         assert!((whole[0].speed.unwrap_or(0.0) - 22.4 * 1852.0 / 3600.0).abs() < 1e-9);
         // The last, GGA-only epoch carries the date forward; the RMC of the
         // third epoch still says 31.12. (the receiver's mistake), kept as is.
-        assert_eq!(whole[3].time, Utc.with_ymd_and_hms(1999, 12, 31, 0, 0, 1).unwrap());
+        assert_eq!(
+            whole[3].time,
+            Utc.with_ymd_and_hms(1999, 12, 31, 0, 0, 1).unwrap()
+        );
     }
 
     #[test]
@@ -398,10 +404,17 @@ mod tests {
             ));
         }
         let (fixes, _) = decode(&input, 5);
-        let times: Vec<String> = fixes.iter().map(|f| crate::fix::time_ms::format(&f.time)).collect();
+        let times: Vec<String> = fixes
+            .iter()
+            .map(|f| crate::fix::time_ms::format(&f.time))
+            .collect();
         assert_eq!(
             times,
-            ["1999-12-31T23:59:59.000Z", "2000-01-01T00:00:00.000Z", "2000-01-01T00:00:01.000Z"]
+            [
+                "1999-12-31T23:59:59.000Z",
+                "2000-01-01T00:00:00.000Z",
+                "2000-01-01T00:00:01.000Z"
+            ]
         );
     }
 
@@ -416,7 +429,11 @@ mod tests {
 
     #[test]
     fn gga_only_needs_a_trusted_clock_that_agrees() {
-        let gga = |t: &str| line(&format!("$GPGGA,{t}.00,4807.038,N,01131.324,E,1,08,0.9,545.4,M,46.9,M,,"));
+        let gga = |t: &str| {
+            line(&format!(
+                "$GPGGA,{t}.00,4807.038,N,01131.324,E,1,08,0.9,545.4,M,46.9,M,,"
+            ))
+        };
         let input = gga("120000") + &gga("120001") + &gga("120002");
         let (fixes, stats) = decode(&input, 3);
         assert!(fixes.is_empty());
@@ -428,7 +445,10 @@ mod tests {
         d.push(input.as_bytes(), &mut out);
         d.finish(&mut out);
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0].time, Utc.with_ymd_and_hms(2024, 5, 6, 12, 0, 0).unwrap());
+        assert_eq!(
+            out[0].time,
+            Utc.with_ymd_and_hms(2024, 5, 6, 12, 0, 0).unwrap()
+        );
 
         // A clock just after midnight dates 23:59:59 to the day before.
         let mut d = Decoder::new(DecoderOptions::default());
@@ -436,7 +456,10 @@ mod tests {
         let mut out = Vec::new();
         d.push(gga("235959").as_bytes(), &mut out);
         d.finish(&mut out);
-        assert_eq!(out[0].time, Utc.with_ymd_and_hms(2024, 5, 6, 23, 59, 59).unwrap());
+        assert_eq!(
+            out[0].time,
+            Utc.with_ymd_and_hms(2024, 5, 6, 23, 59, 59).unwrap()
+        );
 
         // A clock hours away from the receiver's time is not used.
         let mut d = Decoder::new(DecoderOptions::default());
@@ -486,7 +509,10 @@ mod tests {
         let stats = nmea_to_json_lines(input.as_bytes(), &mut out).unwrap();
         assert_eq!(stats.fixes, 1);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(r#"{"time":"2020-01-01T12:00:00.000Z","lat":48.1173"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"time":"2020-01-01T12:00:00.000Z","lat":48.1173"#),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), 1);
     }
 }

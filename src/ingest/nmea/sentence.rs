@@ -658,7 +658,8 @@ mod tests {
 
     #[test]
     fn rmc_via_the_crate() {
-        let (r, refused) = report("$GNRMC,171926.00,A,4404.14063,N,12118.85478,W,0.117,,180315,,,A");
+        let (r, refused) =
+            report("$GNRMC,171926.00,A,4404.14063,N,12118.85478,W,0.117,,180315,,,A");
         assert!(!refused);
         assert_eq!(r.kind, Kind::Rmc);
         assert_eq!(r.time, Some((17 * 3600 + 19 * 60 + 26) * 1000));
@@ -728,8 +729,7 @@ mod tests {
         assert!(refused);
         assert_eq!(r.status, Status::NoFix);
         // CH-4701: 24 PRN fields would panic inside the crate.
-        let (r, refused) =
-            report("$GPGSA,A,3,27,23,13,07,25,,,,,,,,,,,,,,,,,,,,07.9,06.0,05.2");
+        let (r, refused) = report("$GPGSA,A,3,27,23,13,07,25,,,,,,,,,,,,,,,,,,,,07.9,06.0,05.2");
         assert!(refused);
         assert_eq!(r.sats, Some(5));
         assert_eq!(r.hdop, Some(6.0));
@@ -743,7 +743,11 @@ mod tests {
         let (r, refused) =
             report("$GNGNS,120213.000,5957.0062,N,01100.6429,E,NDD,11,1.3,168.9,39.5,,,V");
         assert!(!refused);
-        assert_eq!(r.status, Status::Fix, "nav status V is ignored (Telit, Quectel)");
+        assert_eq!(
+            r.status,
+            Status::Fix,
+            "nav status V is ignored (Telit, Quectel)"
+        );
         let (r, _) = report("$GNGNS,120213.000,5957.0062,N,01100.6429,E,NDD,11,1.3,168.9,39.5,,,S");
         assert_eq!(r.status, Status::Fix);
         assert_eq!(r.alt, Some(168.9));
@@ -773,16 +777,37 @@ mod tests {
 
     #[test]
     fn classification_of_other_sentences() {
-        assert_eq!(classify("$GPGSV,3,1,10,66,37,078,27"), Classified::Skipped(Skip::Unused));
+        assert_eq!(
+            classify("$GPGSV,3,1,10,66,37,078,27"),
+            Classified::Skipped(Skip::Unused)
+        );
         assert_eq!(classify("$GNGSV,1,1,00"), Classified::Skipped(Skip::Unused));
-        assert_eq!(classify("$PGRME,15.0,M,45.0,M,25.0,M"), Classified::Skipped(Skip::Proprietary));
-        assert_eq!(classify("$PUBX,00,1"), Classified::Skipped(Skip::Proprietary));
-        assert_eq!(classify("!AIVDM,1,1,,A,15MgK45P3@G?fl0E`JbR0OwT0@MS,0"), Classified::Skipped(Skip::Encapsulated));
+        assert_eq!(
+            classify("$PGRME,15.0,M,45.0,M,25.0,M"),
+            Classified::Skipped(Skip::Proprietary)
+        );
+        assert_eq!(
+            classify("$PUBX,00,1"),
+            Classified::Skipped(Skip::Proprietary)
+        );
+        assert_eq!(
+            classify("!AIVDM,1,1,,A,15MgK45P3@G?fl0E`JbR0OwT0@MS,0"),
+            Classified::Skipped(Skip::Encapsulated)
+        );
         assert_eq!(classify("$STI,1,2"), Classified::Skipped(Skip::Unknown));
-        assert_eq!(classify("$GPACCURACY,961.2"), Classified::Skipped(Skip::Unknown));
+        assert_eq!(
+            classify("$GPACCURACY,961.2"),
+            Classified::Skipped(Skip::Unknown)
+        );
         assert_eq!(classify("$"), Classified::Skipped(Skip::Unknown));
-        assert_eq!(classify("$GPRMC,12x000,A,,,,,,,010120,,,A"), Classified::Malformed);
-        assert_eq!(classify("$GPZDA,120000,32,01,2020,,"), Classified::Malformed);
+        assert_eq!(
+            classify("$GPRMC,12x000,A,,,,,,,010120,,,A"),
+            Classified::Malformed
+        );
+        assert_eq!(
+            classify("$GPZDA,120000,32,01,2020,,"),
+            Classified::Malformed
+        );
         // Blank ZDA and a GSA with a dead-reckoning mode say nothing.
         let (r, _) = report("$GPZDA,,,,,,");
         assert_eq!((r.time, r.date, r.status), (None, None, Status::Silent));
@@ -802,7 +827,9 @@ mod tests {
         assert_eq!(parse_time("235960.5"), Some(DAY_MS + 500));
         assert_eq!(parse_time("120060"), None);
         assert_eq!(parse_time("120000.12345"), Some(43_200_123));
-        for bad in ["", "12000", "1200000", "240000", "126000", "12000a", "120000.x", "-12000"] {
+        for bad in [
+            "", "12000", "1200000", "240000", "126000", "12000a", "120000.x", "-12000",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
@@ -822,7 +849,11 @@ mod tests {
         assert_eq!(widen(1147.2), 1147.2);
         assert_eq!(widen(-30.4), -30.4);
         assert_eq!(widen(0.91), 0.91);
-        assert_eq!(widen(f32::MAX), 3.4028235e38, "shortest decimal, as for any value");
+        assert_eq!(
+            widen(f32::MAX),
+            3.4028235e38,
+            "shortest decimal, as for any value"
+        );
         assert!(widen(f32::NAN).is_nan());
     }
 }
