@@ -157,7 +157,18 @@ impl Assembler {
     pub fn push(&mut self, r: &Report, emit: &mut impl FnMut(Epoch)) {
         let Some(t) = r.time else {
             // No time: belongs to whatever epoch is open, or the next one.
-            self.open.get_or_insert_with(Default::default).2.add(r);
+            let open = self.open.get_or_insert_with(Default::default);
+            if open.0.is_none() && r.status == Status::NoFix {
+                // Between cycles we cannot tell whether a GSA "no fix" is the
+                // tail of the last cycle or the head of the next: it must not
+                // veto a fix the next cycle's own sentences report (the first
+                // fix after acquisition, u-blox and Garmin).
+                let mut weak = r.clone();
+                weak.status = Status::Silent;
+                open.2.add(&weak);
+            } else {
+                open.2.add(r);
+            }
             return;
         };
         let open_time = self.open.as_ref().and_then(|o| o.0);
