@@ -106,6 +106,12 @@ impl Skipped {
 }
 
 impl DecodeStats {
+    /// Sentences with a correct checksum so far; a watchdog compares two
+    /// readings to tell a live receiver from a silent or garbled one.
+    pub fn sentences(&self) -> u64 {
+        self.sentences
+    }
+
     /// Rejections by reason: `(reason_label, count)`, labels stable for metrics.
     pub fn rejections(&self) -> impl Iterator<Item = (&'static str, u64)> + use<> {
         self.rejected.iter()
