@@ -27,6 +27,8 @@ const LOG: u8 = b'L';
 const DEVICE: u8 = b'D';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
+/// How often one read seeks again after the writer moved values under it.
+const MAX_RESEEKS: u32 = 8;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct StoreOptions {
     pub path: PathBuf,
     /// sled's page cache in bytes (sled defaults to 1 GiB, far too much for a Pi).
     pub cache_bytes: u64,
+    /// How often sled's own background flusher runs.
+    pub flush_interval: Duration,
 }
 
 /// A store operation that failed.
@@ -122,9 +126,16 @@ impl Store {
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
-            // Durability is the flusher's job (group commit at the configured
-            // interval); sled's own timer would add fsyncs nobody asked for.
-            .flush_every_ms(None)
+            // sled's background flusher must run: with it off, the log's IO
+            // buffers are only written by an explicit flush, and a writer that
+            // fills them between two flushes spins in sled forever (seen here).
+            // It also gives sled idle time for its page GC. Our flusher still
+            // does the group commit that reports what is durable.
+            .flush_every_ms(Some(
+                u64::try_from(options.flush_interval.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ))
             .open()?;
         let store = Self { db };
         for item in store.db.scan_prefix([LOG]) {
@@ -351,44 +362,67 @@ impl Reader {
     /// Up to `limit` events with sequence numbers greater than `after`, in order.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        let want = after.saturating_add(1);
-        // The value holding `want` may start before it (a compacted segment).
-        let start = self
-            .db
-            .range(log_key(0)..=log_key(want))
-            .keys()
-            .next_back()
-            .transpose()?
-            .and_then(|k| seq_of_key(&k))
-            .unwrap_or(want);
-        for item in self.db.range(log_key(start)..log_key(u64::MAX)) {
-            let (key, value) = item?;
-            let Some(first) = seq_of_key(&key) else {
-                continue;
-            };
-            let events = match segment::decode(&value) {
-                Ok(events) => events,
-                Err(err) => {
-                    // Readers skip what cannot be decoded rather than stall on it.
-                    metrics::counter!("fixgate_store_errors_total", "op" => "decode").increment(1);
-                    tracing::error!(
-                        "store: skipping damaged value at {}: {err}",
-                        describe_key(&key)
-                    );
+        let mut next = after.saturating_add(1);
+        // sled's iterators are not snapshots: when the writer compacts raw
+        // values into a segment while we iterate, the raw keys ahead of us
+        // vanish and the iterator skips to whatever follows. Sequence numbers
+        // have no holes, so a jump means exactly that: seek again from where
+        // we are. A jump that persists is a value skipped as damaged, or a
+        // cursor from before the oldest record, and is taken as it is.
+        let mut reseeks = 0;
+        'seek: loop {
+            // The value holding `next` may start before it (a compacted segment).
+            let found = self
+                .db
+                .range(log_key(0)..=log_key(next))
+                .keys()
+                .next_back()
+                .transpose()?
+                .and_then(|k| seq_of_key(&k));
+            let start = found.unwrap_or(next);
+            let mut visited = false;
+            for item in self.db.range(log_key(start)..log_key(u64::MAX)) {
+                visited = true;
+                let (key, value) = item?;
+                let Some(first) = seq_of_key(&key) else {
                     continue;
+                };
+                if first > next && reseeks < MAX_RESEEKS {
+                    reseeks += 1;
+                    continue 'seek;
                 }
-            };
-            for (i, event) in events.into_iter().enumerate() {
-                let seq = first + i as u64;
-                if seq >= want {
-                    out.push(Record { seq, event });
-                    if out.len() >= limit {
-                        return Ok(out);
+                let events = match segment::decode(&value) {
+                    Ok(events) => events,
+                    Err(err) => {
+                        // Readers skip what cannot be decoded rather than stall on it.
+                        metrics::counter!("fixgate_store_errors_total", "op" => "decode")
+                            .increment(1);
+                        tracing::error!(
+                            "store: skipping damaged value at {}: {err}",
+                            describe_key(&key)
+                        );
+                        continue;
+                    }
+                };
+                for (i, event) in events.into_iter().enumerate() {
+                    let seq = first + i as u64;
+                    if seq >= next {
+                        out.push(Record { seq, event });
+                        next = seq + 1;
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
                     }
                 }
             }
+            // The value found a moment ago is gone: compacted into a segment
+            // that starts before it.
+            if found.is_some() && !visited && reseeks < MAX_RESEEKS {
+                reseeks += 1;
+                continue;
+            }
+            return Ok(out);
         }
-        Ok(out)
     }
 
     /// The last-known state of every device, ordered by device id.
@@ -420,6 +454,7 @@ mod tests {
 
     fn options(dir: &Path) -> StoreOptions {
         StoreOptions {
+            flush_interval: Duration::from_millis(100),
             path: dir.join("store"),
             cache_bytes: 1 << 20,
         }
@@ -445,6 +480,36 @@ mod tests {
 
     fn seqs(records: &[Record]) -> Vec<u64> {
         records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_reader_sees_no_holes_while_the_writer_compacts_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let mut writer = store.writer().unwrap();
+        let base = writer.head();
+        let total = 160 * segment::SEGMENT_RECORDS as u64;
+        let appender = std::thread::spawn(move || {
+            // Small batches, so that raw tails and compactions interleave with reads.
+            for i in 0..total / 8 {
+                let batch: Vec<Event> = (0..8).map(|j| event("bus-1", i * 8 + j)).collect();
+                writer.append(&batch).unwrap();
+            }
+        });
+        let reader = store.reader();
+        let mut after = base;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while after < base + total {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reader stuck at {after}"
+            );
+            for record in reader.read_after(after, 1000).unwrap() {
+                assert_eq!(record.seq, after + 1, "no hole, no repeat");
+                after = record.seq;
+            }
+        }
+        appender.join().unwrap();
     }
 
     #[test]
