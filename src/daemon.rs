@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -31,6 +32,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     let options = StoreOptions {
         path: config.store.path.clone(),
         cache_bytes: config.store.cache_mb * 1024 * 1024,
+        flush_interval: config.store.flush_interval,
     };
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await?
@@ -75,7 +77,6 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
 
     let mut sources = JoinSet::new();
     start_sources(&config, &tx, &shutdown, &mut sources);
-    drop(tx);
 
     let state = FeedState::new(
         store.reader(),
@@ -90,15 +91,27 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         shutdown.clone(),
     );
     let server = tokio::spawn(
-        axum::serve(listener, feed::router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            // Events are small writes; Nagle would hold each back for the
+            // previous one's ACK and a catching-up client would crawl.
+            listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {err}");
+                }
+            }),
+            feed::router(state),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: stopping intake");
     while sources.join_next().await.is_some() {}
+    // Held until now so that the writer (and the feed's head) outlive sources
+    // that end on their own, such as a replay played once, or none at all.
+    drop(tx);
     // The writer ends once the last sender is gone and the channel is drained.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?
@@ -127,26 +140,10 @@ fn start_sources(
 ) {
     let clock = config.gateway.clock;
     for s in &config.serial {
-        let spec = serial::SerialSpec {
-            device: s.device.clone(),
-            path: s.path.clone(),
-            baud: s.baud,
-            silence_timeout: s.silence_timeout,
-            reconnect_min: s.reconnect_min,
-            reconnect_max: s.reconnect_max,
-            clock,
-        };
-        sources.spawn(serial::run(spec, tx.clone(), shutdown.clone()));
+        sources.spawn(serial::run(s.clone(), clock, tx.clone(), shutdown.clone()));
     }
     for r in &config.replay {
-        let spec = replay::ReplaySpec {
-            device: r.device.clone(),
-            path: r.path.clone(),
-            pace: r.pace,
-            looping: r.r#loop,
-            clock,
-        };
-        sources.spawn(replay::run(spec, tx.clone(), shutdown.clone()));
+        sources.spawn(replay::run(r.clone(), clock, tx.clone(), shutdown.clone()));
     }
     if let Some(d) = &config.demo {
         let spec = demo::DemoSpec {

@@ -60,7 +60,13 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .context("log level")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour only for a person at a terminal; journald and log files get plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // stdout is for data (`fixgate nmea`); diagnostics go to stderr, as journald expects.
+        .with_writer(std::io::stderr)
+        .init();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;

@@ -1,7 +1,6 @@
 //! Replays an NMEA log as if a receiver were sending it, like gpsd's gpsfake:
 //! for demos and tests.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +13,8 @@ use tracing::Instrument;
 use super::clock::ClockTrust;
 use super::stream::{self, NmeaStream, PipelineClosed};
 pub use crate::config::Pace;
-use crate::fix::{DeviceId, Observed, SourceKind};
+use crate::config::Replay;
+use crate::fix::{Observed, SourceKind};
 
 /// Longest line read at once; longer ones reach the decoder in pieces and are
 /// rejected there as over-long.
@@ -23,36 +23,31 @@ const MAX_LINE: u64 = 4096;
 /// should not look like a hung replay).
 const MAX_RECORDED_GAP: Duration = Duration::from_secs(10);
 
-/// One configured replay.
-#[derive(Debug, Clone)]
-pub struct ReplaySpec {
-    /// The device id its fixes carry.
-    pub device: DeviceId,
-    /// The NMEA log.
-    pub path: PathBuf,
-    /// Replay speed.
-    pub pace: Pace,
-    /// Start again at the end.
-    pub looping: bool,
-    /// When the system clock may date fixes.
-    pub clock: ClockTrust,
-}
-
 /// Replays until the end (or forever when looping), `shutdown`, or the pipeline closes.
-pub async fn run(spec: ReplaySpec, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
+/// `clock` decides when the system clock may date fixes that carry no date.
+pub async fn run(
+    spec: Replay,
+    clock: ClockTrust,
+    tx: mpsc::Sender<Observed>,
+    shutdown: CancellationToken,
+) {
     let span = tracing::info_span!("replay", device = %spec.device, path = %spec.path.display());
     async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = replay(&spec, &tx) => {}
+            _ = replay(&spec, clock, &tx) => {}
         }
     }
     .instrument(span)
     .await;
 }
 
-async fn replay(spec: &ReplaySpec, tx: &mpsc::Sender<Observed>) -> Result<(), PipelineClosed> {
-    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Replay, spec.clock);
+async fn replay(
+    spec: &Replay,
+    clock: ClockTrust,
+    tx: &mpsc::Sender<Observed>,
+) -> Result<(), PipelineClosed> {
+    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Replay, clock);
     let mut pacer = Pacer::new(spec.pace);
     loop {
         let fixes = match replay_once(spec, &mut stream, &mut pacer, tx).await {
@@ -65,7 +60,7 @@ async fn replay(spec: &ReplaySpec, tx: &mpsc::Sender<Observed>) -> Result<(), Pi
                 0
             }
         };
-        if !spec.looping {
+        if !spec.r#loop {
             tracing::info!(fixes, "replay finished");
             return Ok(());
         }
@@ -85,7 +80,7 @@ enum Failure {
 
 /// One pass over the file; returns the number of fixes sent.
 async fn replay_once(
-    spec: &ReplaySpec,
+    spec: &Replay,
     stream: &mut NmeaStream,
     pacer: &mut Pacer,
     tx: &mpsc::Sender<Observed>,

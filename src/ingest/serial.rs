@@ -6,9 +6,6 @@
 //! that stopped talking). Then it is closed and reopened with exponential
 //! back-off, forever, without ever spinning.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -18,26 +15,8 @@ use tracing::Instrument;
 
 use super::clock::ClockTrust;
 use super::stream::{NmeaStream, PipelineClosed};
-use crate::fix::{DeviceId, Observed, SourceKind};
-
-/// One configured receiver.
-#[derive(Debug, Clone)]
-pub struct SerialSpec {
-    /// The device id its fixes carry.
-    pub device: DeviceId,
-    /// The port, preferably a stable `/dev/serial/by-id/…` path.
-    pub path: PathBuf,
-    /// Line speed.
-    pub baud: u32,
-    /// Reopen after this long without a valid sentence.
-    pub silence_timeout: Duration,
-    /// First delay before reopening.
-    pub reconnect_min: Duration,
-    /// Longest delay between reopen attempts.
-    pub reconnect_max: Duration,
-    /// When the system clock may date fixes.
-    pub clock: ClockTrust,
-}
+use crate::config::Serial;
+use crate::fix::{Observed, SourceKind};
 
 /// Why a port was given up.
 #[derive(Debug)]
@@ -67,15 +46,28 @@ enum Ended {
 }
 
 /// Runs one receiver until `shutdown` or until the pipeline closes.
-pub async fn run(spec: SerialSpec, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
+/// `clock` decides when the system clock may date fixes that carry no date.
+pub async fn run(
+    spec: Serial,
+    clock: ClockTrust,
+    tx: mpsc::Sender<Observed>,
+    shutdown: CancellationToken,
+) {
     let span = tracing::info_span!("serial", device = %spec.device, path = %spec.path.display());
-    read_forever(spec, tx, shutdown).instrument(span).await;
+    read_forever(spec, clock, tx, shutdown)
+        .instrument(span)
+        .await;
 }
 
-async fn read_forever(spec: SerialSpec, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
+async fn read_forever(
+    spec: Serial,
+    clock: ClockTrust,
+    tx: mpsc::Sender<Observed>,
+    shutdown: CancellationToken,
+) {
     let device = spec.device.to_string();
     let connected = metrics::gauge!("fixgate_serial_connected", "device" => device.clone());
-    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Serial, spec.clock);
+    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock);
     let mut backoff = spec.reconnect_min;
     let mut failures = 0u64;
     while !shutdown.is_cancelled() {
@@ -151,7 +143,7 @@ async fn read_forever(spec: SerialSpec, tx: mpsc::Sender<Observed>, shutdown: Ca
 /// Reads one open port until it is lost, the pipeline closes or shutdown.
 async fn read_port(
     mut port: tokio_serial::SerialStream,
-    spec: &SerialSpec,
+    spec: &Serial,
     stream: &mut NmeaStream,
     tx: &mpsc::Sender<Observed>,
     shutdown: &CancellationToken,
