@@ -79,7 +79,12 @@ fn main() {
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
+        // Run by `cargo test` (no `--bench`), one pass is enough to check it works.
+        .unwrap_or(if std::env::args().any(|a| a == "--bench") {
+            20
+        } else {
+            1
+        });
     let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();

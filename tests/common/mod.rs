@@ -1,0 +1,458 @@
+//! Shared parts of the integration tests: the real `fixgate` binary started
+//! on a config of the test's own, and a real HTTP/SSE client over a socket.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use chrono::{DurationRound, Utc};
+use nix::pty::openpty;
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A `fixgate run` process with its own config, store and port.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+/// A free loopback port (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl Daemon {
+    /// Writes `extra` (sources etc.) below a `[store]`/`[feed]` header pointing
+    /// into `dir`, starts the daemon and waits until `/healthz` answers.
+    pub fn start(dir: &Path, extra: &str) -> Daemon {
+        Self::start_with(dir, "", extra)
+    }
+
+    /// Like [`Daemon::start`], with extra `[feed]` keys (e.g. `keepalive = "1s"`).
+    pub fn start_with(dir: &Path, feed_extra: &str, extra: &str) -> Daemon {
+        let port = free_port();
+        let config = dir.join("fixgate.toml");
+        let text = format!(
+            "[store]\npath = \"{store}\"\nflush_interval = \"100ms\"\n\n[feed]\nlisten = \"127.0.0.1:{port}\"\n{feed_extra}\n\n[log]\nlevel = \"debug\"\n\n{extra}\n",
+            store = dir.join("store").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self::spawn(dir, config, port)
+    }
+
+    /// Starts the daemon on an existing config file that listens on `port`.
+    pub fn spawn(dir: &Path, config: PathBuf, port: u16) -> Daemon {
+        let log = dir.join(format!(
+            "daemon-{port}-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_fixgate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,fixgate=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start fixgate");
+        let mut daemon = Daemon {
+            child,
+            port,
+            dir: dir.to_owned(),
+            config,
+            log,
+        };
+        daemon.wait_healthy();
+        daemon
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fixgate exited early ({status}):\n{}", self.log_text());
+            }
+            if get(self.port, "/healthz").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("fixgate never became healthy:\n{}", self.log_text());
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
+        let status = wait_timeout(&mut self.child, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("fixgate ignored SIGTERM:\n{}", self.log_text()));
+        std::mem::forget(self);
+        status
+    }
+
+    /// Kills the process at once (a power cut, as far as the store can tell).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+
+    /// The `seq` of `/api/devices` (the head).
+    pub fn head(&self) -> u64 {
+        let body = get(self.port, "/api/devices").expect("/api/devices");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["seq"].as_u64().expect("seq")
+    }
+
+    /// The sequence number just before the oldest stored record, waiting for
+    /// a first record: what a client that wants everything passes as its
+    /// Last-Event-ID. (Asked of the feed, whose reset names the oldest.)
+    pub fn base(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let client = SseClient::connect(self.port, "", Some("0"));
+            if let Some(reset) = client.next_event(Duration::from_secs(5)) {
+                if let Some(oldest) = reset.json()["oldest"].as_u64() {
+                    return oldest - 1;
+                }
+            }
+            assert!(Instant::now() < deadline, "the store stayed empty");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the head reaches `seq`.
+    pub fn wait_head(&self, seq: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let head = self.head();
+            if head >= seq || Instant::now() > deadline {
+                return head;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resident memory of the daemon in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.memory_kib().0
+    }
+
+    /// Resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The value of one metric line (first match of `name{labels…}` prefix).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = get(self.port, "/metrics").ok()?;
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(|a, b| a + b)
+    }
+
+    /// The sum of metric `name` over the series carrying every one of `labels`.
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = get(self.port, "/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// `GET` a path on the daemon; the body as text, or the error.
+pub fn get(port: u16, path: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {body}"))
+    }
+}
+
+/// One parsed Server-Sent Event (or a comment line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    pub comment: Option<String>,
+}
+
+impl Sse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("bad data {:?}: {e}", self.data))
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.id
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .expect("numeric id")
+    }
+}
+
+/// A live `/events` connection read on a thread of its own.
+pub struct SseClient {
+    pub headers: Vec<(String, String)>,
+    pub status: u16,
+    events: mpsc::Receiver<Sse>,
+}
+
+impl SseClient {
+    /// Connects to `/events{query}` with an optional `Last-Event-ID` header.
+    pub fn connect(port: u16, query: &str, last_event_id: Option<&str>) -> SseClient {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut request = agent.get(format!("http://127.0.0.1:{port}/events{query}"));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.call().expect("connect /events");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let (tx, events) = mpsc::channel();
+        let reader = response.into_body().into_reader();
+        std::thread::spawn(move || parse_stream(BufReader::new(reader), tx));
+        SseClient {
+            headers,
+            status,
+            events,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next event or comment, waiting up to `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Sse> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// The next real event (comments and retry-only blocks skipped).
+    pub fn next_event(&self, timeout: Duration) -> Option<Sse> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let e = self.next(left)?;
+            if e.event.is_some() || e.id.is_some() || !e.data.is_empty() {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Collects `n` events named `kind`, failing the test after `timeout`.
+    pub fn take(&self, kind: &str, n: usize, timeout: Duration) -> Vec<Sse> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("only {} of {n} {kind} events arrived", out.len()));
+            match self.next_event(left) {
+                Some(e) if e.event.as_deref() == Some(kind) => out.push(e),
+                Some(_) => {}
+                None => panic!("only {} of {n} {kind} events arrived", out.len()),
+            }
+        }
+        out
+    }
+}
+
+fn parse_stream(reader: impl BufRead, tx: mpsc::Sender<Sse>) {
+    let mut current = Sse::default();
+    let mut dirty = false;
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        if line.is_empty() {
+            if dirty && tx.send(std::mem::take(&mut current)).is_err() {
+                return;
+            }
+            dirty = false;
+            continue;
+        }
+        dirty = true;
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line.as_str(), ""),
+        };
+        match field {
+            "" => current.comment = Some(value.to_owned()),
+            "id" => current.id = Some(value.to_owned()),
+            "event" => current.event = Some(value.to_owned()),
+            "retry" => current.retry = value.parse().ok(),
+            "data" => {
+                if !current.data.is_empty() {
+                    current.data.push('\n');
+                }
+                current.data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// NMEA text for `epochs` 1 Hz epochs of one simulated vehicle, starting at `start`.
+pub fn simulated_nmea(epochs: usize, start: chrono::DateTime<chrono::Utc>, seed: u64) -> String {
+    let mut fleet = fixgate::sim::Fleet::new(1, (52.0907, 5.1214), seed);
+    let mut text = String::new();
+    for i in 0..epochs {
+        let t = start + chrono::Duration::seconds(i as i64);
+        for fix in fleet.step(1.0, t) {
+            fixgate::sim::nmea::write_epoch(&fix, &mut text);
+        }
+    }
+    text
+}
+
+/// The receiver's end of a pty, and the symlink the daemon knows it by.
+pub struct PtyReceiver {
+    master: File,
+    // Held so the slave's raw settings stay until the daemon has opened it.
+    _slave: OwnedFd,
+}
+
+impl PtyReceiver {
+    /// Plugs a new receiver in behind `link`.
+    pub fn plug(link: &Path) -> PtyReceiver {
+        let pty = openpty(None, None).expect("openpty");
+        // openpty's descriptors are inherited by children: without this the
+        // daemon would hold the master too, and closing ours would unplug nothing.
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .expect("FD_CLOEXEC");
+        }
+        // Raw before the daemon opens it: a cooked slave would echo what we
+        // write back into the master until its buffer fills and writes block.
+        let mut termios = tcgetattr(&pty.slave).expect("tcgetattr");
+        cfmakeraw(&mut termios);
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &termios).expect("tcsetattr");
+        let name: PathBuf = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
+            .expect("pty name");
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(&name, link).expect("symlink");
+        PtyReceiver {
+            master: File::from(pty.master),
+            _slave: pty.slave,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).expect("write to pty master");
+    }
+
+    /// `n` 1 Hz epochs of a simulated receiver starting now.
+    pub fn send_epochs(&mut self, n: usize, seed: u64, offset_s: i64) -> String {
+        let start = Utc::now()
+            .duration_trunc(chrono::Duration::seconds(1))
+            .unwrap()
+            + chrono::Duration::seconds(offset_s);
+        let text = simulated_nmea(n, start, seed);
+        self.send(text.as_bytes());
+        text
+    }
+}
+
+/// The machine a benchmark ran on: architecture, CPU model, cores.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!(
+        "{} {}, {} cores",
+        std::env::consts::ARCH,
+        cpu,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
