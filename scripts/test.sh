@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what the tests
+# need, then checks formatting and lints and runs every test.
+# Usage: scripts/test.sh            (CI runs exactly this via .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests drive as real peers. Later issues add brokers and
+# browsers here; each test says plainly when a peer it needs is missing.
+packages=(gpsd-clients)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
+# Doc tests and the benches' own assertions are cheap; run them too.
+cargo test --doc --locked
