@@ -217,3 +217,29 @@ fn a_damaged_store_is_moved_aside_and_the_daemon_runs() {
     let log = daemon.log_text();
     assert!(log.contains("THE STORE WAS DAMAGED"), "{log}");
 }
+
+#[test]
+fn a_replay_keeps_its_recorded_pace_and_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &replay_source(dir.path(), 3, "recorded", true));
+    let client = SseClient::connect(
+        daemon.port,
+        &format!("?last_event_id={}", daemon.base()),
+        None,
+    );
+    let started = std::time::Instant::now();
+    // Three epochs a second apart, then the file again from the start.
+    let events = client.take("position", 5, WAIT);
+    let times: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["time"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(times[0], "2026-11-23T08:00:00.000Z");
+    assert_eq!(times[2], "2026-11-23T08:00:02.000Z");
+    assert_eq!(times[3], times[0], "looped: {times:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "recorded pace: {:?} for 5 epochs",
+        started.elapsed()
+    );
+}

@@ -132,6 +132,14 @@ impl Pacer {
     }
 
     async fn wait(&mut self, time: DateTime<Utc>) {
+        let delay = self.delay(time);
+        if !delay.is_zero() {
+            sleep(delay).await;
+        }
+    }
+
+    /// How long to wait before the epoch taken at `time`.
+    fn delay(&mut self, time: DateTime<Utc>) -> Duration {
         let delay = match self.pace {
             Pace::Max => Duration::ZERO,
             Pace::Rate(hz) => Duration::from_secs_f64(1.0 / hz.max(1e-3)),
@@ -142,8 +150,37 @@ impl Pacer {
                 .min(MAX_RECORDED_GAP),
         };
         self.last = Some(time);
-        if !delay.is_zero() {
-            sleep(delay).await;
-        }
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap() + chrono::Duration::milliseconds(s)
+    }
+
+    #[test]
+    fn recorded_pace_follows_the_log_but_caps_gaps_and_ignores_time_going_back() {
+        let mut pacer = Pacer::new(Pace::Recorded);
+        assert_eq!(pacer.delay(at(0)), Duration::ZERO);
+        assert_eq!(pacer.delay(at(200)), Duration::from_millis(200));
+        assert_eq!(pacer.delay(at(3_600_000)), MAX_RECORDED_GAP);
+        assert_eq!(pacer.delay(at(1_000)), Duration::ZERO);
+        pacer.restart();
+        assert_eq!(pacer.delay(at(5_000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn rates_and_max_ignore_the_log() {
+        let mut rate = Pacer::new(Pace::Rate(4.0));
+        assert_eq!(rate.delay(at(0)), Duration::from_millis(250));
+        assert_eq!(rate.delay(at(60_000)), Duration::from_millis(250));
+        let mut max = Pacer::new(Pace::Max);
+        assert_eq!(max.delay(at(0)), Duration::ZERO);
+        assert_eq!(max.delay(at(60_000)), Duration::ZERO);
     }
 }
