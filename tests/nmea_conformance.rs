@@ -36,9 +36,12 @@ use fixgate::ingest::nmea::{Decoder, DecoderOptions, Outcome};
 /// but not held to the 99% bar. Each entry says why.
 const AMBIGUOUS: &[(&str, &str)] = &[(
     "bundg_zeus_9.log",
-    "marine multiplexer: from 09:48:16 its GLL is stamped 1 s after the GGA it repeats, so \
-     RMC/GGA/GLL of one time state positions ~3 m apart; gpsd's TPV for T holds only GLL T \
-     (its cycle ender, speed 0), ours merges the whole cycle (GGA T last)",
+    "marine multiplexer: from 09:48:16 its GLL is stamped 1 s after the GGA it repeats (from \
+     09:48:55 its GGA too), so RMC/GGA/GLL of one time state positions ~3 m apart. gpsd's last \
+     TPV for T is taken at GLL T (+GSA/GSV) and never includes the RMC/GGA T that follow it, \
+     although gpsd's driver tags the last timed sentence before a time change as an ender (GGA \
+     here, as it does and reports on rx210). Keeping an ender that starts its own cycle \
+     reproduces all 147 epochs but loses GGA/VTG data on hemi, rx210, garmin25lp, magellan315",
 )];
 
 const WEEK_MS: i64 = 7 * 86_400_000;
