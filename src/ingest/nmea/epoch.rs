@@ -12,11 +12,14 @@
 //!   occurrence of the type it was (a receiver sending `$GPGGA` and `$GNGGA`
 //!   per cycle ends on the second), and we keep a single ender that is
 //!   re-learned at every time change, so a receiver whose output changes
-//!   (or whose ender stops appearing) is followed after one cycle.
+//!   (or whose ender stops appearing) is followed after one cycle. As in
+//!   gpsd, nothing is learned from a change that a GLL brings (gpsd flags
+//!   GLL as a cycle continuer) or from a step of 10 ms or less.
 //! * Until an ender is known, or when it does not appear, the epoch closes
 //!   when a sentence with a different time arrives (one cycle of latency).
 //! * Sentences without time attach to the open epoch; after an epoch was
-//!   closed they wait for the next one (gpsd does the same).
+//!   closed they wait for the next one (gpsd does the same), unless a late
+//!   sentence of the closed epoch shows that they still belong to it.
 //!
 //! The state is a fixed set of small values: nothing grows with the input.
 
@@ -124,6 +127,12 @@ pub struct Epoch {
     pub merged: Merged,
 }
 
+/// Whether two times of day (ms) are one cycle's for gpsd, which learns its
+/// cycle ender only when the time moves by more than 10 ms.
+fn same_time(a: u32, b: u32) -> bool {
+    a.abs_diff(b) <= 10
+}
+
 /// A sentence type and which occurrence of it in the cycle (0 = first).
 type Tag = (Kind, u8);
 
@@ -173,10 +182,20 @@ impl Assembler {
         };
         let open_time = self.open.as_ref().and_then(|o| o.0);
         let current = open_time.or(self.closed);
-        if current.is_some_and(|c| c != t) {
+        if let Some(c) = current.filter(|&c| c != t) {
             // A new cycle: what came last in the previous one ends cycles.
-            if let Some(tag) = self.last_timed {
-                self.ender = Some(tag);
+            // Not, as in gpsd, when a GLL starts it: gpsd marks GLL as a
+            // cycle *continuer* (it expects GLL to trail a cycle) and learns
+            // no ender from a time change a GLL brings. A receiver or
+            // multiplexer that stamps its GLL a second ahead of the RMC/GGA
+            // it repeats thus keeps GLL as its ender, and its later RMC/GGA
+            // of that second come after the fix was reported. Nor when the
+            // time moved by 10 ms or less, which gpsd does not count as a
+            // new cycle (Magellan: GLL `120824.758`, GGA `120824.76`).
+            if r.kind != Kind::Gll && !same_time(c, t) {
+                if let Some(tag) = self.last_timed {
+                    self.ender = Some(tag);
+                }
             }
             if open_time.is_some() {
                 self.close(emit);
@@ -187,8 +206,11 @@ impl Assembler {
         } else if open_time.is_none() && self.closed == Some(t) {
             // A late sentence of an epoch already closed (the ender was
             // learned wrong or the receiver repeats a type): the fix is out,
-            // but it tells us the cycle goes on past the ender.
+            // but it tells us the cycle goes on past the ender. Untimed
+            // sentences gathered so far came within that cycle too: they must
+            // not pass as the next one's (a VTG after a late RMC).
             self.last_timed = Some(self.tag(r.kind));
+            self.open = None;
             return;
         }
         let tag = self.tag(r.kind);
@@ -315,6 +337,53 @@ mod tests {
         let (out, _) = run(&refs);
         let at: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
         assert_eq!(at, vec![2, 3, 5]);
+    }
+
+    /// A multiplexer that stamps its GLL a second ahead of the RMC/GGA it
+    /// repeats (B&G Zeus): as for gpsd, the GLL stays the ender, the epoch
+    /// is the GLL's and the RMC/GGA/VTG after it are late.
+    #[test]
+    fn gll_stamped_ahead_stays_the_ender() {
+        let mut lines = Vec::new();
+        for i in 0..2 {
+            lines.push(format!(
+                "$GPRMC,1200{i:02},A,4807.{i}00,N,01131.000,E,5.0,90.0,230394,,,A"
+            ));
+            lines.push(format!(
+                "$GPGGA,1200{i:02},4807.{i}01,N,01131.000,E,1,08,0.9,5.0,M,46.9,M,,"
+            ));
+            lines.push(format!("$GPGLL,4807.{i}00,N,01131.000,E,1200{i:02},A,A"));
+        }
+        for i in 2..5 {
+            lines.push(format!("$GPGLL,4807.{i}00,N,01131.000,E,1200{i:02},A,A"));
+            lines.push(format!(
+                "$GPRMC,1200{i:02},A,4807.{i}00,N,01131.000,E,5.0,90.0,230394,,,A"
+            ));
+            lines.push("$GPVTG,90.0,T,,M,5.0,N,9.3,K,A".to_string());
+            lines.push(format!(
+                "$GPGGA,1200{i:02},4807.{i}01,N,01131.000,E,1,08,0.9,5.0,M,46.9,M,,"
+            ));
+        }
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (out, a) = run(&refs);
+        assert_eq!(a.ender(), Some(Kind::Gll));
+        let last = &out.last().unwrap().1;
+        assert_eq!(last.time / 1000 % 60, 4);
+        let m = last.merged.resolved().unwrap();
+        assert_eq!(m.position.map(|p| p.0), Some(48.0 + 7.4 / 60.0));
+        assert_eq!((m.speed, m.alt), (None, None));
+    }
+
+    /// Magellan: GLL `.758`, GGA/RMC `.76` of the same fix. gpsd learns no
+    /// ender from a 2 ms step, so neither do we.
+    #[test]
+    fn no_ender_from_a_step_of_milliseconds() {
+        let (_, a) = run(&[
+            "$GPGLL,3908.8199,N,00023.0832,W,120824.758,A",
+            "$GPGGA,120824.76,3908.8199,N,00023.0832,W,1,06,2.1,00176,M,,,,",
+            "$GPRMC,120824.76,A,3908.8199,N,00023.0832,W,00.0,000.0,130305,01.,W",
+        ]);
+        assert_eq!(a.ender(), None);
     }
 
     #[test]
