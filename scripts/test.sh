@@ -23,5 +23,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+# Again, uncaptured: the per-log table against gpsd (or a plain SKIPPED when
+# ../shared/testdata/nmea/gpsd is absent) belongs in the CI log.
+cargo test --locked --test nmea_conformance -- --nocapture
 # Doc tests and the benches' own assertions are cheap; run them too.
 cargo test --doc --locked
