@@ -146,12 +146,7 @@ fn start_sources(
         sources.spawn(replay::run(r.clone(), clock, tx.clone(), shutdown.clone()));
     }
     if let Some(d) = &config.demo {
-        let spec = demo::DemoSpec {
-            vehicles: d.vehicles as usize,
-            center: (d.center[0], d.center[1]),
-            rate_hz: d.rate_hz,
-        };
-        sources.spawn(demo::run(spec, tx.clone(), shutdown.clone()));
+        sources.spawn(demo::run(d.clone(), tx.clone(), shutdown.clone()));
     }
 }
 

@@ -225,13 +225,6 @@ impl Event {
             Self::Position(_) => "position",
         }
     }
-
-    /// The device the event is about.
-    pub fn device(&self) -> &DeviceId {
-        match self {
-            Self::Position(p) => &p.device,
-        }
-    }
 }
 
 /// An event with the sequence number the store gave it: the unit readers consume.

@@ -5,7 +5,7 @@
 //! order and one sequence-number space, with no locks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -25,8 +25,6 @@ const MAX_BATCH: usize = 256;
 pub struct WriterHealth {
     /// True while appends are failing (full disk, I/O errors).
     pub store_failing: AtomicBool,
-    /// Events appended since start.
-    pub appended: AtomicU64,
 }
 
 /// Runs the writer until every sender is gone and the channel is drained, or
@@ -78,9 +76,6 @@ pub fn run(
         }
         match append_with_retry(&mut writer, &events, &health, &shutdown) {
             Some(seq) => {
-                health
-                    .appended
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 metrics::gauge!("fixgate_store_head_seq").set(seq as f64);
                 head.send_replace(seq);
             }

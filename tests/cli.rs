@@ -127,7 +127,7 @@ fn nmea_prints_one_json_line_per_epoch_from_a_file_or_stdin() {
 
 #[test]
 fn nmea_omits_what_the_receiver_does_not_say() {
-    // GGA-only epochs have no date and no speed; with RMC first they are dated.
+    // RMC alone: dated, but no altitude and no satellite count.
     let input = "$GPRMC,081836,A,3751.65,S,14507.36,E,000.0,360.0,130998,011.3,E*62\r\n";
     let out = fixgate(&["nmea"], Some(input.as_bytes()));
     assert!(out.status.success());

@@ -123,14 +123,21 @@ fn garbage_on_the_line_is_counted_and_good_sentences_still_arrive() {
         || daemon.metric("fixgate_nmea_rejected_total").unwrap_or(0.0) >= 3.0,
         "rejections counted",
     );
-    let bad_checksums = daemon.metric_with(
-        "fixgate_nmea_rejected_total",
-        &[("device", "gps-1"), ("reason", "bad_checksum")],
-    );
+    let bad_checksums = daemon
+        .metric_with(
+            "fixgate_nmea_rejected_total",
+            &[("device", "gps-1"), ("reason", "bad_checksum")],
+        )
+        .unwrap_or(0.0);
     assert!(
         bad_checksums >= 1.0,
         "bad checksum counted:\n{}",
         daemon.log_text()
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("NMEA input rejected: bad_checksum"),
+        "bad input is logged with its reason:\n{log}"
     );
 }
 
@@ -199,10 +206,13 @@ fn a_silent_receiver_is_reopened_after_the_timeout() {
     receiver.send(b"\x00\x01garbage\r\n");
     wait_for(
         || {
-            daemon.metric_with(
-                "fixgate_serial_disconnects_total",
-                &[("device", "gps-1"), ("reason", "silent")],
-            ) >= 1.0
+            daemon
+                .metric_with(
+                    "fixgate_serial_disconnects_total",
+                    &[("device", "gps-1"), ("reason", "silent")],
+                )
+                .unwrap_or(0.0)
+                >= 1.0
         },
         "silence noticed",
     );

@@ -199,6 +199,8 @@ fn an_unreadable_file_is_named() {
 
 #[test]
 fn columns_count_characters_not_bytes() {
-    let found = problems("[gateway]\nid = \"dépôt\"\n");
-    assert!(found[0].starts_with("t.toml:2:6: "), "{found:?}");
+    // The second value sits after a two-byte character: column 16, byte 17.
+    let found = problems("[demo]\ncenter = [\"é\", \"x\"]\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[1].starts_with("t.toml:2:16: "), "{found:?}");
 }

@@ -8,7 +8,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -113,7 +112,7 @@ struct Client {
     head: tokio::sync::watch::Receiver<u64>,
     after: u64,
     pending: VecDeque<SseEvent>,
-    _connected: Arc<Connected>,
+    _connected: Connected,
 }
 
 fn client_stream(
@@ -126,7 +125,7 @@ fn client_stream(
         head: state.head.clone(),
         after: 0,
         pending: VecDeque::from([retry]),
-        _connected: Arc::new(Connected::new(permit)),
+        _connected: Connected::new(permit),
         state,
     };
     futures_util::stream::unfold((client, Some(start)), |(mut client, start)| async move {
@@ -190,6 +189,9 @@ impl Client {
             }
             Err(_) => Vec::new(),
         };
+        // The cursor stays at the head read before the snapshot: anything the
+        // writer adds meanwhile is sent again from the store rather than
+        // skipped (a device's newer state may be in the snapshot, another's not).
         self.after = head;
         for device in devices {
             // Snapshot events carry no id: the client's cursor stays at the reset's.
@@ -197,7 +199,6 @@ impl Client {
                 self.pending
                     .push_back(SseEvent::default().event("position").data(data));
             }
-            self.after = self.after.max(device.seq);
         }
     }
 

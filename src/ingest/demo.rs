@@ -11,35 +11,22 @@ use tracing::Instrument;
 
 use super::clock::ClockTrust;
 use super::stream::NmeaStream;
-use crate::fix::{DeviceId, Observed, SourceKind};
+use crate::config::Demo;
+use crate::fix::{Observed, SourceKind};
 use crate::sim::{self, Fleet};
 
-/// The demo's settings.
-#[derive(Debug, Clone)]
-pub struct DemoSpec {
-    /// Number of vehicles, named `demo-1` … `demo-N`.
-    pub vehicles: usize,
-    /// The depot, `(lat, lon)`.
-    pub center: (f64, f64),
-    /// Fixes per second per vehicle.
-    pub rate_hz: f64,
-}
-
-/// The device id of demo vehicle `i` (1-based).
-pub fn device_id(i: usize) -> DeviceId {
-    // Always valid: letters, a dash and digits.
-    DeviceId::new(&format!("demo-{i}")).unwrap_or_else(|_| unreachable!())
-}
-
 /// Drives the fleet until `shutdown` or until the pipeline closes.
-pub async fn run(spec: DemoSpec, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
+pub async fn run(spec: Demo, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
     let span = tracing::info_span!("demo", vehicles = spec.vehicles);
     async move {
-        let mut fleet = Fleet::new(spec.vehicles, spec.center, 1);
         // The simulated receivers stamp their own dates (RMC), like real ones.
-        let mut streams: Vec<NmeaStream> = (1..=spec.vehicles)
-            .map(|i| NmeaStream::new(device_id(i), SourceKind::Demo, ClockTrust::Never))
+        let mut streams: Vec<NmeaStream> = spec
+            .device_ids()
+            .into_iter()
+            .map(|id| NmeaStream::new(id, SourceKind::Demo, ClockTrust::Never))
             .collect();
+        let [lat, lon] = spec.center;
+        let mut fleet = Fleet::new(streams.len(), (lat, lon), 1);
         let period = Duration::from_secs_f64(1.0 / spec.rate_hz.max(0.01));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

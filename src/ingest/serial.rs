@@ -99,7 +99,12 @@ async fn read_forever(
                 if stream.send(&tx).await.is_err() {
                     return;
                 }
-                if let Ended::Lost { lost, .. } = &ended {
+                if let Ended::Lost { lost, delivered } = &ended {
+                    // A port that worked earns a quick retry; one that keeps
+                    // failing backs off so a missing receiver costs nothing.
+                    if *delivered {
+                        backoff = spec.reconnect_min;
+                    }
                     metrics::counter!(
                         "fixgate_serial_disconnects_total",
                         "device" => device.clone(),
@@ -108,13 +113,13 @@ async fn read_forever(
                     .increment(1);
                     match lost {
                         Lost::Error(err) => {
-                            tracing::warn!(retry_in = ?spec.reconnect_min, "port lost: {err}")
+                            tracing::warn!(retry_in = ?backoff, "port lost: {err}")
                         }
                         Lost::Unplugged => {
-                            tracing::warn!(retry_in = ?spec.reconnect_min, "port lost: device unplugged")
+                            tracing::warn!(retry_in = ?backoff, "port lost: device unplugged")
                         }
                         Lost::Silent => tracing::warn!(
-                            retry_in = ?spec.reconnect_min,
+                            retry_in = ?backoff,
                             "no valid NMEA for {:?}: reopening the port", spec.silence_timeout
                         ),
                     }
@@ -124,12 +129,7 @@ async fn read_forever(
         };
         match ended {
             Ended::Stop => return,
-            Ended::Lost { delivered, .. } => {
-                // A port that worked earns a quick retry; one that keeps failing
-                // backs off so a missing receiver costs nothing.
-                if delivered {
-                    backoff = spec.reconnect_min;
-                }
+            Ended::Lost { .. } => {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = sleep(backoff) => {}

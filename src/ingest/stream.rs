@@ -2,11 +2,17 @@
 //! metrics, and the way into the pipeline. Serial ports, replayed files and
 //! the demo fleet all go through it.
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::mpsc;
 
 use super::clock::{ClockTrust, TrustedClock};
-use super::nmea::{Decoder, DecoderOptions};
+use super::nmea::{DecodeStats, Decoder, DecoderOptions};
 use crate::fix::{DeviceId, Fix, Observed, Position, SourceKind};
+use crate::log_limit::{LogLimit, Verdict};
+
+/// A receiver that sends garbage all day gets one log line per reason per this.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The pipeline has shut down: the source should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -20,8 +26,9 @@ pub struct NmeaStream {
     source: SourceKind,
     decoder: Decoder,
     clock: TrustedClock,
-    /// Rejection counts already exported to metrics, by reason.
-    exported: Vec<(&'static str, u64)>,
+    /// The decoder's counters as last exported to metrics.
+    exported: DecodeStats,
+    log: LogLimit<&'static str>,
     fixes: Vec<Fix>,
 }
 
@@ -33,7 +40,8 @@ impl NmeaStream {
             source,
             decoder: Decoder::new(DecoderOptions::default()),
             clock: TrustedClock::new(trust),
-            exported: Vec::new(),
+            exported: DecodeStats::default(),
+            log: LogLimit::new(LOG_EVERY, 16),
             fixes: Vec::new(),
         }
     }
@@ -47,7 +55,7 @@ impl NmeaStream {
     pub fn restart(&mut self) {
         self.export();
         self.decoder = Decoder::new(DecoderOptions::default());
-        self.exported.clear();
+        self.exported = DecodeStats::default();
         self.fixes.clear();
     }
 
@@ -82,27 +90,51 @@ impl NmeaStream {
         Ok(())
     }
 
-    /// Moves the decoder's rejection counters into metrics as increments.
+    /// Moves what the decoder counted since the last call into metrics, and
+    /// logs each kind of bad input with its reason, at most once a minute.
     fn export(&mut self) {
-        for (reason, count) in self.decoder.stats().rejections() {
-            let seen = match self.exported.iter_mut().find(|(r, _)| *r == reason) {
-                Some((_, seen)) => seen,
-                None => {
-                    self.exported.push((reason, 0));
-                    let last = self.exported.len() - 1;
-                    &mut self.exported[last].1
-                }
-            };
-            if count > *seen {
-                metrics::counter!(
-                    "fixgate_nmea_rejected_total",
-                    "source" => self.source.as_str(),
-                    "device" => self.device.to_string(),
-                    "reason" => reason
-                )
-                .increment(count - *seen);
-                *seen = count;
+        let now = *self.decoder.stats();
+        let before = std::mem::replace(&mut self.exported, now);
+        // Skipped sentences are normal receiver output: counted, not logged.
+        for ((reason, count), (_, seen)) in now.skipped.iter().zip(before.skipped.iter()) {
+            self.count("fixgate_nmea_skipped_total", reason, count - seen);
+        }
+        for ((reason, count), (_, seen)) in now.rejections().zip(before.rejections()) {
+            if count > seen {
+                self.count("fixgate_nmea_rejected_total", reason, count - seen);
+                self.warn(
+                    reason,
+                    format_args!("NMEA input rejected: {reason} ({count} so far)"),
+                );
             }
+        }
+        let undated = now.epochs_undated - before.epochs_undated;
+        if undated > 0 {
+            self.count("fixgate_nmea_undated_total", "undated", undated);
+            self.warn(
+                "undated",
+                format_args!(
+                    "fix held back: the receiver sends no date (RMC/ZDA) and gateway.clock does not trust the system clock now"
+                ),
+            );
+        }
+    }
+
+    fn count(&self, metric: &'static str, reason: &'static str, n: u64) {
+        if n > 0 {
+            metrics::counter!(
+                metric,
+                "source" => self.source.as_str(),
+                "device" => self.device.to_string(),
+                "reason" => reason
+            )
+            .increment(n);
+        }
+    }
+
+    fn warn(&mut self, reason: &'static str, message: std::fmt::Arguments<'_>) {
+        if let Verdict::Log { suppressed } = self.log.check(&reason, Instant::now()) {
+            tracing::warn!(device = %self.device, suppressed, "{message}");
         }
     }
 }

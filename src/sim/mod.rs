@@ -168,16 +168,6 @@ impl Fleet {
         Self { center, vehicles }
     }
 
-    /// Number of vehicles.
-    pub fn len(&self) -> usize {
-        self.vehicles.len()
-    }
-
-    /// Whether the fleet has no vehicles.
-    pub fn is_empty(&self) -> bool {
-        self.vehicles.is_empty()
-    }
-
     /// Moves every vehicle on by `dt` seconds and returns each one's fix at `time`.
     pub fn step(&mut self, dt: f64, time: DateTime<Utc>) -> Vec<Fix> {
         let center = self.center;

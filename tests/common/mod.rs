@@ -168,17 +168,14 @@ impl Daemon {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// The value of one metric line (first match of `name{labels…}` prefix).
-    pub fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = get(self.port, "/metrics").ok()?;
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
+    /// The sum of metric `name` over all its series; `None` when it has none.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metric_with(name, &[])
     }
 
-    /// The sum of metric `name` over the series carrying every one of `labels`.
-    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    /// The sum of metric `name` over the series carrying every one of
+    /// `labels`; `None` when no such series exists.
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = get(self.port, "/metrics").unwrap_or_default();
         text.lines()
             .filter(|l| {
@@ -191,7 +188,7 @@ impl Daemon {
                     .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .reduce(|a, b| a + b)
     }
 }
 

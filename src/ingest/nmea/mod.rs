@@ -347,7 +347,16 @@ mod tests {
     }
 
     fn decode(input: &str, chunk: usize) -> (Vec<Fix>, DecodeStats) {
+        decode_with_clock(input, chunk, None)
+    }
+
+    fn decode_with_clock(
+        input: &str,
+        chunk: usize,
+        clock: Option<DateTime<Utc>>,
+    ) -> (Vec<Fix>, DecodeStats) {
         let mut d = Decoder::new(DecoderOptions::default());
+        d.set_trusted_clock(clock);
         let mut out = Vec::new();
         for c in input.as_bytes().chunks(chunk.max(1)) {
             d.push(c, &mut out);
@@ -439,11 +448,8 @@ mod tests {
         assert!(fixes.is_empty());
         assert_eq!(stats.epochs_undated, 3);
 
-        let mut d = Decoder::new(DecoderOptions::default());
-        d.set_trusted_clock(Some(Utc.with_ymd_and_hms(2024, 5, 6, 12, 0, 3).unwrap()));
-        let mut out = Vec::new();
-        d.push(input.as_bytes(), &mut out);
-        d.finish(&mut out);
+        let clock = |h, m, s| Utc.with_ymd_and_hms(2024, 5, 6, h, m, s).single();
+        let (out, _) = decode_with_clock(&input, 64, clock(12, 0, 3));
         assert_eq!(out.len(), 3);
         assert_eq!(
             out[0].time,
@@ -451,24 +457,17 @@ mod tests {
         );
 
         // A clock just after midnight dates 23:59:59 to the day before.
-        let mut d = Decoder::new(DecoderOptions::default());
-        d.set_trusted_clock(Some(Utc.with_ymd_and_hms(2024, 5, 7, 0, 0, 2).unwrap()));
-        let mut out = Vec::new();
-        d.push(gga("235959").as_bytes(), &mut out);
-        d.finish(&mut out);
+        let after_midnight = Utc.with_ymd_and_hms(2024, 5, 7, 0, 0, 2).single();
+        let (out, _) = decode_with_clock(&gga("235959"), 64, after_midnight);
         assert_eq!(
             out[0].time,
             Utc.with_ymd_and_hms(2024, 5, 6, 23, 59, 59).unwrap()
         );
 
         // A clock hours away from the receiver's time is not used.
-        let mut d = Decoder::new(DecoderOptions::default());
-        d.set_trusted_clock(Some(Utc.with_ymd_and_hms(2024, 5, 6, 18, 0, 0).unwrap()));
-        let mut out = Vec::new();
-        d.push(input.as_bytes(), &mut out);
-        d.finish(&mut out);
+        let (out, stats) = decode_with_clock(&input, 64, clock(18, 0, 0));
         assert!(out.is_empty());
-        assert_eq!(d.stats().epochs_undated, 3);
+        assert_eq!(stats.epochs_undated, 3);
     }
 
     #[test]

@@ -85,11 +85,6 @@ impl Rejected {
         ]
         .into_iter()
     }
-
-    /// All rejections together.
-    pub fn total(&self) -> u64 {
-        self.iter().map(|(_, n)| n).sum()
-    }
 }
 
 impl Skipped {
@@ -115,35 +110,5 @@ impl DecodeStats {
     /// Rejections by reason: `(reason_label, count)`, labels stable for metrics.
     pub fn rejections(&self) -> impl Iterator<Item = (&'static str, u64)> + use<> {
         self.rejected.iter()
-    }
-
-    /// Every counter as `(label, count)`, for a metrics exporter or a log line.
-    ///
-    /// Labels: `bytes`, `sentences`, `used`, `crate_refused`, `fixes`,
-    /// `epochs_without_fix`, `epochs_undated`, `skipped_<reason>` and
-    /// `rejected_<reason>`.
-    pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> + use<> {
-        let s = self.skipped;
-        let r = self.rejected;
-        [
-            ("bytes", self.bytes),
-            ("sentences", self.sentences),
-            ("used", self.used),
-            ("crate_refused", self.crate_refused),
-            ("fixes", self.fixes),
-            ("epochs_without_fix", self.epochs_without_fix),
-            ("epochs_undated", self.epochs_undated),
-            ("skipped_unused", s.unused),
-            ("skipped_proprietary", s.proprietary),
-            ("skipped_encapsulated", s.encapsulated),
-            ("skipped_unknown", s.unknown),
-            ("rejected_too_long", r.too_long),
-            ("rejected_noise", r.noise),
-            ("rejected_truncated", r.truncated),
-            ("rejected_no_checksum", r.no_checksum),
-            ("rejected_bad_checksum", r.bad_checksum),
-            ("rejected_malformed", r.malformed),
-        ]
-        .into_iter()
     }
 }
