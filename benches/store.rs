@@ -132,10 +132,7 @@ fn fleet_events(total: usize) -> Vec<Event> {
     while events.len() < total {
         let time = start + chrono::Duration::seconds(t);
         for (fix, device) in fleet.step(1.0, time).into_iter().zip(&ids) {
-            events.push(Event::Position(Position {
-                device: device.clone(),
-                fix,
-            }));
+            events.push(Event::Position(Position::new(device.clone(), fix)));
         }
         t += 1;
     }

@@ -144,6 +144,10 @@ pub struct Fix {
     /// 2D or 3D fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<FixMode>,
+    /// Horizontal accuracy in metres, as trackers and phones report it
+    /// (OwnTracks `acc`, OsmAnd `accuracy`); receivers give `hdop` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
 }
 
 /// Why a fix cannot be accepted at all (the coarse check every source shares).
@@ -197,6 +201,9 @@ impl Fix {
         if !non_negative(self.hdop) {
             return Err(InvalidFix::Field("hdop"));
         }
+        if !non_negative(self.accuracy) {
+            return Err(InvalidFix::Field("accuracy"));
+        }
         Ok(())
     }
 }
@@ -209,6 +216,22 @@ pub struct Position {
     /// The fix itself, flattened into the same JSON object.
     #[serde(flatten)]
     pub fix: Fix,
+    /// True for a fix older than the device's live position when it arrived
+    /// (a tracker publishing what it buffered offline): kept in the history,
+    /// never shown as where the device is now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub historic: bool,
+}
+
+impl Position {
+    /// A live (not historic) position.
+    pub fn new(device: DeviceId, fix: Fix) -> Self {
+        Self {
+            device,
+            fix,
+            historic: false,
+        }
+    }
 }
 
 /// Something that happened to a device, as stored and as delivered on the feed.
@@ -307,6 +330,7 @@ mod tests {
             hdop: Some(0.91),
             sats: Some(12),
             mode: Some(FixMode::ThreeD),
+            accuracy: None,
         }
     }
 
@@ -320,10 +344,7 @@ mod tests {
 
     #[test]
     fn position_json_is_flat_with_millisecond_time_and_no_absent_fields() {
-        let p = Position {
-            device: DeviceId::new("bus-1").unwrap(),
-            fix: fix(),
-        };
+        let p = Position::new(DeviceId::new("bus-1").unwrap(), fix());
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(
             json,

@@ -151,6 +151,7 @@ pub async fn send(
         position: Position {
             device: device.clone(),
             fix,
+            historic: false,
         },
     };
     tx.send(observed).await.map_err(|_| PipelineClosed)

@@ -130,6 +130,7 @@ impl Vehicle {
             hdop: Some(0.7 + self.rng.f64() * 0.6),
             sats: Some(sats),
             mode: Some(FixMode::ThreeD),
+            accuracy: None,
         }
     }
 }

@@ -98,6 +98,7 @@ mod tests {
             hdop: Some(0.9),
             sats: Some(9),
             mode: Some(FixMode::ThreeD),
+            accuracy: None,
         };
         let mut out = String::new();
         write_epoch(&fix, &mut out);

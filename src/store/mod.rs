@@ -461,9 +461,9 @@ mod tests {
     }
 
     fn event(device: &str, i: u64) -> Event {
-        Event::Position(Position {
-            device: DeviceId::new(device).unwrap(),
-            fix: Fix {
+        Event::Position(Position::new(
+            DeviceId::new(device).unwrap(),
+            Fix {
                 time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
                     + chrono::Duration::seconds(i as i64),
                 lat: 52.0 + i as f64 * 1e-5,
@@ -474,8 +474,9 @@ mod tests {
                 hdop: None,
                 sats: Some(7),
                 mode: Some(FixMode::TwoD),
+                accuracy: None,
             },
-        })
+        ))
     }
 
     fn seqs(records: &[Record]) -> Vec<u64> {

@@ -136,7 +136,7 @@ fn append_body<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut Vec<u8
     let mut index: HashMap<&DeviceId, u32> = HashMap::new();
     let mut last: Vec<Quantised> = Vec::new();
     for event in events {
-        let Event::Position(Position { device, fix }) = event;
+        let Event::Position(Position { device, fix, .. }) = event;
         let next = index.len() as u32;
         let dev = *index.entry(device).or_insert_with(|| {
             cols.devices.push(device.as_str().to_owned());
@@ -249,10 +249,12 @@ fn decode_body(body: &[u8]) -> Result<Vec<Event>, SegmentError> {
             } else {
                 None
             },
+            accuracy: None,
         };
         events.push(Event::Position(Position {
             device: device.clone(),
             fix,
+            historic: false,
         }));
     }
     Ok(events)
@@ -292,9 +294,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn position(device: &str, i: i64) -> Event {
-        Event::Position(Position {
-            device: DeviceId::new(device).unwrap(),
-            fix: Fix {
+        Event::Position(Position::new(
+            DeviceId::new(device).unwrap(),
+            Fix {
                 time: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
                     + chrono::Duration::milliseconds(1000 * i + 123),
                 lat: 52.0907123 + i as f64 * 1.3e-5,
@@ -309,8 +311,9 @@ mod tests {
                 } else {
                     FixMode::ThreeD
                 }),
+                accuracy: None,
             },
-        })
+        ))
     }
 
     #[test]

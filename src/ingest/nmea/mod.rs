@@ -241,6 +241,7 @@ impl Dater<'_> {
             hdop: m.hdop,
             sats: m.sats,
             mode: m.mode,
+            accuracy: None,
         };
         if fix.validate().is_err() {
             // Unreachable with the range checks in `sentence`; kept so that a
