@@ -59,7 +59,7 @@ fn main() {
         .sum();
     let json: usize = events
         .iter()
-        .map(|Event::Position(p)| serde_json::to_vec(p).map_or(0, |v| v.len()))
+        .map(|e| e.to_json().map_or(0, |v| v.len()))
         .sum();
 
     let n = total as f64;

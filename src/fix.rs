@@ -234,11 +234,36 @@ impl Position {
     }
 }
 
+/// Whether a device is reporting, as the gateway sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    /// Heard from within the configured silence.
+    Online,
+    /// Silent for longer than the configured silence.
+    Offline,
+}
+
+/// A device came online (heard after silence) or went offline (silent too long).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The device.
+    pub device: DeviceId,
+    /// Its new presence.
+    pub status: Presence,
+    /// When the gateway noticed (its own clock): the arrival that brought it
+    /// online, or the moment the silence ran out.
+    #[serde(with = "time_ms")]
+    pub time: DateTime<Utc>,
+}
+
 /// Something that happened to a device, as stored and as delivered on the feed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A new fix.
     Position(Position),
+    /// A change of presence.
+    Status(Status),
 }
 
 impl Event {
@@ -246,6 +271,23 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Position(_) => "position",
+            Self::Status(_) => "status",
+        }
+    }
+
+    /// The device the event is about.
+    pub fn device(&self) -> &DeviceId {
+        match self {
+            Self::Position(p) => &p.device,
+            Self::Status(s) => &s.device,
+        }
+    }
+
+    /// The event as one line of JSON, the `data:` of SSE and the unit of JSON Lines.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            Self::Position(p) => serde_json::to_string(p),
+            Self::Status(s) => serde_json::to_string(s),
         }
     }
 }
@@ -268,6 +310,10 @@ pub enum SourceKind {
     Replay,
     /// The built-in demo fleet.
     Demo,
+    /// A device publishing over MQTT (embedded or external broker).
+    Mqtt,
+    /// A device posting over HTTP (fixgate JSON or OsmAnd).
+    Http,
 }
 
 impl SourceKind {
@@ -277,6 +323,8 @@ impl SourceKind {
             Self::Serial => "serial",
             Self::Replay => "replay",
             Self::Demo => "demo",
+            Self::Mqtt => "mqtt",
+            Self::Http => "http",
         }
     }
 }
@@ -303,6 +351,17 @@ pub mod time_ms {
     /// Serde serializer for [`format`].
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(t))
+    }
+
+    /// Serde serializer for an optional time (pair it with `skip_serializing_if`).
+    pub fn serialize_opt<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => serialize(t, s),
+            None => s.serialize_none(),
+        }
     }
 
     /// Serde deserializer accepting any RFC 3339 time, converted to UTC.

@@ -156,7 +156,7 @@ fn snapshot_and_health_endpoints() {
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0]["device"], "bus-1");
     assert_eq!(devices[0]["seq"], head);
-    assert_eq!(devices[0]["time"], "2026-11-23T08:00:29.000Z");
+    assert_eq!(devices[0]["fix"]["time"], "2026-11-23T08:00:29.000Z");
     let health: serde_json::Value =
         serde_json::from_str(&get(daemon.port, "/healthz").unwrap()).unwrap();
     assert_eq!(health["status"], "ok");

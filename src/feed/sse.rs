@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::FeedState;
-use crate::fix::Record;
+use crate::fix::{Event, Record};
 
 /// Events read from the store per chunk, per client.
 const CHUNK: usize = 256;
@@ -195,9 +195,15 @@ impl Client {
         self.after = head;
         for device in devices {
             // Snapshot events carry no id: the client's cursor stays at the reset's.
-            if let Ok(data) = serde_json::to_string(&device.position) {
-                self.pending
-                    .push_back(SseEvent::default().event("position").data(data));
+            let events = [
+                device.status_event().map(Event::Status),
+                device.position().map(Event::Position),
+            ];
+            for event in events.into_iter().flatten() {
+                if let Ok(data) = event.to_json() {
+                    self.pending
+                        .push_back(SseEvent::default().event(event.name()).data(data));
+                }
             }
         }
     }
@@ -249,8 +255,7 @@ impl Client {
 
 /// A stored record as an SSE event: `id:` sequence number, `event:` kind, JSON `data:`.
 fn sse_event(record: &Record) -> Option<SseEvent> {
-    let crate::fix::Event::Position(position) = &record.event;
-    let data = serde_json::to_string(position).ok()?;
+    let data = record.event.to_json().ok()?;
     Some(
         SseEvent::default()
             .id(record.seq.to_string())

@@ -6,7 +6,9 @@
 //!
 //! * `L` + big-endian first sequence number → a [`segment`] value (one raw
 //!   event, or a compacted run of them); big-endian keys iterate in order;
-//! * `D` + device id → that device's last-known state ([`DeviceState`]);
+//! * `D` + device id → that device's live position and its sequence number
+//!   (historic positions never replace it);
+//! * `S` + device id → that device's last status change;
 //! * `M` + name → metadata (the first sequence number of this store).
 //!
 //! Exactly one [`Writer`] appends; any number of [`Reader`]s read by sequence
@@ -21,10 +23,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::fix::{DeviceId, Event, Position, Record};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::fix::{DeviceId, Event, Fix, Position, Presence, Record, Status};
 
 const LOG: u8 = b'L';
 const DEVICE: u8 = b'D';
+const STATUS: u8 = b'S';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
 /// How often one read seeks again after the writer moved values under it.
@@ -67,14 +74,53 @@ pub enum StoreError {
     },
 }
 
-/// The last thing known about a device, kept beside the log.
+/// The last things known about a device, kept beside the log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceState {
-    /// Sequence number of the event that set this state.
-    pub seq: u64,
-    /// The device and its latest fix (stored precision).
-    #[serde(flatten)]
-    pub position: Position,
+    /// The device.
+    pub device: DeviceId,
+    /// Sequence number of its live position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Its live fix (stored precision); never a historic one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<Fix>,
+    /// Whether it is reporting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Presence>,
+    /// When that status began.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::fix::time_ms::serialize_opt"
+    )]
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl DeviceState {
+    fn empty(device: DeviceId) -> Self {
+        Self {
+            device,
+            seq: None,
+            fix: None,
+            status: None,
+            since: None,
+        }
+    }
+
+    /// The live position as the feed's `position` event.
+    pub fn position(&self) -> Option<Position> {
+        let fix = self.fix.clone()?;
+        Some(Position::new(self.device.clone(), fix))
+    }
+
+    /// The status as the feed's `status` event.
+    pub fn status_event(&self) -> Option<Status> {
+        Some(Status {
+            device: self.device.clone(),
+            status: self.status?,
+            time: self.since?,
+        })
+    }
 }
 
 /// What [`Store::open`] had to do.
@@ -145,10 +191,7 @@ impl Store {
                 source,
             })?;
         }
-        for item in store.db.scan_prefix([DEVICE]) {
-            let (key, value) = item?;
-            decode_device(&key, &value)?;
-        }
+        store.reader().devices()?;
         Ok(store)
     }
 
@@ -204,9 +247,9 @@ fn seq_of_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-fn device_key(device: &DeviceId) -> Vec<u8> {
+fn state_key(prefix: u8, device: &DeviceId) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + device.as_str().len());
-    k.push(DEVICE);
+    k.push(prefix);
     k.extend_from_slice(device.as_str().as_bytes());
     k
 }
@@ -214,19 +257,19 @@ fn device_key(device: &DeviceId) -> Vec<u8> {
 fn describe_key(key: &[u8]) -> String {
     match key.first() {
         Some(&LOG) => seq_of_key(key).map_or_else(|| format!("{key:?}"), |s| format!("seq {s}")),
-        Some(&DEVICE) | Some(&META) => String::from_utf8_lossy(key).into_owned(),
+        Some(&DEVICE) | Some(&STATUS) | Some(&META) => String::from_utf8_lossy(key).into_owned(),
         _ => format!("{key:?}"),
     }
 }
 
-/// Device state on disk: its sequence number then one raw event.
-fn encode_device(seq: u64, position: &Position) -> Vec<u8> {
+/// Device state on disk (`D` and `S` keys): a sequence number then one raw event.
+fn encode_device(seq: u64, event: &Event) -> Vec<u8> {
     let mut v = seq.to_be_bytes().to_vec();
-    v.extend_from_slice(&segment::encode_raw(&Event::Position(position.clone())));
+    v.extend_from_slice(&segment::encode_raw(event));
     v
 }
 
-fn decode_device(key: &[u8], value: &[u8]) -> Result<DeviceState, StoreError> {
+fn decode_device(key: &[u8], value: &[u8]) -> Result<(u64, Event), StoreError> {
     let damaged = |source| StoreError::Damaged {
         key: describe_key(key),
         source,
@@ -238,12 +281,31 @@ fn decode_device(key: &[u8], value: &[u8]) -> Result<DeviceState, StoreError> {
         .ok_or(damaged(segment::SegmentError::Inconsistent(
             "short device state",
         )))?;
-    let events = segment::decode(&value[8..]).map_err(damaged)?;
-    match events.into_iter().next() {
-        Some(Event::Position(position)) => Ok(DeviceState { seq, position }),
-        None => Err(damaged(segment::SegmentError::Inconsistent(
+    let event = segment::decode(&value[8..])
+        .map_err(damaged)?
+        .into_iter()
+        .next()
+        .ok_or(damaged(segment::SegmentError::Inconsistent(
             "empty device state",
-        ))),
+        )))?;
+    Ok((seq, event))
+}
+
+/// Folds one `D` or `S` record into a device's state.
+fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: Event) {
+    let device = event.device().clone();
+    let state = states
+        .entry(device.clone())
+        .or_insert_with(|| DeviceState::empty(device));
+    match event {
+        Event::Position(p) => {
+            state.seq = Some(seq);
+            state.fix = Some(p.fix);
+        }
+        Event::Status(s) => {
+            state.status = Some(s.status);
+            state.since = Some(s.time);
+        }
     }
 }
 
@@ -310,8 +372,15 @@ impl Writer {
         let mut seq = self.next_seq;
         for event in events {
             batch.insert(&log_key(seq)[..], segment::encode_raw(event));
-            let Event::Position(position) = event;
-            batch.insert(device_key(&position.device), encode_device(seq, position));
+            match event {
+                Event::Position(p) if p.historic => {}
+                Event::Position(p) => {
+                    batch.insert(state_key(DEVICE, &p.device), encode_device(seq, event));
+                }
+                Event::Status(s) => {
+                    batch.insert(state_key(STATUS, &s.device), encode_device(seq, event));
+                }
+            }
             seq += 1;
         }
         let pending = self.tail.len() + events.len();
@@ -427,22 +496,28 @@ impl Reader {
 
     /// The last-known state of every device, ordered by device id.
     pub fn devices(&self) -> Result<Vec<DeviceState>, StoreError> {
-        self.db
-            .scan_prefix([DEVICE])
-            .map(|item| {
+        let mut states = BTreeMap::new();
+        for prefix in [DEVICE, STATUS] {
+            for item in self.db.scan_prefix([prefix]) {
                 let (key, value) = item?;
-                decode_device(&key, &value)
-            })
-            .collect()
+                let (seq, event) = decode_device(&key, &value)?;
+                merge_device(&mut states, seq, event);
+            }
+        }
+        Ok(states.into_values().collect())
     }
 
     /// The last-known state of one device.
     pub fn device(&self, device: &DeviceId) -> Result<Option<DeviceState>, StoreError> {
-        let key = device_key(device);
-        self.db
-            .get(&key)?
-            .map(|v| decode_device(&key, &v))
-            .transpose()
+        let mut states = BTreeMap::new();
+        for prefix in [DEVICE, STATUS] {
+            let key = state_key(prefix, device);
+            if let Some(value) = self.db.get(&key)? {
+                let (seq, event) = decode_device(&key, &value)?;
+                merge_device(&mut states, seq, event);
+            }
+        }
+        Ok(states.into_values().next())
     }
 }
 
@@ -568,11 +643,51 @@ mod tests {
             .unwrap();
         let devices = store.reader().devices().unwrap();
         assert_eq!(devices.len(), 2);
-        assert_eq!(devices[0].seq, last);
-        assert_eq!(Event::Position(devices[0].position.clone()), event("a", 3));
-        assert_eq!(devices[1].seq, last - 1);
+        assert_eq!(devices[0].seq, Some(last));
+        assert_eq!(
+            devices[0].position().map(Event::Position),
+            Some(event("a", 3))
+        );
+        assert_eq!(devices[1].seq, Some(last - 1));
         let b = DeviceId::new("b").unwrap();
-        assert_eq!(store.reader().device(&b).unwrap().unwrap().seq, last - 1);
+        assert_eq!(
+            store.reader().device(&b).unwrap().unwrap().seq,
+            Some(last - 1)
+        );
+    }
+
+    #[test]
+    fn historic_positions_are_logged_but_never_replace_the_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let mut writer = store.writer().unwrap();
+        let live = writer.append(&[event("a", 10)]).unwrap();
+        let mut old = event("a", 3);
+        if let Event::Position(p) = &mut old {
+            p.historic = true;
+        }
+        let went_offline = Event::Status(Status {
+            device: DeviceId::new("a").unwrap(),
+            status: Presence::Offline,
+            time: Utc.with_ymd_and_hms(2026, 1, 1, 1, 0, 0).unwrap(),
+        });
+        let head = writer.append(&[old.clone(), went_offline]).unwrap();
+        let state = store
+            .reader()
+            .device(&DeviceId::new("a").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.seq, Some(live));
+        assert_eq!(state.position().map(Event::Position), Some(event("a", 10)));
+        assert_eq!(state.status, Some(Presence::Offline));
+        let logged = store.reader().read_after(live, 10).unwrap();
+        assert_eq!(logged.len(), 2);
+        assert_eq!(logged[0].event, old);
+        assert_eq!(logged[1].seq, head);
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["status"], "offline");
+        assert_eq!(json["since"], "2026-01-01T01:00:00.000Z");
+        assert_eq!(json["fix"]["lat"], 52.0001);
     }
 
     #[test]

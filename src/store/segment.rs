@@ -14,14 +14,15 @@
 //! its previous event in the same value, serialised with postcard (varints).
 //! A segment is then deflated: columns of small, similar varints compress far
 //! better than rows of mixed fields. Sequence numbers are implicit: the key
-//! gives the first, the rest follow one by one.
+//! gives the first, the rest follow one by one. Rare events that are not
+//! positions (status changes) are stored whole in one `others` column.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::fix::{DeviceId, Event, Fix, FixMode, Position};
+use crate::fix::{DeviceId, Event, Fix, FixMode, Position, Presence, Status};
 
 /// Events per compacted segment: large enough to compress well, small enough
 /// that a reader decodes little it does not need.
@@ -31,8 +32,10 @@ pub const SEGMENT_RECORDS: usize = 256;
 const RAW: u8 = 0;
 /// Layout byte of a value holding a deflated segment.
 const SEGMENT: u8 = 1;
-/// Body format version, so a later layout can be read beside this one.
+/// First body format: positions only, seven optional fields.
 const BODY_V1: u8 = 1;
+/// Current body format: adds accuracy, the historic mark and non-position events.
+const BODY_V2: u8 = 2;
 
 /// A value in the log tree that cannot be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -51,21 +54,53 @@ pub enum SegmentError {
     Inconsistent(&'static str),
 }
 
-/// Which optional fields an event carries (bit per field).
+/// What an event carries (bit per optional field, plus its kind).
 mod has {
-    pub const ALT: u8 = 1;
-    pub const SPEED: u8 = 2;
-    pub const COURSE: u8 = 4;
-    pub const HDOP: u8 = 8;
-    pub const SATS: u8 = 16;
-    pub const MODE_2D: u8 = 32;
-    pub const MODE_3D: u8 = 64;
+    pub const ALT: u16 = 1;
+    pub const SPEED: u16 = 2;
+    pub const COURSE: u16 = 4;
+    pub const HDOP: u16 = 8;
+    pub const SATS: u16 = 16;
+    pub const MODE_2D: u16 = 32;
+    pub const MODE_3D: u16 = 64;
+    pub const ACCURACY: u16 = 128;
+    /// A position kept as history, not the device's live one.
+    pub const HISTORIC: u16 = 256;
+    /// Not a position: the event is the next entry of `others`.
+    pub const OTHER: u16 = 512;
 }
 
-/// The columns of one value. Optional columns hold entries only for the
-/// events whose `present` bits say so.
+/// The columns of one value. `device` and `present` have an entry per
+/// event; the position columns one per position; optional columns one per
+/// position whose `present` bits say so; `others` one per other event.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Columns {
+    devices: Vec<String>,
+    device: Vec<u32>,
+    present: Vec<u16>,
+    time: Vec<i64>,
+    lat: Vec<i32>,
+    lon: Vec<i32>,
+    alt: Vec<i32>,
+    speed: Vec<u32>,
+    course: Vec<u16>,
+    hdop: Vec<u16>,
+    sats: Vec<u8>,
+    accuracy: Vec<u32>,
+    others: Vec<Other>,
+}
+
+/// Rare events, stored whole: they are too few to gain from columns. New
+/// variants go at the end, so older values keep decoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Other {
+    /// A [`Status`] change; time in ms since the epoch.
+    Status { online: bool, time: i64 },
+}
+
+/// The V1 body, read so that stores written before V2 stay readable.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ColumnsV1 {
     devices: Vec<String>,
     device: Vec<u32>,
     present: Vec<u8>,
@@ -77,6 +112,26 @@ struct Columns {
     course: Vec<u16>,
     hdop: Vec<u16>,
     sats: Vec<u8>,
+}
+
+impl From<ColumnsV1> for Columns {
+    fn from(v1: ColumnsV1) -> Self {
+        Self {
+            devices: v1.devices,
+            device: v1.device,
+            present: v1.present.into_iter().map(u16::from).collect(),
+            time: v1.time,
+            lat: v1.lat,
+            lon: v1.lon,
+            alt: v1.alt,
+            speed: v1.speed,
+            course: v1.course,
+            hdop: v1.hdop,
+            sats: v1.sats,
+            accuracy: Vec::new(),
+            others: Vec::new(),
+        }
+    }
 }
 
 /// A fix reduced to the integers that are stored.
@@ -94,7 +149,7 @@ fn scale(v: f64, factor: f64) -> f64 {
 
 /// Encodes one event for immediate storage.
 pub fn encode_raw(event: &Event) -> Vec<u8> {
-    let mut out = vec![RAW, BODY_V1];
+    let mut out = vec![RAW, BODY_V2];
     append_body([event], &mut out);
     out
 }
@@ -108,7 +163,7 @@ pub fn is_raw(value: &[u8]) -> bool {
 pub fn encode_segment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
     let mut body = Vec::new();
     append_body(events, &mut body);
-    let mut out = vec![SEGMENT, BODY_V1];
+    let mut out = vec![SEGMENT, BODY_V2];
     out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, 6));
     out
 }
@@ -116,15 +171,15 @@ pub fn encode_segment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8
 /// Decodes a value into its events, in sequence order.
 pub fn decode(value: &[u8]) -> Result<Vec<Event>, SegmentError> {
     match value {
-        [RAW, BODY_V1, body @ ..] => decode_body(body),
-        [SEGMENT, BODY_V1, deflated @ ..] => {
+        [RAW, version @ (BODY_V1 | BODY_V2), body @ ..] => decode_body(*version, body),
+        [SEGMENT, version @ (BODY_V1 | BODY_V2), deflated @ ..] => {
             // The limit bounds what a damaged value can make us allocate.
             let body = miniz_oxide::inflate::decompress_to_vec_with_limit(
                 deflated,
                 SEGMENT_RECORDS * 256 + 64 * 1024,
             )
             .map_err(|e| SegmentError::Inflate(format!("{:?}", e.status)))?;
-            decode_body(&body)
+            decode_body(*version, &body)
         }
         [layout, ..] => Err(SegmentError::Layout(*layout)),
         [] => Err(SegmentError::Layout(0xff)),
@@ -136,53 +191,25 @@ fn append_body<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut Vec<u8
     let mut index: HashMap<&DeviceId, u32> = HashMap::new();
     let mut last: Vec<Quantised> = Vec::new();
     for event in events {
-        let Event::Position(Position { device, fix, .. }) = event;
+        let device = event.device();
         let next = index.len() as u32;
         let dev = *index.entry(device).or_insert_with(|| {
             cols.devices.push(device.as_str().to_owned());
             last.push(Quantised::default());
             next
         });
-        let prev = &mut last[dev as usize];
-        let q = Quantised {
-            time: fix.time.timestamp_millis(),
-            lat: scale(fix.lat, 1e7) as i32,
-            lon: scale(fix.lon, 1e7) as i32,
-            alt: fix.alt.map_or(prev.alt, |a| scale(a, 10.0) as i32),
-        };
-        let mut present = 0u8;
         cols.device.push(dev);
-        cols.time.push(q.time.wrapping_sub(prev.time));
-        cols.lat.push(q.lat.wrapping_sub(prev.lat));
-        cols.lon.push(q.lon.wrapping_sub(prev.lon));
-        if fix.alt.is_some() {
-            present |= has::ALT;
-            cols.alt.push(q.alt.wrapping_sub(prev.alt));
-        }
-        if let Some(s) = fix.speed {
-            present |= has::SPEED;
-            cols.speed.push(scale(s, 100.0) as u32);
-        }
-        if let Some(c) = fix.course {
-            present |= has::COURSE;
-            cols.course.push(scale(c, 10.0) as u16 % 3600);
-        }
-        if let Some(h) = fix.hdop {
-            present |= has::HDOP;
-            cols.hdop
-                .push(scale(h, 100.0).min(f64::from(u16::MAX)) as u16);
-        }
-        if let Some(n) = fix.sats {
-            present |= has::SATS;
-            cols.sats.push(n);
-        }
-        match fix.mode {
-            Some(FixMode::TwoD) => present |= has::MODE_2D,
-            Some(FixMode::ThreeD) => present |= has::MODE_3D,
-            None => {}
-        }
+        let present = match event {
+            Event::Position(p) => append_position(&mut cols, &mut last[dev as usize], p),
+            Event::Status(s) => {
+                cols.others.push(Other::Status {
+                    online: s.status == Presence::Online,
+                    time: s.time.timestamp_millis(),
+                });
+                has::OTHER
+            }
+        };
         cols.present.push(present);
-        *prev = q;
     }
     // Serialising plain vectors of integers into a Vec cannot fail.
     if let Ok(bytes) = postcard::to_extend(&cols, std::mem::take(out)) {
@@ -190,17 +217,75 @@ fn append_body<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut Vec<u8
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Vec<Event>, SegmentError> {
-    let cols: Columns = postcard::from_bytes(body)?;
+/// Adds one position to the columns; returns its `present` bits.
+fn append_position(cols: &mut Columns, prev: &mut Quantised, position: &Position) -> u16 {
+    let fix = &position.fix;
+    let q = Quantised {
+        time: fix.time.timestamp_millis(),
+        lat: scale(fix.lat, 1e7) as i32,
+        lon: scale(fix.lon, 1e7) as i32,
+        alt: fix.alt.map_or(prev.alt, |a| scale(a, 10.0) as i32),
+    };
+    let mut present = 0u16;
+    cols.time.push(q.time.wrapping_sub(prev.time));
+    cols.lat.push(q.lat.wrapping_sub(prev.lat));
+    cols.lon.push(q.lon.wrapping_sub(prev.lon));
+    if fix.alt.is_some() {
+        present |= has::ALT;
+        cols.alt.push(q.alt.wrapping_sub(prev.alt));
+    }
+    if let Some(s) = fix.speed {
+        present |= has::SPEED;
+        cols.speed.push(scale(s, 100.0) as u32);
+    }
+    if let Some(c) = fix.course {
+        present |= has::COURSE;
+        cols.course.push(scale(c, 10.0) as u16 % 3600);
+    }
+    if let Some(h) = fix.hdop {
+        present |= has::HDOP;
+        cols.hdop
+            .push(scale(h, 100.0).min(f64::from(u16::MAX)) as u16);
+    }
+    if let Some(n) = fix.sats {
+        present |= has::SATS;
+        cols.sats.push(n);
+    }
+    match fix.mode {
+        Some(FixMode::TwoD) => present |= has::MODE_2D,
+        Some(FixMode::ThreeD) => present |= has::MODE_3D,
+        None => {}
+    }
+    if let Some(a) = fix.accuracy {
+        present |= has::ACCURACY;
+        cols.accuracy
+            .push(scale(a, 10.0).min(f64::from(u32::MAX)) as u32);
+    }
+    if position.historic {
+        present |= has::HISTORIC;
+    }
+    *prev = q;
+    present
+}
+
+fn decode_body(version: u8, body: &[u8]) -> Result<Vec<Event>, SegmentError> {
+    let cols: Columns = if version == BODY_V1 {
+        postcard::from_bytes::<ColumnsV1>(body)?.into()
+    } else {
+        postcard::from_bytes(body)?
+    };
     let n = cols.device.len();
-    if [
-        cols.present.len(),
-        cols.time.len(),
-        cols.lat.len(),
-        cols.lon.len(),
-    ]
-    .iter()
-    .any(|&len| len != n)
+    let others = cols
+        .present
+        .iter()
+        .filter(|&&p| p & has::OTHER != 0)
+        .count();
+    let positions = n.saturating_sub(others);
+    if cols.present.len() != n
+        || others != cols.others.len()
+        || [cols.time.len(), cols.lat.len(), cols.lon.len()]
+            .iter()
+            .any(|&len| len != positions)
     {
         return Err(SegmentError::Inconsistent("column lengths differ"));
     }
@@ -216,64 +301,106 @@ fn decode_body(body: &[u8]) -> Result<Vec<Event>, SegmentError> {
         let dev = cols.device[i] as usize;
         let device = devices
             .get(dev)
-            .ok_or(SegmentError::Inconsistent("device index out of range"))?;
-        let prev = &mut last[dev];
+            .ok_or(SegmentError::Inconsistent("device index out of range"))?
+            .clone();
         let present = cols.present[i];
-        prev.time = prev.time.wrapping_add(cols.time[i]);
-        prev.lat = prev.lat.wrapping_add(cols.lat[i]);
-        prev.lon = prev.lon.wrapping_add(cols.lon[i]);
-        let alt = match take(present, has::ALT, &cols.alt, &mut at.alt)? {
-            Some(delta) => {
-                prev.alt = prev.alt.wrapping_add(delta);
-                Some(f64::from(prev.alt) / 10.0)
-            }
-            None => None,
+        let event = if present & has::OTHER != 0 {
+            let other = cols
+                .others
+                .get(at.others)
+                .ok_or(SegmentError::Inconsistent("others column too short"))?;
+            at.others += 1;
+            decode_other(device, other)?
+        } else {
+            let fix = decode_fix(&cols, present, &mut last[dev], &mut at)?;
+            Event::Position(Position {
+                device,
+                fix,
+                historic: present & has::HISTORIC != 0,
+            })
         };
-        let time = DateTime::<Utc>::from_timestamp_millis(prev.time)
-            .ok_or(SegmentError::Inconsistent("time out of range"))?;
-        let fix = Fix {
-            time,
-            lat: f64::from(prev.lat) / 1e7,
-            lon: f64::from(prev.lon) / 1e7,
-            alt,
-            speed: take(present, has::SPEED, &cols.speed, &mut at.speed)?
-                .map(|v| f64::from(v) / 100.0),
-            course: take(present, has::COURSE, &cols.course, &mut at.course)?
-                .map(|v| f64::from(v) / 10.0),
-            hdop: take(present, has::HDOP, &cols.hdop, &mut at.hdop)?.map(|v| f64::from(v) / 100.0),
-            sats: take(present, has::SATS, &cols.sats, &mut at.sats)?,
-            mode: if present & has::MODE_3D != 0 {
-                Some(FixMode::ThreeD)
-            } else if present & has::MODE_2D != 0 {
-                Some(FixMode::TwoD)
-            } else {
-                None
-            },
-            accuracy: None,
-        };
-        events.push(Event::Position(Position {
-            device: device.clone(),
-            fix,
-            historic: false,
-        }));
+        events.push(event);
     }
     Ok(events)
 }
 
-/// Cursors into the optional columns, advanced as events claim entries.
+fn decode_other(device: DeviceId, other: &Other) -> Result<Event, SegmentError> {
+    match *other {
+        Other::Status { online, time } => Ok(Event::Status(Status {
+            device,
+            status: if online {
+                Presence::Online
+            } else {
+                Presence::Offline
+            },
+            time: millis(time)?,
+        })),
+    }
+}
+
+fn millis(ms: i64) -> Result<DateTime<Utc>, SegmentError> {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .ok_or(SegmentError::Inconsistent("time out of range"))
+}
+
+/// The next position of the columns, undoing its device's deltas.
+fn decode_fix(
+    cols: &Columns,
+    present: u16,
+    prev: &mut Quantised,
+    at: &mut Cursors,
+) -> Result<Fix, SegmentError> {
+    let i = at.position;
+    at.position += 1;
+    prev.time = prev.time.wrapping_add(cols.time[i]);
+    prev.lat = prev.lat.wrapping_add(cols.lat[i]);
+    prev.lon = prev.lon.wrapping_add(cols.lon[i]);
+    let alt = match take(present, has::ALT, &cols.alt, &mut at.alt)? {
+        Some(delta) => {
+            prev.alt = prev.alt.wrapping_add(delta);
+            Some(f64::from(prev.alt) / 10.0)
+        }
+        None => None,
+    };
+    Ok(Fix {
+        time: millis(prev.time)?,
+        lat: f64::from(prev.lat) / 1e7,
+        lon: f64::from(prev.lon) / 1e7,
+        alt,
+        speed: take(present, has::SPEED, &cols.speed, &mut at.speed)?.map(|v| f64::from(v) / 100.0),
+        course: take(present, has::COURSE, &cols.course, &mut at.course)?
+            .map(|v| f64::from(v) / 10.0),
+        hdop: take(present, has::HDOP, &cols.hdop, &mut at.hdop)?.map(|v| f64::from(v) / 100.0),
+        sats: take(present, has::SATS, &cols.sats, &mut at.sats)?,
+        mode: if present & has::MODE_3D != 0 {
+            Some(FixMode::ThreeD)
+        } else if present & has::MODE_2D != 0 {
+            Some(FixMode::TwoD)
+        } else {
+            None
+        },
+        accuracy: take(present, has::ACCURACY, &cols.accuracy, &mut at.accuracy)?
+            .map(|v| f64::from(v) / 10.0),
+    })
+}
+
+/// Cursors into the columns, advanced as events claim entries.
 #[derive(Default)]
 struct Cursors {
+    position: usize,
+    others: usize,
     alt: usize,
     speed: usize,
     course: usize,
     hdop: usize,
     sats: usize,
+    accuracy: usize,
 }
 
 /// The next entry of an optional column if the event has the field.
 fn take<T: Copy>(
-    present: u8,
-    bit: u8,
+    present: u16,
+    bit: u16,
     column: &[T],
     at: &mut usize,
 ) -> Result<Option<T>, SegmentError> {
@@ -333,8 +460,13 @@ mod tests {
 
     /// Equal at the stored precision: 1e-7°, 0.1 m, ms; the rest exact here.
     fn assert_close(got: &Event, want: &Event) {
+        let (Event::Position(g), Event::Position(w)) = (got, want) else {
+            assert_eq!(got, want);
+            return;
+        };
         {
-            let (Event::Position(g), Event::Position(w)) = (got, want);
+            assert_eq!(g.historic, w.historic);
+            assert_eq!(g.fix.accuracy, w.fix.accuracy);
             assert_eq!(g.device, w.device);
             assert_eq!(g.fix.time, w.fix.time);
             assert!((g.fix.lat - w.fix.lat).abs() <= 0.5e-7 + 1e-12);
@@ -349,6 +481,69 @@ mod tests {
             assert_eq!(g.fix.sats, w.fix.sats);
             assert_eq!(g.fix.mode, w.fix.mode);
         }
+    }
+
+    #[test]
+    fn statuses_historic_marks_and_accuracy_round_trip_between_positions() {
+        let status = |device: &str, online: bool, s: i64| {
+            Event::Status(Status {
+                device: DeviceId::new(device).unwrap(),
+                status: if online {
+                    Presence::Online
+                } else {
+                    Presence::Offline
+                },
+                time: Utc.timestamp_millis_opt(1_790_000_000_000 + s).unwrap(),
+            })
+        };
+        let mut events = vec![status("a", true, 1)];
+        for i in 0..40 {
+            let mut e = position(if i % 2 == 0 { "a" } else { "b" }, i);
+            if let Event::Position(p) = &mut e {
+                p.historic = i % 5 == 0;
+                p.fix.accuracy = (i % 3 == 0).then_some(4.7 + i as f64);
+            }
+            events.push(e);
+            if i % 9 == 0 {
+                events.push(status("b", i % 2 == 0, i));
+            }
+        }
+        for decoded in [
+            decode(&encode_segment(&events)).unwrap(),
+            events
+                .iter()
+                .flat_map(|e| decode(&encode_raw(e)).unwrap())
+                .collect(),
+        ] {
+            assert_eq!(decoded.len(), events.len());
+            for (got, want) in decoded.iter().zip(&events) {
+                assert_close(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn values_written_in_the_v1_layout_still_decode() {
+        let v1 = ColumnsV1 {
+            devices: vec!["bus-1".into()],
+            device: vec![0, 0],
+            present: vec![has::SATS as u8, 0],
+            time: vec![1_790_000_000_000, 1000],
+            lat: vec![520_000_000, 10],
+            lon: vec![50_000_000, -10],
+            sats: vec![9],
+            ..ColumnsV1::default()
+        };
+        let mut value = vec![SEGMENT, BODY_V1];
+        let body = postcard::to_stdvec(&v1).unwrap();
+        value.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, 6));
+        let events = decode(&value).unwrap();
+        let Event::Position(second) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(second.fix.lat, 52.000001);
+        assert_eq!(second.fix.time.timestamp_millis(), 1_790_000_001_000);
+        assert!(matches!(&events[0], Event::Position(p) if p.fix.sats == Some(9)));
     }
 
     #[test]
