@@ -8,3 +8,4 @@ pub mod nmea;
 pub mod replay;
 pub mod serial;
 pub mod stream;
+pub mod topic;
