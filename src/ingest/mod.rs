@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod demo;
 pub mod nmea;
+pub mod payload;
 pub mod replay;
 pub mod serial;
 pub mod stream;
