@@ -5,6 +5,8 @@
 pub mod clock;
 pub mod demo;
 pub mod nmea;
+pub mod payload;
 pub mod replay;
 pub mod serial;
 pub mod stream;
+pub mod topic;
