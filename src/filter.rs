@@ -1,0 +1,389 @@
+//! Fix filters: whether the writer stores a fix, and whether a stored fix is
+//! the device's live position or a late (historic) one.
+//!
+//! A pure module: no I/O, no clock, no global state. The single writer calls
+//! [`Filters::check`] for every fix of every source (serial NMEA, MQTT, HTTP)
+//! before storing it, and passes its own clock in, so that a clock it does not
+//! trust yet can be left out.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::fix::{DeviceId, Fix};
+
+/// Mean Earth radius in metres: the IUGG mean radius R₁ = (2a + b) / 3 of the
+/// GRS 80 ellipsoid (Moritz, *Geodetic Reference System 1980*).
+pub const EARTH_MEAN_RADIUS_M: f64 = 6_371_008.8;
+
+/// A fix closer than this many degrees to 0 in both latitude and longitude
+/// is at "Null Island": about 0.1 m at the equator, far below any receiver's
+/// precision, so a real fix there is not lost in practice.
+const ZERO_ISLAND_DEG: f64 = 1e-6;
+
+/// Great-circle distance in metres between two points given in degrees.
+///
+/// Haversine on a sphere of radius [`EARTH_MEAN_RADIUS_M`]: within 0.5 % of
+/// the ellipsoidal distance, plenty for plausibility checks.
+pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
+    let half_dphi = (phi2 - phi1) / 2.0;
+    let half_dlambda = (lon2 - lon1).to_radians() / 2.0;
+    let a = half_dphi.sin().powi(2) + phi1.cos() * phi2.cos() * half_dlambda.sin().powi(2);
+    // Rounding can push `a` a hair above 1 near the antipode; asin would give NaN.
+    2.0 * EARTH_MEAN_RADIUS_M * a.sqrt().min(1.0).asin()
+}
+
+/// Which filters run and their limits. `Default` gives the documented defaults.
+///
+/// Limits are expected to be finite and non-negative (the config checks them);
+/// a `None` limit turns its filter off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterOptions {
+    /// `zero_island`: drop fixes at 0,0.
+    pub drop_zero_island: bool,
+    /// `future`: how far a fix time may be ahead of the gateway clock.
+    pub max_future: Option<Duration>,
+    /// `too_old`: how far a fix time may be behind the gateway clock.
+    pub max_age: Option<Duration>,
+    /// `accuracy`: the largest horizontal dilution of precision kept.
+    pub max_hdop: Option<f64>,
+    /// `accuracy`: the largest reported horizontal accuracy kept, in metres.
+    pub max_accuracy_m: Option<f64>,
+}
+
+impl Default for FilterOptions {
+    fn default() -> Self {
+        Self {
+            drop_zero_island: true,
+            max_future: Some(Duration::from_secs(5 * 60)),
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_hdop: Some(20.0),
+            max_accuracy_m: Some(200.0),
+        }
+    }
+}
+
+impl FilterOptions {
+    /// The checks that need nothing but the fix and the clock, in order.
+    fn check_fix(&self, fix: &Fix, now: Option<DateTime<Utc>>) -> Result<(), Reason> {
+        if fix.validate().is_err() {
+            return Err(Reason::Invalid);
+        }
+        if self.drop_zero_island
+            && fix.lat.abs() < ZERO_ISLAND_DEG
+            && fix.lon.abs() < ZERO_ISLAND_DEG
+        {
+            return Err(Reason::ZeroIsland);
+        }
+        if let Some(now) = now {
+            let (time, now) = (fix.time.timestamp_millis(), now.timestamp_millis());
+            if self
+                .max_future
+                .is_some_and(|d| time > now.saturating_add(millis(d)))
+            {
+                return Err(Reason::Future);
+            }
+            if self
+                .max_age
+                .is_some_and(|d| time < now.saturating_sub(millis(d)))
+            {
+                return Err(Reason::TooOld);
+            }
+        }
+        if exceeds(fix.hdop, self.max_hdop) || exceeds(fix.accuracy, self.max_accuracy_m) {
+            return Err(Reason::Accuracy);
+        }
+        Ok(())
+    }
+}
+
+/// A duration in whole milliseconds; one too long for `i64` means "never".
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// True if a reported value is above a configured limit; an absent value or
+/// limit never exceeds.
+fn exceeds(value: Option<f64>, limit: Option<f64>) -> bool {
+    value.zip(limit).is_some_and(|(v, max)| v > max)
+}
+
+/// Why a fix was dropped; the label of the drop metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Coordinates out of range or not finite, or a field fails [`Fix::validate`].
+    Invalid,
+    /// At 0,0, which receivers report when they have no fix.
+    ZeroIsland,
+    /// Too far ahead of the gateway clock.
+    Future,
+    /// Too far behind the gateway clock.
+    TooOld,
+    /// The same device and fix time as a fix already accepted.
+    Duplicate,
+    /// Implies an impossible speed from the device's live position.
+    SpeedJump,
+    /// HDOP or reported accuracy worse than the limit.
+    Accuracy,
+    /// Too soon after the device's live fix.
+    MinPeriod,
+    /// Too close to the device's live fix.
+    MinDistance,
+}
+
+impl Reason {
+    /// Every reason, in the order the checks run: for registering metrics up front.
+    pub const ALL: [Reason; 9] = [
+        Reason::Invalid,
+        Reason::ZeroIsland,
+        Reason::Future,
+        Reason::TooOld,
+        Reason::Accuracy,
+        Reason::Duplicate,
+        Reason::SpeedJump,
+        Reason::MinPeriod,
+        Reason::MinDistance,
+    ];
+
+    /// The stable snake_case label used in metrics, logs and the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::ZeroIsland => "zero_island",
+            Self::Future => "future",
+            Self::TooOld => "too_old",
+            Self::Duplicate => "duplicate",
+            Self::SpeedJump => "speed_jump",
+            Self::Accuracy => "accuracy",
+            Self::MinPeriod => "min_period",
+            Self::MinDistance => "min_distance",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do with a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store it as the device's live position.
+    Live,
+    /// Store it as history only: it is older than the device's live fix.
+    Historic,
+    /// Do not store it.
+    Drop(Reason),
+}
+
+/// The filters with their per-device state; owned by the single writer.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    options: FilterOptions,
+}
+
+impl Filters {
+    /// Filters with the given options and no device seen yet.
+    pub fn new(options: FilterOptions) -> Self {
+        Self { options }
+    }
+
+    /// The options these filters run with.
+    pub fn options(&self) -> &FilterOptions {
+        &self.options
+    }
+
+    /// Decides whether `fix` of `device` is stored, and as what.
+    ///
+    /// `now` is the gateway clock, or `None` while it is not trusted (no RTC
+    /// before NTP sync): then `future` and `too_old` are skipped, because a
+    /// wrong clock must never drop every fix.
+    pub fn check(&mut self, _device: &DeviceId, fix: &Fix, now: Option<DateTime<Utc>>) -> Verdict {
+        match self.options.check_fix(fix, now) {
+            Ok(()) => Verdict::Live,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Base time of the tests: 2023-11-14T22:13:20Z.
+    const BASE_MS: i64 = 1_700_000_000_000;
+    const BASE_LAT: f64 = 52.0;
+    const BASE_LON: f64 = 13.0;
+    /// Metres per degree of latitude on the test sphere: a pure northward
+    /// offset of `m / M_PER_DEG` degrees is `m` metres by [`haversine_m`].
+    const M_PER_DEG: f64 = EARTH_MEAN_RADIUS_M * std::f64::consts::PI / 180.0;
+
+    fn time(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(BASE_MS + ms).unwrap()
+    }
+
+    /// A fix `ms` after the base time, `north_m` metres north of the base point.
+    fn fix(ms: i64, north_m: f64) -> Fix {
+        Fix {
+            time: time(ms),
+            lat: BASE_LAT + north_m / M_PER_DEG,
+            lon: BASE_LON,
+            alt: None,
+            speed: None,
+            course: None,
+            hdop: None,
+            sats: None,
+            mode: None,
+            accuracy: None,
+        }
+    }
+
+    fn dev() -> DeviceId {
+        DeviceId::new("bus-1").unwrap()
+    }
+
+    fn filters() -> Filters {
+        Filters::new(FilterOptions::default())
+    }
+
+    #[test]
+    fn haversine_matches_known_distances() {
+        assert_eq!(haversine_m(BASE_LAT, BASE_LON, BASE_LAT, BASE_LON), 0.0);
+        let one_degree = haversine_m(0.0, 0.0, 1.0, 0.0);
+        assert!((one_degree - 111_195.08).abs() < 0.01, "{one_degree}");
+        assert!((haversine_m(0.0, 0.0, 0.0, 1.0) - one_degree).abs() < 1e-6);
+        // Haversine is ill-conditioned at the antipode (asin near 1): metre tolerance.
+        let antipode = haversine_m(10.0, 20.0, -10.0, -160.0);
+        assert!((antipode - EARTH_MEAN_RADIUS_M * std::f64::consts::PI).abs() < 1.0);
+        // Berlin Tegel to Paris CDG, about 851 km (529 mi) great-circle.
+        let d = haversine_m(52.5597, 13.2877, 49.0097, 2.5479);
+        assert!((845_000.0..855_000.0).contains(&d), "{d}");
+        assert_eq!(d, haversine_m(49.0097, 2.5479, 52.5597, 13.2877));
+    }
+
+    #[test]
+    fn reason_labels_are_stable() {
+        let labels: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "invalid",
+                "zero_island",
+                "future",
+                "too_old",
+                "accuracy",
+                "duplicate",
+                "speed_jump",
+                "min_period",
+                "min_distance"
+            ]
+        );
+        assert_eq!(Reason::SpeedJump.to_string(), "speed_jump");
+    }
+
+    #[test]
+    fn invalid_drops_out_of_range_and_bad_fields() {
+        let mut f = filters();
+        let now = Some(time(0));
+        let mut bad = fix(0, 0.0);
+        bad.lat = 90.5;
+        assert_eq!(f.check(&dev(), &bad, now), Verdict::Drop(Reason::Invalid));
+        bad.lat = f64::NAN;
+        assert_eq!(f.check(&dev(), &bad, now), Verdict::Drop(Reason::Invalid));
+        let mut bad = fix(0, 0.0);
+        bad.speed = Some(-1.0);
+        assert_eq!(f.check(&dev(), &bad, now), Verdict::Drop(Reason::Invalid));
+        let mut pole = fix(0, 0.0);
+        pole.lat = 90.0;
+        pole.lon = -180.0;
+        assert_eq!(f.check(&dev(), &pole, now), Verdict::Live);
+    }
+
+    #[test]
+    fn zero_island_drops_zero_zero_only() {
+        let mut f = filters();
+        let mut zero = fix(0, 0.0);
+        (zero.lat, zero.lon) = (5e-7, -5e-7);
+        assert_eq!(
+            f.check(&dev(), &zero, None),
+            Verdict::Drop(Reason::ZeroIsland)
+        );
+        let mut equator = fix(1000, 0.0);
+        (equator.lat, equator.lon) = (0.0, 2e-6);
+        assert_eq!(f.check(&dev(), &equator, None), Verdict::Live);
+
+        let mut off = Filters::new(FilterOptions {
+            drop_zero_island: false,
+            ..FilterOptions::default()
+        });
+        assert_eq!(off.check(&dev(), &zero, None), Verdict::Live);
+    }
+
+    #[test]
+    fn future_drops_beyond_the_margin() {
+        let mut f = filters();
+        let now = Some(time(0));
+        let margin = 5 * 60 * 1000;
+        assert_eq!(
+            f.check(&dev(), &fix(margin + 1, 0.0), now),
+            Verdict::Drop(Reason::Future)
+        );
+        assert_eq!(f.check(&dev(), &fix(margin, 0.0), now), Verdict::Live);
+    }
+
+    #[test]
+    fn too_old_drops_beyond_the_age() {
+        let mut f = filters();
+        let now = Some(time(0));
+        let age = 7 * 24 * 3600 * 1000;
+        assert_eq!(
+            f.check(&dev(), &fix(-age - 1, 0.0), now),
+            Verdict::Drop(Reason::TooOld)
+        );
+        assert_eq!(f.check(&dev(), &fix(-age, 0.0), now), Verdict::Live);
+    }
+
+    #[test]
+    fn untrusted_clock_skips_future_and_too_old() {
+        let mut f = filters();
+        let year_ms = 365 * 24 * 3600 * 1000;
+        assert_eq!(
+            f.check(&dev(), &fix(-20 * year_ms, 0.0), None),
+            Verdict::Live
+        );
+        let other = DeviceId::new("bus-2").unwrap();
+        assert_eq!(f.check(&other, &fix(year_ms, 0.0), None), Verdict::Live);
+    }
+
+    #[test]
+    fn accuracy_drops_poor_hdop_or_accuracy() {
+        let mut f = filters();
+        let mut poor = fix(0, 0.0);
+        poor.hdop = Some(20.01);
+        assert_eq!(
+            f.check(&dev(), &poor, None),
+            Verdict::Drop(Reason::Accuracy)
+        );
+        let mut poor = fix(0, 0.0);
+        poor.accuracy = Some(1200.0);
+        assert_eq!(
+            f.check(&dev(), &poor, None),
+            Verdict::Drop(Reason::Accuracy)
+        );
+        let mut edge = fix(0, 0.0);
+        edge.hdop = Some(20.0);
+        edge.accuracy = Some(200.0);
+        assert_eq!(f.check(&dev(), &edge, None), Verdict::Live);
+
+        let mut off = Filters::new(FilterOptions {
+            max_hdop: None,
+            max_accuracy_m: None,
+            ..FilterOptions::default()
+        });
+        assert_eq!(off.check(&dev(), &poor, None), Verdict::Live);
+    }
+}
