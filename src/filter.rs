@@ -6,6 +6,7 @@
 //! before storing it, and passes its own clock in, so that a clock it does not
 //! trust yet can be left out.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ use crate::fix::{DeviceId, Fix};
 /// Mean Earth radius in metres: the IUGG mean radius R₁ = (2a + b) / 3 of the
 /// GRS 80 ellipsoid (Moritz, *Geodetic Reference System 1980*).
 pub const EARTH_MEAN_RADIUS_M: f64 = 6_371_008.8;
+
+/// Accepted fix times remembered per device to recognise a repeated historic
+/// fix: 2 KiB, about four minutes of a 1 Hz receiver or a tracker's buffer.
+pub const RECENT_TIMES: usize = 256;
 
 /// A fix closer than this many degrees to 0 in both latitude and longitude
 /// is at "Null Island": about 0.1 m at the equator, far below any receiver's
@@ -51,6 +56,13 @@ pub struct FilterOptions {
     pub max_hdop: Option<f64>,
     /// `accuracy`: the largest reported horizontal accuracy kept, in metres.
     pub max_accuracy_m: Option<f64>,
+    /// `duplicate`: drop a fix whose time (to the millisecond) equals that of
+    /// a fix already accepted for the device.
+    pub drop_duplicates: bool,
+    /// `min_period`: the shortest time kept between live fixes.
+    pub min_period: Option<Duration>,
+    /// `min_distance`: the shortest distance kept between live fixes, in metres.
+    pub min_distance_m: Option<f64>,
 }
 
 impl Default for FilterOptions {
@@ -61,6 +73,9 @@ impl Default for FilterOptions {
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             max_hdop: Some(20.0),
             max_accuracy_m: Some(200.0),
+            drop_duplicates: true,
+            min_period: None,
+            min_distance_m: None,
         }
     }
 }
@@ -94,6 +109,24 @@ impl FilterOptions {
         }
         if exceeds(fix.hdop, self.max_hdop) || exceeds(fix.accuracy, self.max_accuracy_m) {
             return Err(Reason::Accuracy);
+        }
+        Ok(())
+    }
+
+    /// The checks that only make sense against the device's live fix, in order.
+    fn check_live(&self, anchor: Point, fix: Point) -> Result<(), Reason> {
+        let dt_ms = fix.ms.saturating_sub(anchor.ms);
+        if self
+            .min_period
+            .is_some_and(|min| dt_ms > 0 && dt_ms < millis(min))
+        {
+            return Err(Reason::MinPeriod);
+        }
+        if self
+            .min_distance_m
+            .is_some_and(|min| anchor.metres_to(fix) < min)
+        {
+            return Err(Reason::MinDistance);
         }
         Ok(())
     }
@@ -180,16 +213,71 @@ pub enum Verdict {
     Drop(Reason),
 }
 
+/// Where and when a device was: all the filters keep of a fix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    /// Fix time in milliseconds since the Unix epoch.
+    ms: i64,
+    lat: f64,
+    lon: f64,
+}
+
+impl Point {
+    fn of(fix: &Fix) -> Self {
+        Self {
+            ms: fix.time.timestamp_millis(),
+            lat: fix.lat,
+            lon: fix.lon,
+        }
+    }
+
+    fn metres_to(self, other: Point) -> f64 {
+        haversine_m(self.lat, self.lon, other.lat, other.lon)
+    }
+}
+
+/// What the filters remember of one device.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct DeviceState {
+    /// The last live fix: the reference of the live-only filters, and the
+    /// line between live and historic fixes.
+    live: Option<Point>,
+    /// Times of recently accepted fixes, live and historic, oldest first.
+    recent: VecDeque<i64>,
+}
+
+impl DeviceState {
+    fn has_time(&self, ms: i64) -> bool {
+        self.live.is_some_and(|live| live.ms == ms) || self.recent.contains(&ms)
+    }
+
+    fn remember(&mut self, ms: i64) {
+        if self.recent.len() >= RECENT_TIMES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ms);
+    }
+
+    fn accept_live(&mut self, fix: Point) {
+        self.live = Some(fix);
+        self.remember(fix.ms);
+    }
+}
+
 /// The filters with their per-device state; owned by the single writer.
 #[derive(Debug, Clone)]
 pub struct Filters {
     options: FilterOptions,
+    devices: HashMap<DeviceId, DeviceState>,
 }
 
 impl Filters {
     /// Filters with the given options and no device seen yet.
     pub fn new(options: FilterOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            devices: HashMap::new(),
+        }
     }
 
     /// The options these filters run with.
@@ -197,15 +285,67 @@ impl Filters {
         &self.options
     }
 
-    /// Decides whether `fix` of `device` is stored, and as what.
+    /// How many devices the filters hold state for.
+    pub fn tracked_devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Seeds a device's last live fix (from the store at start-up) so that a
+    /// restart neither re-accepts a duplicate of it nor forgets where the
+    /// device is.
+    pub fn seed(&mut self, device: &DeviceId, last_live: &Fix) {
+        let state = self.devices.entry(device.clone()).or_default();
+        let point = Point::of(last_live);
+        if state.has_time(point.ms) {
+            state.live = Some(point);
+        } else {
+            state.accept_live(point);
+        }
+    }
+
+    /// Drops what the filters know of a device (removed from the config); its
+    /// next fix is treated as its first.
+    pub fn forget(&mut self, device: &DeviceId) {
+        self.devices.remove(device);
+    }
+
+    /// Decides whether `fix` of `device` is stored, and as what; a verdict
+    /// other than `Drop` is remembered, so the caller must store such a fix.
     ///
     /// `now` is the gateway clock, or `None` while it is not trusted (no RTC
     /// before NTP sync): then `future` and `too_old` are skipped, because a
     /// wrong clock must never drop every fix.
-    pub fn check(&mut self, _device: &DeviceId, fix: &Fix, now: Option<DateTime<Utc>>) -> Verdict {
-        match self.options.check_fix(fix, now) {
-            Ok(()) => Verdict::Live,
-            Err(reason) => Verdict::Drop(reason),
+    pub fn check(&mut self, device: &DeviceId, fix: &Fix, now: Option<DateTime<Utc>>) -> Verdict {
+        if let Err(reason) = self.options.check_fix(fix, now) {
+            return Verdict::Drop(reason);
+        }
+        let point = Point::of(fix);
+        let Some(state) = self.devices.get_mut(device) else {
+            // A first fix has nothing to be historic, duplicate or implausible against.
+            let mut state = DeviceState::default();
+            state.accept_live(point);
+            self.devices.insert(device.clone(), state);
+            return Verdict::Live;
+        };
+        if self.options.drop_duplicates && state.has_time(point.ms) {
+            return Verdict::Drop(Reason::Duplicate);
+        }
+        match state.live {
+            Some(live) if point.ms < live.ms => {
+                state.remember(point.ms);
+                Verdict::Historic
+            }
+            Some(live) => match self.options.check_live(live, point) {
+                Ok(()) => {
+                    state.accept_live(point);
+                    Verdict::Live
+                }
+                Err(reason) => Verdict::Drop(reason),
+            },
+            None => {
+                state.accept_live(point);
+                Verdict::Live
+            }
         }
     }
 }
@@ -385,5 +525,214 @@ mod tests {
             ..FilterOptions::default()
         });
         assert_eq!(off.check(&dev(), &poor, None), Verdict::Live);
+    }
+
+    fn state(f: &Filters) -> DeviceState {
+        f.devices.get(&dev()).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn first_fix_of_a_device_is_live() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), Some(time(0))), Verdict::Live);
+        assert_eq!(f.tracked_devices(), 1);
+    }
+
+    #[test]
+    fn duplicate_drops_the_same_millisecond_only() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        let mut again = fix(0, 5.0);
+        again.time += chrono::TimeDelta::microseconds(400);
+        assert_eq!(
+            f.check(&dev(), &again, None),
+            Verdict::Drop(Reason::Duplicate)
+        );
+        assert_eq!(f.check(&dev(), &fix(1, 0.0), None), Verdict::Live);
+        let other = DeviceId::new("bus-2").unwrap();
+        assert_eq!(f.check(&other, &fix(0, 0.0), None), Verdict::Live);
+
+        let mut off = Filters::new(FilterOptions {
+            drop_duplicates: false,
+            ..FilterOptions::default()
+        });
+        assert_eq!(off.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(off.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+    }
+
+    #[test]
+    fn late_fix_is_historic_and_keeps_the_live_position() {
+        let mut f = Filters::new(FilterOptions {
+            min_distance_m: Some(50.0),
+            ..FilterOptions::default()
+        });
+        let now = Some(time(0));
+        assert_eq!(f.check(&dev(), &fix(-10_000, 0.0), now), Verdict::Live);
+        // Far away and only 1 ms before: the live-only filters do not apply.
+        assert_eq!(
+            f.check(&dev(), &fix(-10_001, 500_000.0), now),
+            Verdict::Historic
+        );
+        assert_eq!(f.check(&dev(), &fix(-20_000, 10.0), now), Verdict::Historic);
+        assert_eq!(state(&f).live, Some(Point::of(&fix(-10_000, 0.0))));
+        // min_distance still measures from the live fix, not the historic ones.
+        assert_eq!(
+            f.check(&dev(), &fix(-5_000, 10.0), now),
+            Verdict::Drop(Reason::MinDistance)
+        );
+        // Historic fixes pass the stateless filters like any other.
+        let mut poor = fix(-30_000, 0.0);
+        poor.accuracy = Some(5000.0);
+        assert_eq!(f.check(&dev(), &poor, now), Verdict::Drop(Reason::Accuracy));
+        let week_ms = 7 * 24 * 3600 * 1000;
+        assert_eq!(
+            f.check(&dev(), &fix(-week_ms - 1, 0.0), now),
+            Verdict::Drop(Reason::TooOld)
+        );
+    }
+
+    #[test]
+    fn historic_duplicate_is_dropped() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(60_000, 0.0), None), Verdict::Live);
+        assert_eq!(f.check(&dev(), &fix(1_000, 0.0), None), Verdict::Historic);
+        assert_eq!(f.check(&dev(), &fix(2_000, 0.0), None), Verdict::Historic);
+        assert_eq!(
+            f.check(&dev(), &fix(1_000, 0.0), None),
+            Verdict::Drop(Reason::Duplicate)
+        );
+        // A live fix later re-sent as part of a buffer is a duplicate too.
+        assert_eq!(f.check(&dev(), &fix(61_000, 0.0), None), Verdict::Live);
+        assert_eq!(
+            f.check(&dev(), &fix(60_000, 0.0), None),
+            Verdict::Drop(Reason::Duplicate)
+        );
+    }
+
+    #[test]
+    fn recent_times_stay_bounded() {
+        let mut f = filters();
+        let total = RECENT_TIMES as i64 + 44;
+        assert_eq!(
+            f.check(&dev(), &fix(total * 1000, 0.0), None),
+            Verdict::Live
+        );
+        for i in 0..total {
+            assert_eq!(
+                f.check(&dev(), &fix(i * 1000, 0.0), None),
+                Verdict::Historic
+            );
+        }
+        let s = state(&f);
+        assert_eq!(s.recent.len(), RECENT_TIMES);
+        // The oldest times are forgotten (documented); the live one never is.
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Historic);
+        assert_eq!(
+            f.check(&dev(), &fix(total * 1000, 0.0), None),
+            Verdict::Drop(Reason::Duplicate)
+        );
+    }
+
+    #[test]
+    fn min_period_drops_live_fixes_that_come_too_soon() {
+        let mut f = Filters::new(FilterOptions {
+            min_period: Some(Duration::from_secs(10)),
+            ..FilterOptions::default()
+        });
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(
+            f.check(&dev(), &fix(9_999, 10.0), None),
+            Verdict::Drop(Reason::MinPeriod)
+        );
+        assert_eq!(f.check(&dev(), &fix(10_000, 10.0), None), Verdict::Live);
+        // Off by default: a 10 Hz receiver is kept in full.
+        let mut d = filters();
+        assert_eq!(d.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(d.check(&dev(), &fix(100, 1.0), None), Verdict::Live);
+    }
+
+    #[test]
+    fn min_distance_drops_live_fixes_that_barely_move() {
+        let mut f = Filters::new(FilterOptions {
+            min_distance_m: Some(50.0),
+            ..FilterOptions::default()
+        });
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(
+            f.check(&dev(), &fix(1_000, 30.0), None),
+            Verdict::Drop(Reason::MinDistance)
+        );
+        // Measured from the last kept fix, so slow drift is kept once it adds up.
+        assert_eq!(f.check(&dev(), &fix(2_000, 50.0), None), Verdict::Live);
+        assert_eq!(
+            f.check(&dev(), &fix(3_000, 99.0), None),
+            Verdict::Drop(Reason::MinDistance)
+        );
+        let mut d = filters();
+        assert_eq!(d.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(d.check(&dev(), &fix(1_000, 0.0), None), Verdict::Live);
+    }
+
+    #[test]
+    fn seed_restores_the_live_fix_after_a_restart() {
+        let mut f = filters();
+        let last = fix(60_000, 0.0);
+        f.seed(&dev(), &last);
+        assert_eq!(
+            f.check(&dev(), &last, None),
+            Verdict::Drop(Reason::Duplicate)
+        );
+        assert_eq!(f.check(&dev(), &fix(30_000, 0.0), None), Verdict::Historic);
+        assert_eq!(f.check(&dev(), &fix(61_000, 0.0), None), Verdict::Live);
+        // Seeding twice (a second start-up pass) stores the time once.
+        let mut g = filters();
+        g.seed(&dev(), &last);
+        g.seed(&dev(), &last);
+        assert_eq!(state(&g).recent.len(), 1);
+    }
+
+    #[test]
+    fn forget_makes_the_next_fix_a_first_fix() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(60_000, 0.0), None), Verdict::Live);
+        f.forget(&dev());
+        assert_eq!(f.tracked_devices(), 0);
+        assert_eq!(f.check(&dev(), &fix(1_000, 0.0), None), Verdict::Live);
+    }
+
+    #[test]
+    fn drop_leaves_the_state_unchanged() {
+        let mut f = Filters::new(FilterOptions {
+            min_period: Some(Duration::from_secs(5)),
+            min_distance_m: Some(20.0),
+            ..FilterOptions::default()
+        });
+        let now = Some(time(0));
+        assert_eq!(f.check(&dev(), &fix(-60_000, 0.0), now), Verdict::Live);
+        assert_eq!(f.check(&dev(), &fix(-90_000, 0.0), now), Verdict::Historic);
+        let before = state(&f);
+        let mut poor = fix(-50_000, 100.0);
+        poor.hdop = Some(99.0);
+        let mut invalid = fix(-50_000, 100.0);
+        invalid.course = Some(400.0);
+        let drops = [
+            (invalid, Reason::Invalid),
+            (poor, Reason::Accuracy),
+            (fix(3_600_000, 100.0), Reason::Future),
+            (fix(-90_000, 100.0), Reason::Duplicate),
+            (fix(-58_000, 100.0), Reason::MinPeriod),
+            (fix(-50_000, 10.0), Reason::MinDistance),
+        ];
+        for (d, reason) in &drops {
+            assert_eq!(f.check(&dev(), d, now), Verdict::Drop(*reason), "{d:?}");
+        }
+        assert_eq!(state(&f), before);
+        assert_eq!(f.tracked_devices(), 1);
+        let other = DeviceId::new("bus-2").unwrap();
+        assert_eq!(
+            f.check(&other, &drops[0].0, now),
+            Verdict::Drop(Reason::Invalid)
+        );
+        assert_eq!(f.tracked_devices(), 1);
     }
 }
