@@ -22,6 +22,11 @@ pub const EARTH_MEAN_RADIUS_M: f64 = 6_371_008.8;
 /// fix: 2 KiB, about four minutes of a 1 Hz receiver or a tracker's buffer.
 pub const RECENT_TIMES: usize = 256;
 
+/// Consecutive `speed_jump` drops, each plausible from the one before, after
+/// which the newest is accepted as live: the device really is elsewhere (the
+/// live fix was the outlier, or it was carried by ferry, truck or plane).
+pub const SPEED_JUMP_CONFIRM: usize = 3;
+
 /// A fix closer than this many degrees to 0 in both latitude and longitude
 /// is at "Null Island": about 0.1 m at the equator, far below any receiver's
 /// precision, so a real fix there is not lost in practice.
@@ -59,6 +64,9 @@ pub struct FilterOptions {
     /// `duplicate`: drop a fix whose time (to the millisecond) equals that of
     /// a fix already accepted for the device.
     pub drop_duplicates: bool,
+    /// `speed_jump`: the highest speed, in metres per second, implied by the
+    /// distance and time from the device's live fix.
+    pub max_speed_mps: Option<f64>,
     /// `min_period`: the shortest time kept between live fixes.
     pub min_period: Option<Duration>,
     /// `min_distance`: the shortest distance kept between live fixes, in metres.
@@ -74,6 +82,7 @@ impl Default for FilterOptions {
             max_hdop: Some(20.0),
             max_accuracy_m: Some(200.0),
             drop_duplicates: true,
+            max_speed_mps: Some(100.0),
             min_period: None,
             min_distance_m: None,
         }
@@ -113,8 +122,14 @@ impl FilterOptions {
         Ok(())
     }
 
-    /// The checks that only make sense against the device's live fix, in order.
-    fn check_live(&self, anchor: Point, fix: Point) -> Result<(), Reason> {
+    /// True if a time is beyond the `future` limit of a trusted clock.
+    fn is_future(&self, ms: i64, now: Option<DateTime<Utc>>) -> bool {
+        now.zip(self.max_future)
+            .is_some_and(|(now, max)| ms > now.timestamp_millis().saturating_add(millis(max)))
+    }
+
+    /// The thinning checks, against the device's live fix.
+    fn check_spacing(&self, anchor: Point, fix: Point) -> Result<(), Reason> {
         let dt_ms = fix.ms.saturating_sub(anchor.ms);
         if self
             .min_period
@@ -234,6 +249,24 @@ impl Point {
     fn metres_to(self, other: Point) -> f64 {
         haversine_m(self.lat, self.lon, other.lat, other.lon)
     }
+
+    /// Whether `later` can be reached from here at `max` m/s; a `later` that
+    /// is not later has no speed and counts as reachable.
+    fn reaches(self, later: Point, max: f64) -> bool {
+        let dt_ms = later.ms.saturating_sub(self.ms);
+        dt_ms <= 0 || self.metres_to(later) / (dt_ms as f64 / 1000.0) <= max
+    }
+}
+
+/// How a live candidate fares against the speed limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Jump {
+    /// Reachable from the live fix.
+    Plausible,
+    /// Not reachable: dropped, but remembered as a suspect.
+    Suspect,
+    /// Not reachable, but the last of a consistent run of suspects: the device moved.
+    Confirmed,
 }
 
 /// What the filters remember of one device.
@@ -244,6 +277,9 @@ struct DeviceState {
     live: Option<Point>,
     /// Times of recently accepted fixes, live and historic, oldest first.
     recent: VecDeque<i64>,
+    /// The current run of `speed_jump` drops, each reachable from the one
+    /// before; shorter than [`SPEED_JUMP_CONFIRM`].
+    suspects: Vec<Point>,
 }
 
 impl DeviceState {
@@ -260,7 +296,33 @@ impl DeviceState {
 
     fn accept_live(&mut self, fix: Point) {
         self.live = Some(fix);
+        self.suspects.clear();
         self.remember(fix.ms);
+    }
+
+    /// The `speed_jump` check with its way out: without one, an outlier taken
+    /// as the live fix (or a vehicle really moved far) would lock the device
+    /// out for as long as the implied speed stays above the limit.
+    fn speed_jump(&mut self, live: Point, fix: Point, max: f64) -> Jump {
+        if live.reaches(fix, max) {
+            // Evidence for the live fix: a run of suspects must be unbroken.
+            self.suspects.clear();
+            return Jump::Plausible;
+        }
+        if !self
+            .suspects
+            .last()
+            .is_some_and(|s| s.reaches(fix, max) && s.ms < fix.ms)
+        {
+            self.suspects.clear();
+        }
+        self.suspects.push(fix);
+        if self.suspects.len() >= SPEED_JUMP_CONFIRM {
+            self.suspects.clear();
+            Jump::Confirmed
+        } else {
+            Jump::Suspect
+        }
     }
 }
 
@@ -330,18 +392,34 @@ impl Filters {
         if self.options.drop_duplicates && state.has_time(point.ms) {
             return Verdict::Drop(Reason::Duplicate);
         }
-        match state.live {
+        // A live fix beyond the future limit was taken while the clock was not
+        // trusted; kept as the reference, it would make every later fix historic.
+        let live = state
+            .live
+            .filter(|live| !self.options.is_future(live.ms, now));
+        match live {
             Some(live) if point.ms < live.ms => {
                 state.remember(point.ms);
                 Verdict::Historic
             }
-            Some(live) => match self.options.check_live(live, point) {
-                Ok(()) => {
-                    state.accept_live(point);
-                    Verdict::Live
+            Some(live) => {
+                let jump = self
+                    .options
+                    .max_speed_mps
+                    .map(|max| state.speed_jump(live, point, max));
+                let outcome = match jump {
+                    Some(Jump::Suspect) => Err(Reason::SpeedJump),
+                    Some(Jump::Confirmed) => Ok(()),
+                    Some(Jump::Plausible) | None => self.options.check_spacing(live, point),
+                };
+                match outcome {
+                    Ok(()) => {
+                        state.accept_live(point);
+                        Verdict::Live
+                    }
+                    Err(reason) => Verdict::Drop(reason),
                 }
-                Err(reason) => Verdict::Drop(reason),
-            },
+            }
             None => {
                 state.accept_live(point);
                 Verdict::Live
@@ -734,5 +812,148 @@ mod tests {
             Verdict::Drop(Reason::Invalid)
         );
         assert_eq!(f.tracked_devices(), 1);
+    }
+
+    #[test]
+    fn speed_jump_drops_impossible_moves() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(
+            f.check(&dev(), &fix(10_000, 1_001.0), None),
+            Verdict::Drop(Reason::SpeedJump)
+        );
+        assert_eq!(state(&f).live, Some(Point::of(&fix(0, 0.0))));
+        assert_eq!(f.check(&dev(), &fix(10_000, 999.0), None), Verdict::Live);
+
+        // Exactly at the limit passes.
+        let (from, to) = (Point::of(&fix(0, 0.0)), Point::of(&fix(7_000, 777.0)));
+        let mut edge = Filters::new(FilterOptions {
+            max_speed_mps: Some(from.metres_to(to) / 7.0),
+            ..FilterOptions::default()
+        });
+        assert_eq!(edge.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(edge.check(&dev(), &fix(7_000, 777.0), None), Verdict::Live);
+
+        let mut off = Filters::new(FilterOptions {
+            max_speed_mps: None,
+            ..FilterOptions::default()
+        });
+        assert_eq!(off.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        assert_eq!(
+            off.check(&dev(), &fix(1_000, 50_000.0), None),
+            Verdict::Live
+        );
+    }
+
+    #[test]
+    fn speed_jump_allows_slow_long_moves_like_a_ferry() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        // 60 km in two hours without a fix: about 8 m/s.
+        let two_hours = 2 * 3600 * 1000;
+        assert_eq!(
+            f.check(&dev(), &fix(two_hours, 60_000.0), None),
+            Verdict::Live
+        );
+    }
+
+    #[test]
+    fn speed_jump_recovers_when_the_live_fix_was_the_outlier() {
+        let mut f = filters();
+        // The first fix is a 300 km multipath outlier; it is all there is to compare with.
+        assert_eq!(f.check(&dev(), &fix(0, 300_000.0), None), Verdict::Live);
+        // The real track, 10 m/s: the first two are held back, the third re-anchors.
+        assert_eq!(
+            f.check(&dev(), &fix(1_000, 0.0), None),
+            Verdict::Drop(Reason::SpeedJump)
+        );
+        assert_eq!(
+            f.check(&dev(), &fix(2_000, 10.0), None),
+            Verdict::Drop(Reason::SpeedJump)
+        );
+        assert_eq!(f.check(&dev(), &fix(3_000, 20.0), None), Verdict::Live);
+        assert_eq!(f.check(&dev(), &fix(4_000, 30.0), None), Verdict::Live);
+        assert!(state(&f).suspects.is_empty());
+    }
+
+    #[test]
+    fn speed_jump_recovers_after_a_flight() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        // 1,500 km in two hours is 208 m/s: faster than the limit, yet real.
+        let landed = 2 * 3600 * 1000;
+        for (i, verdict) in [
+            Verdict::Drop(Reason::SpeedJump),
+            Verdict::Drop(Reason::SpeedJump),
+            Verdict::Live,
+            Verdict::Live,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let taxi = fix(landed + 5_000 * i as i64, 1_500_000.0 + 20.0 * i as f64);
+            assert_eq!(f.check(&dev(), &taxi, None), verdict, "fix {i}");
+        }
+    }
+
+    #[test]
+    fn speed_jump_keeps_dropping_outliers_that_disagree() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        // Outliers 50 km north and south in turn are no consistent run.
+        for i in 1..=6_i64 {
+            let side = if i % 2 == 0 { 1.0 } else { -1.0 };
+            assert_eq!(
+                f.check(&dev(), &fix(i * 1_000, side * 50_000.0), None),
+                Verdict::Drop(Reason::SpeedJump),
+                "outlier {i}"
+            );
+        }
+        // A plausible fix breaks a run: two outliers, a real fix, two outliers.
+        assert_eq!(f.check(&dev(), &fix(7_000, 5.0), None), Verdict::Live);
+        for (ms, verdict) in [
+            (8_000, Verdict::Drop(Reason::SpeedJump)),
+            (9_000, Verdict::Drop(Reason::SpeedJump)),
+            (10_000, Verdict::Live),
+            (11_000, Verdict::Drop(Reason::SpeedJump)),
+            (12_000, Verdict::Drop(Reason::SpeedJump)),
+        ] {
+            let north = if verdict == Verdict::Live {
+                10.0
+            } else {
+                50_000.0
+            };
+            assert_eq!(f.check(&dev(), &fix(ms, north), None), verdict, "at {ms}");
+        }
+        assert_eq!(state(&f).live, Some(Point::of(&fix(10_000, 10.0))));
+    }
+
+    #[test]
+    fn speed_jump_drop_keeps_the_live_fix_and_the_duplicate_ring() {
+        let mut f = filters();
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Live);
+        let before = state(&f);
+        assert_eq!(
+            f.check(&dev(), &fix(1_000, 50_000.0), None),
+            Verdict::Drop(Reason::SpeedJump)
+        );
+        let after = state(&f);
+        assert_eq!((after.live, &after.recent), (before.live, &before.recent));
+        assert_eq!(after.suspects.len(), 1);
+        // Not remembered as accepted: the same time may still come in valid.
+        assert_eq!(f.check(&dev(), &fix(1_000, 5.0), None), Verdict::Live);
+    }
+
+    #[test]
+    fn live_fix_taken_with_an_untrusted_clock_does_not_pin_the_device() {
+        let mut f = filters();
+        let year_ms = 365 * 24 * 3600 * 1000;
+        // A receiver with a wrong date, while the gateway clock was not trusted.
+        assert_eq!(f.check(&dev(), &fix(year_ms, 0.0), None), Verdict::Live);
+        assert_eq!(f.check(&dev(), &fix(0, 0.0), None), Verdict::Historic);
+        // Once the clock is trusted, correct fixes are live again.
+        let now = Some(time(2_000));
+        assert_eq!(f.check(&dev(), &fix(1_000, 0.0), now), Verdict::Live);
+        assert_eq!(f.check(&dev(), &fix(2_000, 10.0), now), Verdict::Live);
     }
 }
