@@ -4,7 +4,79 @@
 //! A pure module: no I/O, no clock, no global state. The single writer calls
 //! [`Filters::check`] for every fix of every source (serial NMEA, MQTT, HTTP)
 //! before storing it, and passes its own clock in, so that a clock it does not
-//! trust yet can be left out.
+//! trust yet can be left out. The set follows Traccar's `filter.*` settings;
+//! the defaults aim to drop junk while losing nothing real.
+//!
+//! | Filter | Drops a fix when | Default | Why |
+//! |---|---|---|---|
+//! | `invalid` | latitude or longitude is not finite or out of range, or another field fails `Fix::validate` (NaN, negative speed, HDOP or accuracy, course outside 0–360) | always on | such a fix cannot be drawn, measured or forwarded |
+//! | `zero_island` | \|lat\| < 1e-6° and \|lon\| < 1e-6° | on | receivers and trackers without a fix report 0,0 as if it were a position |
+//! | `future` | the fix time is more than `max_future` ahead of the gateway clock | 5 min | a receiver's wrong date would become the live position; 5 min absorbs clock skew |
+//! | `too_old` | the fix time is more than `max_age` behind the gateway clock | 7 days | GPS week-number rollover dates fixes 19.6 years back; a week still takes in a tracker's buffer after a long offline stretch |
+//! | `accuracy` | `hdop` is above `max_hdop`, or `accuracy` above `max_accuracy_m` | 20 and 200 m | an HDOP above 20 is a useless satellite geometry; phones on cell location report 1000 m and more |
+//! | `duplicate` | the device already had a fix accepted with the same time, to the millisecond | on | MQTT QoS 1 redelivery, trackers re-sending their buffer, one receiver reaching the gateway twice |
+//! | `speed_jump` | getting from the device's live fix to this one takes more than `max_speed_mps` | 100 m/s (360 km/h) | multipath and cell-location jumps of kilometres in seconds; no road vehicle or ferry is that fast. Gives way after 3 consistent drops (see below) |
+//! | `min_period` | a live fix comes less than `min_period` after the device's live fix | off | thins a 5 or 10 Hz receiver when that much history is not wanted |
+//! | `min_distance` | a live fix is less than `min_distance_m` from the device's live fix | off | thins the jitter of a parked device, which then stores nothing while parked |
+//!
+//! The checks run in the order of the table; a dropped fix reports the first
+//! one it fails ([`Reason`]). Every limit can be turned off (`None`, or
+//! `false` for `zero_island` and `duplicate`); `invalid` cannot.
+//!
+//! # Live and historic fixes
+//!
+//! The device's *live fix* is the newest fix accepted for it. A fix older than
+//! it is **historic**: a tracker publishing what it buffered offline, or a
+//! slow path overtaken by a fast one. It is kept ([`Verdict::Historic`]) but
+//! never moves the live position. It passes `invalid`, `zero_island`,
+//! `future`, `too_old`, `accuracy` and `duplicate` like any fix, but not
+//! `speed_jump`, `min_period` or `min_distance`: those compare with the
+//! neighbouring fixes in time, and for a late fix they are unknown. A device's
+//! first fix is live.
+//!
+//! # `speed_jump` never locks a device out
+//!
+//! Compared only with the live fix, the speed check would lock a device out
+//! whenever the live fix itself is the outlier (say, a device's first fix), or
+//! the device really went far fast (a flight): every later fix would be
+//! "too fast" from there. So each `speed_jump` drop is remembered as a
+//! suspect, and after [`SPEED_JUMP_CONFIRM`] (3) consecutive drops, each
+//! reachable from the one before within the limit, the newest is accepted as
+//! live and becomes the new reference; the first two are lost. Outliers
+//! scattered at random do not form such a run, and a fix plausible from the
+//! live fix breaks one. Long gaps need no special case: the implied speed
+//! stays meaningful (a ferry or a tow truck is far below 100 m/s however long
+//! it takes), and after a flight the run rule applies. Only the position
+//! counts: the speed a receiver reports is not checked.
+//!
+//! # An untrusted clock
+//!
+//! A Raspberry Pi without a real-time clock starts in the past until NTP
+//! syncs. While the caller passes `now = None`, `future` and `too_old` are
+//! skipped rather than dropping every fix. A live fix that turns out to be
+//! beyond `future` once the clock is trusted (a receiver with a wrong date,
+//! accepted meanwhile) is no longer used as the reference, so it cannot make
+//! every later fix historic.
+//!
+//! # `min_distance` and presence
+//!
+//! As in Traccar's `filter.distance`, a fix closer than the limit to the last
+//! *kept* fix is dropped, so slow drift is kept once it adds up, and a parked
+//! vehicle stores nothing while its jitter stays within the limit. Whether a device is online is therefore
+//! judged by fixes arriving (the caller tracks that), never by fixes stored.
+//!
+//! # State and memory
+//!
+//! A verdict other than `Drop` is remembered, and the caller must store every
+//! such fix; a drop changes nothing, except that a `speed_jump` drop is noted
+//! as a suspect (and a fix plausible from the live fix clears the suspects).
+//! Per device the filters keep the live fix (time and position), the times of
+//! the last [`RECENT_TIMES`] (256) accepted fixes, live and historic, and
+//! fewer than [`SPEED_JUMP_CONFIRM`] suspects: 104 bytes in the map plus at most
+//! 2 KiB of times and 96 bytes of suspects, about 2.3 KiB at most. A historic
+//! fix older than the last 256 accepted ones is not recognised as a duplicate.
+//! [`Filters::seed`] restores only the live fix after a restart, so a buffer
+//! re-sent across a restart can be stored twice, apart from its newest fix.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -34,7 +106,7 @@ const ZERO_ISLAND_DEG: f64 = 1e-6;
 
 /// Great-circle distance in metres between two points given in degrees.
 ///
-/// Haversine on a sphere of radius [`EARTH_MEAN_RADIUS_M`]: within 0.5 % of
+/// Haversine on a sphere of radius [`EARTH_MEAN_RADIUS_M`]: within about 0.5 % of
 /// the ellipsoidal distance, plenty for plausibility checks.
 pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
@@ -358,11 +430,12 @@ impl Filters {
     pub fn seed(&mut self, device: &DeviceId, last_live: &Fix) {
         let state = self.devices.entry(device.clone()).or_default();
         let point = Point::of(last_live);
-        if state.has_time(point.ms) {
-            state.live = Some(point);
-        } else {
-            state.accept_live(point);
+        // Seeding is repeatable: the time goes into the ring once.
+        if !state.recent.contains(&point.ms) {
+            state.remember(point.ms);
         }
+        state.live = Some(point);
+        state.suspects.clear();
     }
 
     /// Drops what the filters know of a device (removed from the config); its
