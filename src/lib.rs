@@ -8,6 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod feed;
+pub mod filter;
 pub mod fix;
 pub mod ingest;
 pub mod log_limit;
