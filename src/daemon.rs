@@ -15,10 +15,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Broker, Config};
 use crate::feed::{self, FeedOptions, FeedState};
+use crate::ingest::http::HttpIntake;
+use crate::ingest::intake::Rejects;
+use crate::ingest::mqtt::{self, Messages};
 use crate::ingest::{demo, replay, serial};
-use crate::pipeline::{self, WriterHealth};
+use crate::pipeline::{self, Checks, WriterHealth};
 use crate::store::{Store, StoreOptions, flusher};
 
 /// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted is durable.
@@ -61,11 +64,28 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     let (head_tx, head_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
     let health = Arc::new(WriterHealth::default());
+    let reader = store.reader();
+    let known = tokio::task::spawn_blocking(move || reader.devices())
+        .await?
+        .context("cannot read the device states")?;
+    let checks = Checks::seeded(
+        config.filter.clone(),
+        config.devices.offline_after,
+        config.devices.max_devices,
+        config.gateway.clock,
+        &known,
+    );
+    let (writer_done_tx, writer_done) = tokio::sync::oneshot::channel::<()>();
     let writer_thread = {
         let (health, shutdown) = (health.clone(), shutdown.clone());
+        let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("fixgate-writer".into())
-            .spawn(move || pipeline::run(rx, writer, head_tx, health, shutdown))
+            .spawn(move || {
+                // Dropped when the thread ends, panic or not.
+                let _done = writer_done_tx;
+                pipeline::run(rx, writer, checks, head_tx, health, shutdown, runtime)
+            })
             .context("cannot start the writer thread")?
     };
     let flusher = tokio::spawn(flusher::run(
@@ -77,6 +97,8 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
 
     let mut sources = JoinSet::new();
     start_sources(&config, &tx, &shutdown, &mut sources);
+    let rejects = Arc::new(Rejects::new(config.devices.max_devices));
+    start_mqtt(&config, &tx, &rejects, &shutdown, &mut sources)?;
 
     let state = FeedState::new(
         store.reader(),
@@ -90,6 +112,10 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         metrics,
         shutdown.clone(),
     );
+    let mut app = feed::router(state);
+    if config.http.enabled {
+        app = app.merge(HttpIntake::new(&config.http, &tx, rejects).router());
+    }
     let server = tokio::spawn(
         axum::serve(
             // Events are small writes; Nagle would hold each back for the
@@ -99,14 +125,23 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
                     tracing::debug!("cannot set TCP_NODELAY: {err}");
                 }
             }),
-            feed::router(state),
+            app,
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future(),
     );
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
 
-    shutdown.cancelled().await;
+    let writer_died = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = writer_done => true,
+    };
+    if writer_died {
+        // Nothing could be stored any more: exit with an error so that the
+        // service manager restarts the daemon.
+        tracing::error!("the writer stopped unexpectedly; shutting down");
+        shutdown.cancel();
+    }
     tracing::info!("shutting down: stopping intake");
     while sources.join_next().await.is_some() {}
     // Held until now so that the writer (and the feed's head) outlive sources
@@ -148,6 +183,49 @@ fn start_sources(
     if let Some(d) = &config.demo {
         sources.spawn(demo::run(d.clone(), tx.clone(), shutdown.clone()));
     }
+}
+
+/// Starts the MQTT intake the configuration asks for.
+fn start_mqtt(
+    config: &Config,
+    tx: &mpsc::Sender<crate::fix::Observed>,
+    rejects: &Arc<Rejects>,
+    shutdown: &CancellationToken,
+    sources: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let messages = || {
+        Messages::new(
+            config.mqtt.topics.clone(),
+            config.mqtt.max_payload,
+            config.gateway.clock,
+            config.devices.max_devices,
+            rejects.clone(),
+            tx.clone(),
+        )
+    };
+    match &config.mqtt.broker {
+        Broker::Off => {}
+        Broker::Embedded(embedded) => {
+            let task = mqtt::embedded::start(
+                embedded,
+                config.mqtt.max_payload,
+                messages(),
+                shutdown.clone(),
+            )?;
+            sources.spawn(task);
+        }
+        Broker::External(external) => {
+            let task = mqtt::external::start(
+                external,
+                config.gateway.id.as_str(),
+                messages(),
+                shutdown.clone(),
+            )
+            .context("cannot set up the MQTT connection")?;
+            sources.spawn(task);
+        }
+    }
+    Ok(())
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

@@ -13,5 +13,7 @@ pub mod fix;
 pub mod ingest;
 pub mod log_limit;
 pub mod pipeline;
+pub mod presence;
 pub mod sim;
 pub mod store;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! The single writer: takes fixes from the one bounded channel in arrival
-//! order, validates them and appends them to the store, then wakes readers.
+//! order, runs them through the filters, notes who is online, and appends
+//! positions and status changes to the store, then wakes readers.
 //!
 //! It runs on its own OS thread because sled calls block; one writer means one
 //! order and one sequence-number space, with no locks.
@@ -8,12 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::fix::{Event, Observed};
+use crate::filter::{FilterOptions, Filters, Verdict as FilterVerdict};
+use crate::fix::{DeviceId, Event, Observed, Presence, Status};
+use crate::ingest::clock::{ClockTrust, TrustedClock};
 use crate::log_limit::{LogLimit, Verdict};
-use crate::store::Writer;
+use crate::presence::Presences;
+use crate::store::{DeviceState, Writer};
 
 /// Most events appended in one store batch: bursts are batched, but a
 /// batch never delays the wake-up of readers by much.
@@ -27,50 +32,104 @@ pub struct WriterHealth {
     pub store_failing: AtomicBool,
 }
 
+/// What the writer checks fixes against, besides validity.
+pub struct Checks {
+    /// The fix filters, seeded with each device's live fix.
+    pub filters: Filters,
+    /// Who is online; seeded from the store.
+    pub presence: Presences,
+    /// Most devices tracked; fixes of further new devices are dropped.
+    pub max_devices: usize,
+    /// Whether the system clock may judge fix times (future / too old).
+    pub clock: TrustedClock,
+}
+
+impl Checks {
+    /// Checks seeded from the store's device states, so that a restart
+    /// neither re-accepts a duplicate nor reports devices online again.
+    pub fn seeded(
+        options: FilterOptions,
+        offline_after: Duration,
+        max_devices: usize,
+        trust: ClockTrust,
+        devices: &[DeviceState],
+    ) -> Self {
+        let mut filters = Filters::new(options);
+        let mut presence = Presences::new(offline_after);
+        let now = Instant::now();
+        for state in devices {
+            if let Some(fix) = &state.fix {
+                filters.seed(&state.device, fix);
+            }
+            if let Some(status) = state.status {
+                presence.seed(state.device.clone(), status, now);
+            }
+        }
+        Self {
+            filters,
+            presence,
+            max_devices,
+            clock: TrustedClock::new(trust),
+        }
+    }
+}
+
+/// How often the writer wakes without input to report silent devices offline.
+const TICK: Duration = Duration::from_secs(1);
+
 /// Runs the writer until every sender is gone and the channel is drained, or
 /// until `shutdown` fires while the store refuses writes.
+///
+/// `runtime` only serves to wait on the channel with a timeout; the writer
+/// itself stays on its own thread.
 pub fn run(
     mut rx: mpsc::Receiver<Observed>,
     mut writer: Writer,
+    mut checks: Checks,
     head: watch::Sender<u64>,
     health: Arc<WriterHealth>,
     shutdown: CancellationToken,
+    runtime: tokio::runtime::Handle,
 ) {
-    let mut rejected_log = LogLimit::new(Duration::from_secs(60), 4096);
+    let mut dropped_log = LogLimit::new(Duration::from_secs(60), 4096);
     let mut batch: Vec<Observed> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<Event> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+    loop {
+        // The timer must be created inside the runtime's context.
+        match runtime.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+            Ok(Some(first)) => batch.push(first),
+            Ok(None) => break,
+            Err(_elapsed) => {}
+        }
+        while !batch.is_empty() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
+        let arrived = Instant::now();
+        let wall = Utc::now();
+        let now = checks.clock.now();
         for observed in batch.drain(..) {
-            let source = observed.source.as_str();
-            match observed.position.fix.validate() {
-                Ok(()) => {
-                    metrics::counter!("fixgate_fixes_accepted_total", "source" => source)
-                        .increment(1);
-                    events.push(Event::Position(observed.position));
-                }
-                Err(invalid) => {
-                    metrics::counter!(
-                        "fixgate_fixes_rejected_total",
-                        "source" => source,
-                        "reason" => invalid.reason()
-                    )
-                    .increment(1);
-                    let device = observed.position.device;
-                    if let Verdict::Log { suppressed } =
-                        rejected_log.check(&(device.clone(), invalid.reason()), Instant::now())
-                    {
-                        tracing::warn!(%device, source, suppressed, "fix rejected: {invalid}");
-                    }
-                }
-            }
+            check(
+                observed,
+                &mut checks,
+                arrived,
+                wall,
+                now,
+                &mut events,
+                &mut dropped_log,
+            );
         }
+        for device in checks.presence.expire(arrived) {
+            metrics::counter!("fixgate_device_status_total", "status" => "offline").increment(1);
+            events.push(Event::Status(Status {
+                device,
+                status: Presence::Offline,
+                time: wall,
+            }));
+        }
+        metrics::gauge!("fixgate_devices_tracked").set(checks.presence.len() as f64);
         if events.is_empty() {
             continue;
         }
@@ -82,13 +141,85 @@ pub fn run(
             None => {
                 tracing::error!(
                     lost = events.len(),
-                    "shutting down while the store refuses writes: these fixes are lost"
+                    "shutting down while the store refuses writes: these events are lost"
                 );
                 metrics::counter!("fixgate_fixes_lost_total", "reason" => "store")
                     .increment(events.len() as u64);
             }
         }
         events.clear();
+    }
+}
+
+/// Forgets the longest-silent offline device; false when all are online.
+fn make_room(checks: &mut Checks) -> bool {
+    match checks.presence.evict_offline() {
+        Some(device) => {
+            checks.filters.forget(&device);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Checks one arrival and adds what it causes to `events`: a status change
+/// (online) and the position, unless a filter drops it.
+fn check(
+    observed: Observed,
+    checks: &mut Checks,
+    arrived: Instant,
+    wall: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
+    events: &mut Vec<Event>,
+    dropped_log: &mut LogLimit<(DeviceId, &'static str)>,
+) {
+    let source = observed.source.as_str();
+    let mut position = observed.position;
+    let device = position.device.clone();
+    let known = checks.presence.knows(&device);
+    let full = !known && checks.presence.len() >= checks.max_devices && !make_room(checks);
+    let verdict = if full {
+        Err("too_many_devices")
+    } else {
+        match checks.filters.check(&device, &position.fix, now) {
+            FilterVerdict::Live => Ok(false),
+            FilterVerdict::Historic => Ok(true),
+            FilterVerdict::Drop(reason) => Err(reason.as_str()),
+        }
+    };
+    // An arrival means the device is reporting, whatever becomes of the fix.
+    if known || verdict.is_ok() {
+        if let Some(presence) = checks.presence.heard(&device, arrived) {
+            metrics::counter!("fixgate_device_status_total", "status" => "online").increment(1);
+            events.push(Event::Status(Status {
+                device: device.clone(),
+                status: presence,
+                time: wall,
+            }));
+        }
+    }
+    match verdict {
+        Ok(historic) => {
+            position.historic = historic;
+            let kind = if historic { "historic" } else { "live" };
+            metrics::counter!("fixgate_fixes_accepted_total", "source" => source, "kind" => kind)
+                .increment(1);
+            events.push(Event::Position(position));
+        }
+        Err(reason) => {
+            metrics::counter!(
+                "fixgate_fixes_dropped_total",
+                "source" => source,
+                "reason" => reason,
+                "device" => device.to_string()
+            )
+            .increment(1);
+            if let Verdict::Log { suppressed } =
+                dropped_log.check(&(device.clone(), reason), Instant::now())
+            {
+                tracing::info!(%device, source, reason, suppressed, time = %crate::fix::time_ms::format(&position.fix.time), "fix dropped by filter");
+            }
+        }
     }
 }
 

@@ -58,8 +58,9 @@ fn last_event_id_replays_what_was_missed_across_a_restart() {
     let source = replay_source(dir.path(), 300, "max", false);
     let daemon = Daemon::start(dir.path(), &source);
     let base = daemon.base();
-    let head = daemon.wait_head(base + 300, WAIT);
-    assert_eq!(head, base + 300, "every epoch stored");
+    // The device's `online` status, then its 300 positions.
+    let head = daemon.wait_head(base + 301, WAIT);
+    assert_eq!(head, base + 301, "every epoch stored");
     assert!(daemon.terminate().success());
 
     // Restarted without sources: the history comes from the store alone.
@@ -85,7 +86,7 @@ fn last_event_id_replays_what_was_missed_across_a_restart() {
 fn an_id_the_store_cannot_serve_gets_a_reset_and_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &replay_source(dir.path(), 20, "max", false));
-    let head = daemon.wait_head(daemon.base() + 20, WAIT);
+    let head = daemon.wait_head(daemon.base() + 21, WAIT);
 
     for (id, reason) in [("1", "behind"), (&*(head + 1000).to_string(), "ahead")] {
         let client = SseClient::connect(daemon.port, "", Some(id));
@@ -95,6 +96,9 @@ fn an_id_the_store_cannot_serve_gets_a_reset_and_the_snapshot() {
         let v = reset.json();
         assert_eq!(v["reason"], reason);
         assert_eq!(v["head"], head);
+        let status = client.next_event(WAIT).expect("snapshot");
+        assert_eq!(status.event.as_deref(), Some("status"));
+        assert_eq!(status.json()["status"], "online");
         let snapshot = client.next_event(WAIT).expect("snapshot");
         assert_eq!(snapshot.event.as_deref(), Some("position"));
         assert_eq!(snapshot.json()["device"], "bus-1");
@@ -135,9 +139,9 @@ fn a_stuck_client_blocks_neither_the_pipeline_nor_other_clients() {
     .unwrap();
     let live = SseClient::connect(daemon.port, "", Some(&base.to_string()));
     let rss_before = daemon.rss_kib();
-    let head = daemon.wait_head(base + epochs as u64, Duration::from_secs(120));
-    assert_eq!(head, base + epochs as u64, "pipeline stalled at {head}");
-    let got = live.take("position", (head - base) as usize, Duration::from_secs(60));
+    let head = daemon.wait_head(base + 1 + epochs as u64, Duration::from_secs(120));
+    assert_eq!(head, base + 1 + epochs as u64, "pipeline stalled at {head}");
+    let got = live.take("position", epochs, Duration::from_secs(60));
     assert_eq!(got.last().unwrap().seq(), head);
     let growth = daemon.rss_kib().saturating_sub(rss_before);
     assert!(growth < 64 * 1024, "RSS grew by {growth} KiB");
@@ -148,7 +152,7 @@ fn a_stuck_client_blocks_neither_the_pipeline_nor_other_clients() {
 fn snapshot_and_health_endpoints() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &replay_source(dir.path(), 30, "max", false));
-    let head = daemon.wait_head(daemon.base() + 30, WAIT);
+    let head = daemon.wait_head(daemon.base() + 31, WAIT);
     let v: serde_json::Value =
         serde_json::from_str(&get(daemon.port, "/api/devices").unwrap()).unwrap();
     assert_eq!(v["seq"], head);
@@ -182,9 +186,10 @@ fn sigterm_stops_intake_flushes_and_exits_zero() {
     assert!(head >= seen, "accepted fixes survive: {head} < {seen}");
     // Everything stored is there, in order and without holes.
     let client = SseClient::connect(daemon.port, "", Some(&base.to_string()));
-    let events = client.take("position", (head - base) as usize, WAIT);
+    // The first record is the device's `online` status.
+    let events = client.take("position", (head - base - 1) as usize, WAIT);
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.seq(), base + 1 + i as u64);
+        assert_eq!(e.seq(), base + 2 + i as u64);
         let want = Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
             + chrono::Duration::seconds(i as i64);
         assert_eq!(e.json()["time"], fixgate::fix::time_ms::format(&want));
@@ -236,7 +241,8 @@ fn a_replay_keeps_its_recorded_pace_and_loops() {
         .collect();
     assert_eq!(times[0], "2026-11-23T08:00:00.000Z");
     assert_eq!(times[2], "2026-11-23T08:00:02.000Z");
-    assert_eq!(times[3], times[0], "looped: {times:?}");
+    // The loop goes on in time, one second after the last epoch.
+    assert_eq!(times[3], "2026-11-23T08:00:03.000Z", "looped: {times:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
         "recorded pace: {:?} for 5 epochs",

@@ -61,6 +61,14 @@ pub struct Config {
     pub replay: Vec<Replay>,
     /// `[demo]`: the simulated fleet; `None` when the section is absent.
     pub demo: Option<Demo>,
+    /// `[mqtt]`: MQTT intake.
+    pub mqtt: Mqtt,
+    /// `[http]`: HTTP intake.
+    pub http: Http,
+    /// `[devices]`: presence and limits.
+    pub devices: Devices,
+    /// `[filter]`: which fixes the pipeline drops.
+    pub filter: crate::filter::FilterOptions,
 }
 
 /// `[gateway]`: the identity of this gateway.
@@ -275,6 +283,179 @@ impl Default for Demo {
             vehicles: 5,
             center: [52.0907, 5.1214],
             rate_hz: 1.0,
+        }
+    }
+}
+
+/// `[mqtt]`: devices that publish over MQTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mqtt {
+    /// Which broker the devices publish to.
+    pub broker: Broker,
+    /// `[[mqtt.topic]]`: topic patterns to subscribe to, in file order.
+    pub topics: Vec<Topic>,
+    /// Largest payload accepted, in bytes; larger ones are refused by the
+    /// embedded broker and counted as `oversized` from an external one.
+    pub max_payload: usize,
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            broker: Broker::Embedded(Embedded::default()),
+            topics: Topic::defaults(),
+            max_payload: 64 * 1024,
+        }
+    }
+}
+
+/// `mqtt.broker`: where the devices' messages come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broker {
+    /// `"off"`: no MQTT intake.
+    Off,
+    /// `"embedded"`: fixgate runs the broker itself (rumqttd).
+    Embedded(Embedded),
+    /// `"external"`: fixgate subscribes to an existing broker (rumqttc).
+    External(External),
+}
+
+/// The embedded broker's settings (`[mqtt]` with `broker = "embedded"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    /// Address the broker listens on.
+    pub listen: SocketAddr,
+    /// Most device connections at once.
+    pub max_connections: usize,
+    /// Most unacknowledged QoS 1 messages per connection.
+    pub max_inflight: usize,
+    /// Time a new connection has to send its CONNECT.
+    pub connection_timeout: Duration,
+    /// `[mqtt.users]`: username → password; empty means anonymous access.
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for Embedded {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
+            max_connections: 2000,
+            max_inflight: 100,
+            connection_timeout: Duration::from_secs(5),
+            users: Default::default(),
+        }
+    }
+}
+
+/// An existing broker to subscribe to (`[mqtt]` with `broker = "external"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct External {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883, or 8883 with TLS).
+    pub port: u16,
+    /// Connect with TLS (rustls, ring).
+    pub tls: bool,
+    /// PEM CA bundle to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// MQTT username.
+    pub username: Option<String>,
+    /// MQTT password.
+    pub password: Option<String>,
+    /// Stable client id, so the broker keeps our session across reconnects.
+    pub client_id: Option<String>,
+    /// Subscribe as `$share/<group>/<filter>` so gateways split the devices.
+    pub share_group: Option<String>,
+    /// MQTT keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+impl Default for External {
+    fn default() -> Self {
+        Self {
+            host: "localhost".to_owned(),
+            port: 1883,
+            tls: false,
+            ca_file: None,
+            username: None,
+            password: None,
+            client_id: None,
+            share_group: None,
+            keep_alive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One `[[mqtt.topic]]`: a topic pattern, how it names devices and its payload format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topic {
+    /// The pattern, e.g. `fleet/{fleet}/device/{device}/fix`.
+    pub pattern: crate::ingest::topic::TopicPattern,
+    /// How its payloads are read.
+    pub format: crate::ingest::payload::Format,
+}
+
+impl Topic {
+    /// Patterns used when the file names none: fixgate JSON (or NMEA) under
+    /// `fleet/…`, and the OwnTracks apps' default topic.
+    pub fn defaults() -> Vec<Topic> {
+        use crate::ingest::payload::Format;
+        use crate::ingest::topic::TopicPattern;
+        let fleet = TopicPattern::parse("fleet/{fleet}/device/{device}/fix", None)
+            .expect("the default fleet pattern is valid");
+        let owntracks = TopicPattern::parse("owntracks/{user}/{device}", Some("{user}.{device}"))
+            .expect("the default OwnTracks pattern is valid");
+        vec![
+            Topic {
+                pattern: fleet,
+                format: Format::Auto,
+            },
+            Topic {
+                pattern: owntracks,
+                format: Format::OwnTracks,
+            },
+        ]
+    }
+}
+
+/// `[http]`: devices that post fixes to the feed's HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http {
+    /// Accept `POST /api/fixes` and the OsmAnd protocol.
+    pub enabled: bool,
+    /// A token every device may use (`Authorization: Bearer` or `?token=`).
+    pub token: Option<String>,
+    /// `[http.tokens]`: device → its own token; such a device must use it.
+    pub tokens: std::collections::BTreeMap<DeviceId, String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: None,
+            tokens: Default::default(),
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+/// `[devices]`: bookkeeping of the devices the gateway hears from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Devices {
+    /// Silence after which a device is reported offline.
+    pub offline_after: Duration,
+    /// Most devices tracked at once; fixes of further new devices are dropped.
+    pub max_devices: usize,
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Self {
+            offline_after: Duration::from_secs(120),
+            max_devices: 10_000,
         }
     }
 }

@@ -26,8 +26,12 @@ type Span = Range<usize>;
 /// A value of the parsed document with its span.
 type Value<'i> = Spanned<DeValue<'i>>;
 
+#[path = "read_ingest.rs"]
+mod ingest;
+
 const SECTIONS: &[&str] = &[
-    "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo",
+    "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
+    "devices", "filter",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const STORE_KEYS: &[&str] = &["path", "flush_interval", "cache_mb"];
@@ -198,6 +202,26 @@ impl<'s> Reader<'s> {
                 "replay" => {
                     for s in self.array_of_tables("replay", value, REPLAY_KEYS) {
                         config.replay.extend(self.replay(&s));
+                    }
+                }
+                "mqtt" => {
+                    if let Some(s) = self.table("mqtt", value, ingest::MQTT_KEYS) {
+                        config.mqtt = self.mqtt(&s);
+                    }
+                }
+                "http" => {
+                    if let Some(s) = self.table("http", value, ingest::HTTP_KEYS) {
+                        config.http = self.http(&s);
+                    }
+                }
+                "filter" => {
+                    if let Some(s) = self.table("filter", value, ingest::FILTER_KEYS) {
+                        config.filter = self.filter(&s);
+                    }
+                }
+                "devices" => {
+                    if let Some(s) = self.table("devices", value, ingest::DEVICES_KEYS) {
+                        config.devices = self.devices_section(&s);
                     }
                 }
                 other => self.report(

@@ -4,6 +4,9 @@
 
 pub mod clock;
 pub mod demo;
+pub mod http;
+pub mod intake;
+pub mod mqtt;
 pub mod nmea;
 pub mod payload;
 pub mod replay;

@@ -49,8 +49,12 @@ async fn replay(
 ) -> Result<(), PipelineClosed> {
     let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Replay, clock);
     let mut pacer = Pacer::new(spec.pace);
+    // Each loop is dated after the previous one, so that a looping replay
+    // looks like a receiver that keeps going rather than one repeating old
+    // fixes (which the duplicate filter would drop).
+    let mut pass = Pass::default();
     loop {
-        let fixes = match replay_once(spec, &mut stream, &mut pacer, tx).await {
+        let fixes = match replay_once(spec, &mut stream, &mut pacer, &mut pass, tx).await {
             Ok(fixes) => fixes,
             Err(Failure::Closed) => return Err(PipelineClosed),
             Err(Failure::Io(err)) => {
@@ -70,6 +74,31 @@ async fn replay(
         }
         stream.restart();
         pacer.restart();
+        pass.next_loop();
+    }
+}
+
+/// The time span of one pass over the log, and how far later passes are shifted.
+#[derive(Debug, Default)]
+struct Pass {
+    shift: chrono::Duration,
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Pass {
+    /// A fix's time as this pass presents it.
+    fn date(&mut self, recorded: DateTime<Utc>) -> DateTime<Utc> {
+        self.first.get_or_insert(recorded);
+        self.last = Some(recorded);
+        recorded + self.shift
+    }
+
+    /// The next pass starts one second after this one ended.
+    fn next_loop(&mut self) {
+        if let (Some(first), Some(last)) = (self.first.take(), self.last.take()) {
+            self.shift += (last - first) + chrono::Duration::seconds(1);
+        }
     }
 }
 
@@ -83,6 +112,7 @@ async fn replay_once(
     spec: &Replay,
     stream: &mut NmeaStream,
     pacer: &mut Pacer,
+    pass: &mut Pass,
     tx: &mpsc::Sender<Observed>,
 ) -> Result<u64, Failure> {
     let file = tokio::fs::File::open(&spec.path)
@@ -103,8 +133,9 @@ async fn replay_once(
         } else {
             stream.push(&line);
         }
-        for fix in stream.take() {
+        for mut fix in stream.take() {
             pacer.wait(fix.time).await;
+            fix.time = pass.date(fix.time);
             stream::send(tx, SourceKind::Replay, stream.device(), fix)
                 .await
                 .map_err(|_| Failure::Closed)?;

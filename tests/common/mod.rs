@@ -43,6 +43,17 @@ impl Daemon {
     pub fn start_with(dir: &Path, feed_extra: &str, extra: &str) -> Daemon {
         let port = free_port();
         let config = dir.join("fixgate.toml");
+        // Tests run in parallel: none may take the embedded broker's fixed
+        // default port unless it asks for MQTT.
+        let mut extra = extra.to_owned();
+        if !extra.contains("[mqtt]") {
+            extra.push_str("\n[mqtt]\nbroker = \"off\"\n");
+        }
+        // Recorded logs keep their dates; a test must not start failing a
+        // week later because `too_old` drops them once the clock is trusted.
+        if !extra.contains("[filter]") {
+            extra.push_str("\n[filter]\nmax_age = false\n");
+        }
         let text = format!(
             "[store]\npath = \"{store}\"\nflush_interval = \"100ms\"\n\n[feed]\nlisten = \"127.0.0.1:{port}\"\n{feed_extra}\n\n[log]\nlevel = \"debug\"\n\n{extra}\n",
             store = dir.join("store").display(),
@@ -212,6 +223,94 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// A daemon with the embedded broker on a port of its own; `extra` may add
+/// `[mqtt]` keys (after the header) and further sections.
+pub fn start_with_broker(dir: &Path, mqtt_extra: &str, extra: &str) -> (Daemon, u16) {
+    let mqtt = free_port();
+    let daemon = Daemon::start(
+        dir,
+        &format!(
+            "[mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n{mqtt_extra}\n{extra}"
+        ),
+    );
+    wait_port(mqtt);
+    (daemon, mqtt)
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `mosquitto_pub`, Debian's real MQTT client: one message at QoS 1.
+/// Returns whether the client reported success.
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8], auth: Option<(&str, &str)>) -> bool {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-s",
+    ]);
+    if let Some((user, pass)) = auth {
+        cmd.args(["-u", user, "-P", pass]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients)");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(payload);
+    }
+    wait_timeout(&mut child, Duration::from_secs(10)).is_some_and(|s| s.success())
+}
+
+/// Debian's mosquitto broker on a port of its own, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto (anonymous access, loopback only) and waits for it.
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt install mosquitto)");
+        wait_port(port);
+        Mosquitto { child, port }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `GET` a path on the daemon; the body as text, or the error.

@@ -1,0 +1,388 @@
+//! Reads the intake sections: `[mqtt]` (with `[mqtt.users]` and
+//! `[[mqtt.topic]]`), `[http]` (with `[http.tokens]`), `[devices]` and `[filter]`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml::de::DeValue;
+
+use super::{Reader, Section, Value, a};
+use crate::config::{Broker, Devices, Embedded, External, Http, Mqtt, Topic};
+use crate::filter::FilterOptions;
+use crate::fix::DeviceId;
+use crate::ingest::payload::Format;
+use crate::ingest::topic::TopicPattern;
+
+pub(super) const MQTT_KEYS: &[&str] = &[
+    "broker",
+    "max_payload",
+    "topic",
+    "listen",
+    "max_connections",
+    "max_inflight",
+    "connection_timeout",
+    "users",
+    "host",
+    "port",
+    "tls",
+    "ca_file",
+    "username",
+    "password",
+    "client_id",
+    "share_group",
+    "keep_alive",
+];
+const EMBEDDED_ONLY: &[&str] = &[
+    "listen",
+    "max_connections",
+    "max_inflight",
+    "connection_timeout",
+    "users",
+];
+const EXTERNAL_ONLY: &[&str] = &[
+    "host",
+    "port",
+    "tls",
+    "ca_file",
+    "username",
+    "password",
+    "client_id",
+    "share_group",
+    "keep_alive",
+];
+const TOPIC_KEYS: &[&str] = &["pattern", "device", "format"];
+pub(super) const HTTP_KEYS: &[&str] = &["enabled", "token", "tokens", "max_body"];
+pub(super) const DEVICES_KEYS: &[&str] = &["offline_after", "max_devices"];
+
+impl Reader<'_> {
+    pub(super) fn mqtt(&mut self, s: &Section<'_, '_>) -> Mqtt {
+        let mut mqtt = Mqtt::default();
+        let kind = match self.string(s, "broker") {
+            None => "embedded",
+            Some((text @ ("embedded" | "external" | "off"), _)) => text,
+            Some((text, span)) => {
+                self.report(
+                    &span,
+                    format!(
+                        "{} must be \"embedded\", \"external\" or \"off\", not {text:?}",
+                        s.key("broker")
+                    ),
+                );
+                "embedded"
+            }
+        };
+        let foreign = match kind {
+            "embedded" => EXTERNAL_ONLY,
+            "external" => EMBEDDED_ONLY,
+            _ => &[],
+        };
+        for key in foreign {
+            if let Some(value) = s.get(key) {
+                self.report(
+                    &value.span(),
+                    format!("{} does not apply with mqtt.broker = {kind:?}", s.key(key)),
+                );
+            }
+        }
+        mqtt.broker = match kind {
+            "embedded" => Broker::Embedded(self.embedded(s)),
+            "external" => Broker::External(self.external(s)),
+            _ => Broker::Off,
+        };
+        if let Some(n) = self.integer(s, "max_payload", 64..=16 * 1024 * 1024) {
+            mqtt.max_payload = n;
+        }
+        if let Some(value) = s.get("topic") {
+            let topics: Vec<Topic> = self
+                .array_of_tables("mqtt.topic", value, TOPIC_KEYS)
+                .iter()
+                .filter_map(|t| self.topic(t))
+                .collect();
+            mqtt.topics = topics;
+        }
+        mqtt
+    }
+
+    fn embedded(&mut self, s: &Section<'_, '_>) -> Embedded {
+        let mut e = Embedded::default();
+        if let Some(addr) = self.socket_addr(s, "listen", "0.0.0.0:1883") {
+            e.listen = addr;
+        }
+        if let Some(n) = self.integer(s, "max_connections", 1..=100_000) {
+            e.max_connections = n;
+        }
+        if let Some(n) = self.integer(s, "max_inflight", 1..=65_535) {
+            e.max_inflight = n;
+        }
+        let timeout = Duration::from_millis(100)..=Duration::from_secs(60);
+        if let Some((d, _)) = self.duration(s, "connection_timeout", timeout) {
+            e.connection_timeout = d;
+        }
+        if let Some(users) = self.string_map(s, "users") {
+            e.users = users.into_iter().map(|(k, (v, _))| (k, v)).collect();
+        }
+        e
+    }
+
+    fn external(&mut self, s: &Section<'_, '_>) -> External {
+        let mut e = External::default();
+        if let Some((host, span)) = self.string(s, "host") {
+            if host.is_empty() {
+                self.report(&span, format!("{} must not be empty", s.key("host")));
+            } else {
+                e.host = host.to_owned();
+            }
+        }
+        if let Some(tls) = self.boolean(s, "tls") {
+            e.tls = tls;
+            if tls {
+                e.port = 8883;
+            }
+        }
+        if let Some(port) = self.integer(s, "port", 1..=65_535) {
+            e.port = port;
+        }
+        if let Some((path, _)) = self.path(s, "ca_file") {
+            e.ca_file = Some(path);
+        }
+        e.username = self.string(s, "username").map(|(t, _)| t.to_owned());
+        e.password = self.string(s, "password").map(|(t, _)| t.to_owned());
+        if let Some((id, span)) = self.string(s, "client_id") {
+            if id.is_empty() || !id.is_ascii() {
+                self.report(
+                    &span,
+                    format!("{} must be a non-empty ASCII string", s.key("client_id")),
+                );
+            } else {
+                e.client_id = Some(id.to_owned());
+            }
+        }
+        if let Some((group, span)) = self.string(s, "share_group") {
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                self.report(
+                    &span,
+                    format!(
+                        "{} must be a non-empty name without / + or #, not {group:?}",
+                        s.key("share_group")
+                    ),
+                );
+            } else {
+                e.share_group = Some(group.to_owned());
+            }
+        }
+        let keep_alive = Duration::from_secs(5)..=Duration::from_secs(3600);
+        if let Some((d, _)) = self.duration(s, "keep_alive", keep_alive) {
+            e.keep_alive = d;
+        }
+        e
+    }
+
+    fn topic(&mut self, s: &Section<'_, '_>) -> Option<Topic> {
+        if !self.require(s, "pattern") {
+            return None;
+        }
+        let (pattern, span) = self.string(s, "pattern")?;
+        let template = self.string(s, "device");
+        let mut format = Format::Auto;
+        if let Some((text, fspan)) = self.string(s, "format") {
+            match text.parse::<Format>() {
+                Ok(f) => format = f,
+                Err(_) => self.report(
+                    &fspan,
+                    format!(
+                        "{} must be \"auto\", \"json\", \"owntracks\" or \"nmea\", not {text:?}",
+                        s.key("format")
+                    ),
+                ),
+            }
+        }
+        match TopicPattern::parse(pattern, template.as_ref().map(|(t, _)| *t)) {
+            Ok(pattern) => Some(Topic { pattern, format }),
+            Err(err) => {
+                let at = template.map_or(span, |(_, span)| span);
+                self.report(&at, format!("{}: {err}", s.key("pattern")));
+                None
+            }
+        }
+    }
+
+    pub(super) fn http(&mut self, s: &Section<'_, '_>) -> Http {
+        let mut http = Http::default();
+        if let Some(enabled) = self.boolean(s, "enabled") {
+            http.enabled = enabled;
+        }
+        if let Some((token, span)) = self.string(s, "token") {
+            if token.len() < 8 {
+                self.report(
+                    &span,
+                    format!("{} must be at least 8 characters", s.key("token")),
+                );
+            } else {
+                http.token = Some(token.to_owned());
+            }
+        }
+        if let Some(tokens) = self.string_map(s, "tokens") {
+            for (device, (token, span)) in tokens {
+                match DeviceId::new(&device) {
+                    Ok(id) => {
+                        http.tokens.insert(id, token);
+                    }
+                    Err(err) => self.report(
+                        &span,
+                        format!(
+                            "{} key {device:?} is not a valid device id: {err}",
+                            s.key("tokens")
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some(n) = self.integer(s, "max_body", 1024..=64 * 1024 * 1024) {
+            http.max_body = n;
+        }
+        http
+    }
+
+    pub(super) fn devices_section(&mut self, s: &Section<'_, '_>) -> Devices {
+        let mut devices = Devices::default();
+        let silence = Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600);
+        if let Some((d, _)) = self.duration(s, "offline_after", silence) {
+            devices.offline_after = d;
+        }
+        if let Some(n) = self.integer(s, "max_devices", 1..=1_000_000) {
+            devices.max_devices = n;
+        }
+        devices
+    }
+
+    /// An IP address and port, with an example of the expected form.
+    fn socket_addr(&mut self, s: &Section<'_, '_>, key: &str, example: &str) -> Option<SocketAddr> {
+        let (text, span) = self.string(s, key)?;
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.report(
+                    &span,
+                    format!(
+                        "{} must be an IP address and port like {example:?}, not {text:?}",
+                        s.key(key)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A table of string values (`[mqtt.users]`), each with its span.
+    fn string_map(
+        &mut self,
+        s: &Section<'_, '_>,
+        key: &str,
+    ) -> Option<BTreeMap<String, (String, super::Span)>> {
+        let value: &Value<'_> = s.get(key)?;
+        let DeValue::Table(table) = value.get_ref() else {
+            self.report(
+                &value.span(),
+                format!(
+                    "{} must be a table of strings, not {}",
+                    s.key(key),
+                    a(value.get_ref().type_str())
+                ),
+            );
+            return None;
+        };
+        let mut map = BTreeMap::new();
+        for (k, v) in table.iter() {
+            match v.get_ref().as_str() {
+                Some(text) if !text.is_empty() => {
+                    map.insert(k.get_ref().to_string(), (text.to_owned(), k.span()));
+                }
+                _ => self.report(
+                    &v.span(),
+                    format!(
+                        "`{}.{key}.{}` must be a non-empty string",
+                        s.name,
+                        k.get_ref()
+                    ),
+                ),
+            }
+        }
+        Some(map)
+    }
+}
+
+pub(super) const FILTER_KEYS: &[&str] = &[
+    "zero_island",
+    "max_future",
+    "max_age",
+    "max_hdop",
+    "max_accuracy",
+    "duplicates",
+    "max_speed",
+    "min_period",
+    "min_distance",
+];
+
+impl Reader<'_> {
+    /// `[filter]`: every limit may be `false` to turn its filter off.
+    pub(super) fn filter(&mut self, s: &Section<'_, '_>) -> FilterOptions {
+        let mut f = FilterOptions::default();
+        if let Some(on) = self.boolean(s, "zero_island") {
+            f.drop_zero_island = on;
+        }
+        if let Some(on) = self.boolean(s, "duplicates") {
+            f.drop_duplicates = on;
+        }
+        let week = Duration::from_secs(7 * 24 * 3600);
+        if let Some(d) = self.optional_duration(s, "max_future", Duration::from_secs(1)..=week) {
+            f.max_future = d;
+        }
+        let ages = Duration::from_secs(60)..=Duration::from_secs(10 * 365 * 24 * 3600);
+        if let Some(d) = self.optional_duration(s, "max_age", ages) {
+            f.max_age = d;
+        }
+        if let Some(d) = self.optional_duration(s, "min_period", Duration::from_millis(1)..=week) {
+            f.min_period = d;
+        }
+        if let Some(x) = self.optional_float(s, "max_hdop", 0.5..=100.0) {
+            f.max_hdop = x;
+        }
+        if let Some(x) = self.optional_float(s, "max_accuracy", 1.0..=100_000.0) {
+            f.max_accuracy_m = x;
+        }
+        if let Some(x) = self.optional_float(s, "max_speed", 1.0..=1000.0) {
+            f.max_speed_mps = x;
+        }
+        if let Some(x) = self.optional_float(s, "min_distance", 0.1..=10_000.0) {
+            f.min_distance_m = x;
+        }
+        f
+    }
+
+    /// A duration, or `false` for none: `Some(None)` turns a filter off.
+    fn optional_duration(
+        &mut self,
+        s: &Section<'_, '_>,
+        key: &str,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Option<Option<Duration>> {
+        if s.get(key)?.get_ref().as_bool() == Some(false) {
+            return Some(None);
+        }
+        self.duration(s, key, range).map(|(d, _)| Some(d))
+    }
+
+    /// A number, or `false` for none: `Some(None)` turns a filter off.
+    fn optional_float(
+        &mut self,
+        s: &Section<'_, '_>,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Option<Option<f64>> {
+        if s.get(key)?.get_ref().as_bool() == Some(false) {
+            return Some(None);
+        }
+        self.float(s, key, range).map(Some)
+    }
+}

@@ -1,0 +1,152 @@
+//! What MQTT and HTTP intake share: turning a parsed payload into fixes for
+//! the pipeline, and rejecting bad input with a reason, a count and at most
+//! one log line per device and reason per minute.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::clock::ClockTrust;
+use super::stream::{NmeaStream, PipelineClosed, send};
+use crate::fix::{DeviceId, Fix, Observed, SourceKind};
+use crate::log_limit::{LogLimit, Verdict};
+
+/// A device that sends garbage all day gets one log line per reason per this.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Metric label for input that names no valid device.
+const NO_DEVICE: &str = "-";
+
+/// Counts and logs rejected input; shared by every intake task.
+#[derive(Debug)]
+pub struct Rejects {
+    inner: Mutex<RejectsInner>,
+    max_labels: usize,
+}
+
+#[derive(Debug)]
+struct RejectsInner {
+    log: LogLimit<(String, &'static str)>,
+    /// Devices that have their own metric label. Bounded: device names come
+    /// from the outside, and an unbounded label set is a memory leak.
+    labelled: HashSet<String>,
+}
+
+impl Rejects {
+    /// At most `max_devices` distinct device labels; the rest count as `other`.
+    pub fn new(max_devices: usize) -> Self {
+        Self {
+            inner: Mutex::new(RejectsInner {
+                log: LogLimit::new(LOG_EVERY, max_devices.clamp(16, 65_536)),
+                labelled: HashSet::new(),
+            }),
+            max_labels: max_devices,
+        }
+    }
+
+    /// Counts one rejection of `source` input and logs it unless it was logged lately.
+    pub fn reject(
+        &self,
+        source: SourceKind,
+        device: Option<&str>,
+        reason: &'static str,
+        detail: &dyn fmt::Display,
+    ) {
+        let device = device.unwrap_or(NO_DEVICE);
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let label = if inner.labelled.contains(device) {
+            device.to_owned()
+        } else if inner.labelled.len() < self.max_labels {
+            inner.labelled.insert(device.to_owned());
+            device.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        metrics::counter!(
+            "fixgate_ingest_rejected_total",
+            "source" => source.as_str(),
+            "reason" => reason,
+            "device" => label.clone()
+        )
+        .increment(1);
+        if let Verdict::Log { suppressed } = inner.log.check(&(label, reason), Instant::now()) {
+            tracing::warn!(
+                source = source.as_str(),
+                device,
+                reason,
+                suppressed,
+                "input rejected: {detail}"
+            );
+        }
+    }
+}
+
+/// NMEA streams of devices that publish raw sentences, one decoder each, so
+/// that each device's epochs are assembled as a serial receiver's would be.
+#[derive(Debug)]
+pub struct NmeaDevices {
+    streams: HashMap<DeviceId, NmeaStream>,
+    source: SourceKind,
+    trust: ClockTrust,
+    max_devices: usize,
+}
+
+impl NmeaDevices {
+    /// An empty set that holds at most `max_devices` decoders.
+    pub fn new(source: SourceKind, trust: ClockTrust, max_devices: usize) -> Self {
+        Self {
+            streams: HashMap::new(),
+            source,
+            trust,
+            max_devices,
+        }
+    }
+
+    /// Decodes one message of `device` and sends its completed fixes on.
+    /// Returns `Ok(false)` when the device is new and the set is full.
+    pub async fn push(
+        &mut self,
+        device: &DeviceId,
+        text: &[u8],
+        tx: &mpsc::Sender<Observed>,
+    ) -> Result<bool, PipelineClosed> {
+        if !self.streams.contains_key(device) && self.streams.len() >= self.max_devices {
+            return Ok(false);
+        }
+        let stream = self
+            .streams
+            .entry(device.clone())
+            .or_insert_with(|| NmeaStream::new(device.clone(), self.source, self.trust));
+        stream.push(text);
+        // A message holds whole sentences; a missing final line end must not
+        // hold its last sentence back until the next message.
+        if !text.ends_with(b"\n") {
+            stream.push(b"\r\n");
+        }
+        stream.send(tx).await?;
+        Ok(true)
+    }
+}
+
+/// Compares secrets (passwords, tokens) without leaking where they first differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Sends the fixes of one message to the pipeline.
+pub async fn deliver(
+    tx: &mpsc::Sender<Observed>,
+    source: SourceKind,
+    device: &DeviceId,
+    fixes: impl IntoIterator<Item = Fix>,
+) -> Result<(), PipelineClosed> {
+    for fix in fixes {
+        send(tx, source, device, fix).await?;
+    }
+    Ok(())
+}

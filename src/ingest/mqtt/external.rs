@@ -1,0 +1,125 @@
+//! Subscribing to an existing broker (rumqttc): a depot's own broker, or a
+//! shared one that several gateways split with `$share/<group>/…`.
+//!
+//! One task owns the event loop and does nothing but poll it and hand
+//! messages on (rumqttc stalls when the polling task also awaits requests).
+//! The session is persistent (`clean_session = false`, stable client id), so
+//! QoS 1 messages published while the gateway was away are delivered when
+//! it comes back.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
+use tokio_util::sync::CancellationToken;
+
+use super::Messages;
+use crate::config::External;
+use crate::tls::{self, TlsError};
+
+/// Largest MQTT packet read. Far above any accepted payload on purpose: a
+/// packet over rumqttc's limit drops the connection, and the broker would
+/// then redeliver the same message forever; below this the payload is
+/// read and rejected as `oversized` instead.
+const MAX_PACKET: usize = 16 * 1024 * 1024;
+
+/// The subscription filter for `filter` under an optional shared group.
+pub fn shared(filter: &str, group: Option<&str>) -> String {
+    match group {
+        Some(g) => format!("$share/{g}/{filter}"),
+        None => filter.to_owned(),
+    }
+}
+
+/// Connects to the broker and feeds its messages into `messages` until `shutdown`.
+pub fn start(
+    config: &External,
+    gateway: &str,
+    mut messages: Messages,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = ()> + Send + use<>, TlsError> {
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("fixgate-{gateway}"));
+    let mut options = MqttOptions::new(client_id.clone(), config.host.clone(), config.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_session(false)
+        .set_max_packet_size(MAX_PACKET, 64 * 1024);
+    if let Some(user) = &config.username {
+        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
+    }
+    if config.tls {
+        let tls = tls::client_config(config.ca_file.as_deref(), None)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
+    let filters: Vec<String> = messages
+        .filters()
+        .iter()
+        .map(|f| shared(f, config.share_group.as_deref()))
+        .collect();
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let host = format!("{}:{}", config.host, config.port);
+    Ok(async move {
+        let mut back_off = Duration::from_millis(500);
+        let mut connected = false;
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                e = eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    connected = true;
+                    back_off = Duration::from_millis(500);
+                    metrics::gauge!("fixgate_mqtt_connected").set(1.0);
+                    tracing::info!(broker = %host, client_id, session_present = ack.session_present, "connected to the MQTT broker");
+                    // Subscribing again on a kept session is harmless, and
+                    // covers a broker that lost it.
+                    for filter in &filters {
+                        if let Err(err) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(filter, "cannot subscribe: {err}");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        tracing::error!(broker = %host, "the broker refused a subscription: {filters:?}");
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    if messages
+                        .handle(&publish.topic, &publish.payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    metrics::gauge!("fixgate_mqtt_connected").set(0.0);
+                    metrics::counter!("fixgate_mqtt_connection_errors_total").increment(1);
+                    if connected {
+                        tracing::warn!(broker = %host, "MQTT connection lost: {err}");
+                    } else {
+                        tracing::debug!(broker = %host, "MQTT connection failed: {err}");
+                    }
+                    connected = false;
+                    // The next poll reconnects; the pause keeps a dead broker
+                    // from being hammered.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(back_off) => {}
+                    }
+                    back_off = (back_off * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        let _ = client.try_disconnect();
+    })
+}

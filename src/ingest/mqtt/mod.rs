@@ -1,0 +1,133 @@
+//! MQTT intake: devices publish to the embedded broker ([`embedded`]) or to
+//! an existing one ([`external`]); either way each message goes through
+//! [`Messages::handle`]: topic → device, payload → fixes → pipeline.
+
+pub mod embedded;
+pub mod external;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::clock::ClockTrust;
+use super::intake::{NmeaDevices, Rejects, deliver};
+use super::payload::{self, Limits, Parsed};
+use super::stream::PipelineClosed;
+use crate::config::Topic;
+use crate::fix::{DeviceId, Observed, SourceKind};
+
+/// Turns MQTT messages into fixes; owned by the one task that receives them.
+#[derive(Debug)]
+pub struct Messages {
+    topics: Vec<Topic>,
+    limits: Limits,
+    nmea: NmeaDevices,
+    rejects: Arc<Rejects>,
+    tx: mpsc::Sender<Observed>,
+}
+
+impl Messages {
+    /// A handler for `topics`, sending to `tx`.
+    pub fn new(
+        topics: Vec<Topic>,
+        max_payload: usize,
+        trust: ClockTrust,
+        max_devices: usize,
+        rejects: Arc<Rejects>,
+        tx: mpsc::Sender<Observed>,
+    ) -> Self {
+        Self {
+            topics,
+            limits: Limits {
+                max_bytes: max_payload,
+                ..Limits::default()
+            },
+            nmea: NmeaDevices::new(SourceKind::Mqtt, trust, max_devices),
+            rejects,
+            tx,
+        }
+    }
+
+    /// The shared rejection counter.
+    pub fn rejects(&self) -> Arc<Rejects> {
+        self.rejects.clone()
+    }
+
+    /// The subscription filters for the topic patterns.
+    pub fn filters(&self) -> Vec<String> {
+        let mut filters: Vec<String> = self.topics.iter().map(|t| t.pattern.filter()).collect();
+        filters.dedup();
+        filters
+    }
+
+    /// Handles one message. Bad input is rejected and counted, never an error:
+    /// only a closed pipeline ends the intake.
+    pub async fn handle(&mut self, topic: &str, body: &[u8]) -> Result<(), PipelineClosed> {
+        let Some((device, format)) = self.route(topic) else {
+            return Ok(());
+        };
+        let parsed = match payload::parse(body, format, &self.limits, Utc::now()) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.reject(Some(device.as_str()), err.reason(), &err);
+                return Ok(());
+            }
+        };
+        match parsed {
+            Parsed::Fixes(reported) => {
+                let mut fixes = Vec::with_capacity(reported.len());
+                for r in reported {
+                    match r.device.as_deref() {
+                        Some(named) if named != device.as_str() => {
+                            let why = format!(
+                                "payload names device {named:?} but topic {topic:?} is device {device}"
+                            );
+                            self.reject(Some(device.as_str()), "device_mismatch", &why);
+                        }
+                        _ => fixes.push(r.fix),
+                    }
+                }
+                deliver(&self.tx, SourceKind::Mqtt, &device, fixes).await
+            }
+            Parsed::Nmea(text) => {
+                if !self.nmea.push(&device, text, &self.tx).await? {
+                    self.reject(
+                        Some(device.as_str()),
+                        "too_many_devices",
+                        &"NMEA decoder limit (devices.max_devices) reached",
+                    );
+                }
+                Ok(())
+            }
+            Parsed::Ignored(kind) => {
+                metrics::counter!("fixgate_ingest_ignored_total", "source" => "mqtt", "kind" => kind)
+                    .increment(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// The device and format of a topic, or a counted rejection.
+    fn route(&self, topic: &str) -> Option<(DeviceId, payload::Format)> {
+        for t in &self.topics {
+            match t.pattern.device_for(topic) {
+                None => continue,
+                Some(Ok(device)) => return Some((device, t.format)),
+                Some(Err(err)) => {
+                    let why = format!("topic {topic:?} gives no valid device id: {err}");
+                    self.reject(None, "device_id", &why);
+                    return None;
+                }
+            }
+        }
+        let why = format!("topic {topic:?} matches no [[mqtt.topic]] pattern");
+        self.reject(None, "unknown_topic", &why);
+        None
+    }
+
+    fn reject(&self, device: Option<&str>, reason: &'static str, detail: &dyn std::fmt::Display) {
+        self.rejects
+            .reject(SourceKind::Mqtt, device, reason, detail);
+    }
+}

@@ -1,0 +1,184 @@
+//! HTTP intake through a real socket: `POST /api/fixes` and the OsmAnd
+//! protocol, with per-device and shared tokens.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Daemon, SseClient};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Sends a request; the status and body.
+fn send(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = if method == "POST" {
+        let mut req = agent.post(&url).header("Content-Type", "application/json");
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        req.send(body)
+    } else {
+        let mut req = agent.get(&url);
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        req.call()
+    };
+    let mut response = result.expect("request");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, text)
+}
+
+const TOKENS: &str =
+    "[http]\ntoken = \"shared-secret\"\n[http.tokens]\n\"van-1\" = \"van-1-own-token\"\n";
+
+#[test]
+fn post_api_fixes_takes_one_fix_or_an_array_with_the_right_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), TOKENS);
+    let feed = SseClient::connect(daemon.port, "", None);
+    let now = Utc::now().timestamp_millis();
+    let one = format!(r#"{{"device":"car-1","time":{now},"lat":52.1,"lon":5.1,"accuracy":6.5}}"#);
+    assert_eq!(
+        send(
+            daemon.port,
+            "POST",
+            "/api/fixes",
+            Some("shared-secret"),
+            &one
+        )
+        .0,
+        200
+    );
+    let many = format!(
+        r#"[{{"time":{},"lat":52.2,"lon":5.2}},{{"time":{},"lat":52.2001,"lon":5.2}}]"#,
+        now - 2000,
+        now - 1000
+    );
+    // The device's own token names it; the shared token may not stand in for it.
+    assert_eq!(
+        send(
+            daemon.port,
+            "POST",
+            "/api/fixes",
+            Some("shared-secret"),
+            &many.replace("{\"time", "{\"device\":\"van-1\",\"time")
+        )
+        .0,
+        401
+    );
+    let (status, body) = send(
+        daemon.port,
+        "POST",
+        "/api/fixes",
+        Some("van-1-own-token"),
+        &many,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["accepted"],
+        2
+    );
+    let got = feed.take("position", 3, WAIT);
+    let devices: Vec<_> = got
+        .iter()
+        .map(|e| e.json()["device"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(devices, ["car-1", "van-1", "van-1"]);
+    assert_eq!(got[0].json()["accuracy"], 6.5);
+}
+
+#[test]
+fn unauthenticated_malformed_and_oversized_requests_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &TOKENS.replace("[http]\n", "[http]\nmax_body = 2048\n"),
+    );
+    let fix = r#"{"device":"car-2","lat":52.1,"lon":5.1}"#;
+    assert_eq!(send(daemon.port, "POST", "/api/fixes", None, fix).0, 401);
+    assert_eq!(
+        send(daemon.port, "POST", "/api/fixes", Some("nope-nope"), fix).0,
+        401
+    );
+    assert_eq!(
+        send(
+            daemon.port,
+            "POST",
+            "/api/fixes",
+            Some("shared-secret"),
+            "{\"lat\":"
+        )
+        .0,
+        400
+    );
+    let big = format!("[{}]", vec![fix; 100].join(","));
+    assert_eq!(
+        send(
+            daemon.port,
+            "POST",
+            "/api/fixes",
+            Some("shared-secret"),
+            &big
+        )
+        .0,
+        413
+    );
+    for (reason, device) in [
+        ("no_token", "car-2"),
+        ("bad_token", "car-2"),
+        ("malformed", "-"),
+        ("oversized", "-"),
+    ] {
+        assert_eq!(
+            daemon.metric_with(
+                "fixgate_ingest_rejected_total",
+                &[("source", "http"), ("reason", reason), ("device", device)]
+            ),
+            Some(1.0),
+            "{reason}\n{}",
+            daemon.log_text()
+        );
+    }
+    // Nothing got in.
+    assert_eq!(daemon.metric("fixgate_fixes_accepted_total"), None);
+}
+
+#[test]
+fn osmand_protocol_as_traccar_client_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "");
+    let feed = SseClient::connect(daemon.port, "", None);
+    let ts = Utc::now().timestamp() - 3;
+    // Traccar Client: query string, empty POST body, speed in knots.
+    let path = format!(
+        "/osmand?id=phone-42&lat=52.0907&lon=5.1214&timestamp={ts}&speed=10.0&bearing=90.5&altitude=3.0&accuracy=12.0&batt=80"
+    );
+    let (status, body) = send(daemon.port, "POST", &path, None, "");
+    assert_eq!(status, 200, "{body}");
+    let got = feed.take("position", 1, WAIT);
+    assert_eq!(got.len(), 1);
+    let p = got[0].json();
+    assert_eq!(p["device"], "phone-42");
+    assert_eq!(p["course"], 90.5);
+    assert_eq!(p["accuracy"], 12.0);
+    let speed = p["speed"].as_f64().unwrap();
+    assert!(
+        (speed - 5.14).abs() < 0.01,
+        "10 knots is 5.14 m/s, got {speed}"
+    );
+    // Without an id it is refused with a reason.
+    assert_eq!(
+        send(daemon.port, "GET", "/osmand?lat=1&lon=2", None, "").0,
+        400
+    );
+}

@@ -1,0 +1,386 @@
+//! MQTT intake with real parts: Debian's `mosquitto_pub` publishing into the
+//! embedded rumqttd broker, and Debian's `mosquitto` as an external broker
+//! that one or two gateways subscribe to.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use common::{Daemon, Mosquitto, SseClient, mosquitto_pub, start_with_broker};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A fixgate JSON fix `age_s` seconds ago, with a distinct position per `i`.
+fn json_fix(i: u32, age_s: i64) -> String {
+    let time = (Utc::now() - chrono::Duration::seconds(age_s))
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    format!(
+        r#"{{"time":"{time}","lat":{},"lon":5.12,"speed":8.5,"hdop":0.9,"sats":9}}"#,
+        52.09 + f64::from(i) * 1e-4
+    )
+}
+
+fn devices(daemon: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&common::get(daemon.port, "/api/devices").unwrap()).unwrap()
+}
+
+fn device<'a>(all: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    all["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["device"] == id)
+}
+
+#[test]
+fn mosquitto_pub_into_the_embedded_broker_reaches_the_store_and_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let feed = SseClient::connect(daemon.port, "", None);
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/north/device/bus-7/fix",
+        json_fix(1, 2).as_bytes(),
+        None
+    ));
+    let got = feed.take("position", 1, WAIT);
+    assert_eq!(got.len(), 1, "{}", daemon.log_text());
+    let p = got[0].json();
+    assert_eq!(p["device"], "bus-7");
+    assert_eq!(p["lat"], 52.0901);
+    assert_eq!(p["speed"], 8.5);
+    let all = devices(&daemon);
+    let bus = device(&all, "bus-7").expect("bus-7 in /api/devices");
+    assert_eq!(bus["status"], "online");
+    assert_eq!(bus["fix"]["lat"], 52.0901);
+}
+
+#[test]
+fn owntracks_location_messages_as_the_apps_publish_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let feed = SseClient::connect(daemon.port, "", None);
+    let tst = Utc::now().timestamp() - 5;
+    // The shape of an Android app's message (integers for acc/alt/vel/cog).
+    let payload = format!(
+        r#"{{"_type":"location","acc":13,"alt":41,"batt":87,"bs":1,"cog":270,"conn":"m","created_at":{tst},"lat":52.37403,"lon":4.88969,"t":"u","tid":"ph","tst":{tst},"vac":3,"vel":36}}"#
+    );
+    assert!(mosquitto_pub(
+        mqtt,
+        "owntracks/alice/phone",
+        payload.as_bytes(),
+        None
+    ));
+    // Not a location: counted as ignored, not as bad input.
+    assert!(mosquitto_pub(
+        mqtt,
+        "owntracks/alice/phone",
+        br#"{"_type":"lwt","tst":1700000000}"#,
+        None
+    ));
+    let got = feed.take("position", 1, WAIT);
+    assert_eq!(got.len(), 1, "{}", daemon.log_text());
+    let p = got[0].json();
+    assert_eq!(p["device"], "alice.phone");
+    assert_eq!(p["accuracy"], 13.0);
+    assert_eq!(p["alt"], 41.0);
+    assert_eq!(p["speed"], 10.0, "36 km/h is 10 m/s");
+    assert_eq!(p["course"], 270.0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.metric("fixgate_ingest_rejected_total"), None);
+    assert_eq!(
+        daemon.metric_with("fixgate_ingest_ignored_total", &[("kind", "owntracks_lwt")]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn raw_nmea_messages_go_through_the_serial_epoch_logic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "[gateway]\nclock = \"always\"\n");
+    let feed = SseClient::connect(daemon.port, "", None);
+    let start = Utc::now() - chrono::Duration::seconds(30);
+    let text = common::simulated_nmea(6, start, 3);
+    // One epoch per message, as a tracker forwarding its receiver would.
+    let mut epoch = String::new();
+    for line in text.lines() {
+        if line.starts_with("$GPRMC") && !epoch.is_empty() {
+            assert!(mosquitto_pub(
+                mqtt,
+                "fleet/x/device/nmea-1/fix",
+                epoch.as_bytes(),
+                None
+            ));
+            epoch.clear();
+        }
+        epoch.push_str(line);
+        epoch.push_str("\r\n");
+    }
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/x/device/nmea-1/fix",
+        epoch.as_bytes(),
+        None
+    ));
+    let got = feed.take("position", 5, WAIT);
+    assert!(got.len() >= 5, "{got:?}\n{}", daemon.log_text());
+    assert!(got.iter().all(|e| e.json()["device"] == "nmea-1"));
+}
+
+#[test]
+fn every_class_of_bad_input_is_counted_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "max_payload = 4096\n", "");
+    let topic = "fleet/x/device/bad-1/fix";
+    let cases: &[(&str, Vec<u8>)] = &[
+        ("malformed", b"{\"lat\": 52.1, \"lon\": ".to_vec()),
+        ("unknown_format", b"hello".to_vec()),
+        ("missing_field", br#"{"lon": 5.1}"#.to_vec()),
+        ("invalid_value", br#"{"lat": "52.1", "lon": 5.1}"#.to_vec()),
+        (
+            "oversized",
+            format!("[{}]", vec![json_fix(1, 1); 60].join(",")).into_bytes(),
+        ),
+    ];
+    for (_, payload) in cases {
+        assert!(mosquitto_pub(mqtt, topic, payload, None));
+    }
+    // A topic level that cannot be a device id.
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/x/device/bad dev/fix",
+        json_fix(1, 1).as_bytes(),
+        None
+    ));
+    // Valid JSON, impossible latitude: the pipeline's `invalid` filter.
+    assert!(mosquitto_pub(
+        mqtt,
+        topic,
+        br#"{"lat": 123.0, "lon": 5.1}"#,
+        None
+    ));
+    // And a good fix after all of that, from another device.
+    let feed = SseClient::connect(daemon.port, "", None);
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/x/device/good-1/fix",
+        json_fix(2, 1).as_bytes(),
+        None
+    ));
+    let got = feed.take("position", 1, WAIT);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["device"], "good-1");
+    for (reason, _) in cases {
+        assert_eq!(
+            daemon.metric_with(
+                "fixgate_ingest_rejected_total",
+                &[("reason", reason), ("device", "bad-1"), ("source", "mqtt")]
+            ),
+            Some(1.0),
+            "{reason}\n{}",
+            daemon.log_text()
+        );
+    }
+    assert_eq!(
+        daemon.metric_with("fixgate_ingest_rejected_total", &[("reason", "device_id")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_fixes_dropped_total",
+            &[("reason", "invalid"), ("device", "bad-1")]
+        ),
+        Some(1.0)
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("input rejected"), "{log}");
+}
+
+#[test]
+fn logins_are_checked_and_refusals_counted_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(
+        dir.path(),
+        "[mqtt.users]\n\"bus-1\" = \"right-password\"\n",
+        "",
+    );
+    let feed = SseClient::connect(daemon.port, "", None);
+    let topic = "fleet/x/device/bus-1/fix";
+    assert!(!mosquitto_pub(
+        mqtt,
+        topic,
+        json_fix(1, 1).as_bytes(),
+        Some(("bus-1", "wrong"))
+    ));
+    assert!(!mosquitto_pub(
+        mqtt,
+        topic,
+        json_fix(1, 1).as_bytes(),
+        Some(("bus-9", "right-password"))
+    ));
+    assert!(!mosquitto_pub(mqtt, topic, json_fix(1, 1).as_bytes(), None));
+    assert!(mosquitto_pub(
+        mqtt,
+        topic,
+        json_fix(3, 1).as_bytes(),
+        Some(("bus-1", "right-password"))
+    ));
+    let got = feed.take("position", 1, WAIT);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["lat"], 52.0903);
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "bad_password"), ("device", "bus-1")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "unknown_user"), ("device", "bus-9")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_late_fix_is_kept_as_history_and_never_moves_the_live_position_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let feed = SseClient::connect(daemon.port, "", None);
+    let topic = "fleet/x/device/van-2/fix";
+    assert!(mosquitto_pub(mqtt, topic, json_fix(5, 10).as_bytes(), None));
+    // Buffered while offline, published later: older than the live one.
+    assert!(mosquitto_pub(
+        mqtt,
+        topic,
+        json_fix(4, 300).as_bytes(),
+        None
+    ));
+    let got = feed.take("position", 2, WAIT);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].json().get("historic"), None);
+    assert_eq!(got[1].json()["historic"], true);
+    let all = devices(&daemon);
+    assert_eq!(device(&all, "van-2").unwrap()["fix"]["lat"], 52.0905);
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_accepted_total", &[("kind", "historic")]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_silent_device_goes_offline_and_comes_back_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "[devices]\noffline_after = \"2s\"\n");
+    let feed = SseClient::connect(daemon.port, "", None);
+    let topic = "fleet/x/device/tram-1/fix";
+    assert!(mosquitto_pub(mqtt, topic, json_fix(1, 1).as_bytes(), None));
+    let online = feed.take("status", 1, WAIT);
+    assert_eq!(online[0].json()["status"], "online");
+    let offline = feed.take("status", 1, WAIT);
+    assert_eq!(offline.len(), 1, "{}", daemon.log_text());
+    assert_eq!(offline[0].json()["status"], "offline");
+    assert_eq!(
+        device(&devices(&daemon), "tram-1").unwrap()["status"],
+        "offline"
+    );
+    assert!(mosquitto_pub(mqtt, topic, json_fix(2, 0).as_bytes(), None));
+    let back = feed.take("status", 1, WAIT);
+    assert_eq!(back[0].json()["status"], "online");
+}
+
+fn external(broker: &Mosquitto, extra: &str) -> String {
+    format!(
+        "[mqtt]\nbroker = \"external\"\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive = \"5s\"\n{extra}",
+        broker.port
+    )
+}
+
+#[test]
+fn an_external_mosquitto_broker_with_a_persistent_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let config = external(&broker, "client_id = \"gw-persist\"\n");
+    let daemon = Daemon::start(dir.path(), &config);
+    std::thread::sleep(Duration::from_millis(500));
+    let feed = SseClient::connect(daemon.port, "", None);
+    assert!(mosquitto_pub(
+        broker.port,
+        "fleet/x/device/ext-1/fix",
+        json_fix(1, 20).as_bytes(),
+        None
+    ));
+    assert_eq!(
+        feed.take("position", 1, WAIT).len(),
+        1,
+        "{}",
+        daemon.log_text()
+    );
+    let (port, config) = (daemon.port, daemon.config.clone());
+    assert_eq!(daemon.terminate().code(), Some(0));
+
+    // Published while the gateway is down: the broker keeps them for our session.
+    for i in 2..=4 {
+        assert!(mosquitto_pub(
+            broker.port,
+            "fleet/x/device/ext-1/fix",
+            json_fix(i, 20 - i64::from(i)).as_bytes(),
+            None
+        ));
+    }
+    let daemon = Daemon::spawn(dir.path(), config, port);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let all = devices(&daemon);
+        if device(&all, "ext-1").is_some_and(|d| d["fix"]["lat"] == 52.0904) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{all}\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_gateways_split_one_brokers_messages_with_a_shared_subscription() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(broker_dir.path());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start(
+        dir_a.path(),
+        &external(&broker, "share_group = \"depot\"\nclient_id = \"gw-a\"\n"),
+    );
+    let b = Daemon::start(
+        dir_b.path(),
+        &external(&broker, "share_group = \"depot\"\nclient_id = \"gw-b\"\n"),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let n = 40;
+    for i in 0..n {
+        let topic = format!("fleet/x/device/dev-{}/fix", i % 8);
+        assert!(mosquitto_pub(
+            broker.port,
+            &topic,
+            json_fix(i, 100 - i64::from(i)).as_bytes(),
+            None
+        ));
+    }
+    let count = |d: &Daemon| {
+        d.metric_with("fixgate_fixes_accepted_total", &[("source", "mqtt")])
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while count(&a) + count(&b) < f64::from(n) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (got_a, got_b) = (count(&a), count(&b));
+    // Each message reaches exactly one gateway, and both get some.
+    assert_eq!(got_a + got_b, f64::from(n), "a {got_a} b {got_b}");
+    assert!(got_a > 0.0 && got_b > 0.0, "a {got_a} b {got_b}");
+    eprintln!("shared subscription split {n} messages: gateway a {got_a}, gateway b {got_b}");
+}
