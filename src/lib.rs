@@ -12,6 +12,7 @@ pub mod filter;
 pub mod fix;
 pub mod ingest;
 pub mod log_limit;
+pub mod logging;
 pub mod pipeline;
 pub mod presence;
 pub mod sim;

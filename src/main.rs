@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fixgate::config;
-use tracing_subscriber::EnvFilter;
 
 /// GPS gateway: NMEA receivers to a durable store and a live SSE feed.
 #[derive(Debug, Parser)]
@@ -57,16 +56,7 @@ fn main() -> ExitCode {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .context("log level")?;
-    // Colour only for a person at a terminal; journald and log files get plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // stdout is for data (`fixgate nmea`); diagnostics go to stderr, as journald expects.
-        .with_writer(std::io::stderr)
-        .init();
+    fixgate::logging::init(&config.log.level).context("log level (log.level or RUST_LOG)")?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;

@@ -242,6 +242,17 @@ fn logins_are_checked_and_refusals_counted_per_user() {
         ),
         Some(1.0)
     );
+    // The anonymous attempt is refused by rumqttd itself; its log events are
+    // counted by kind (and printed at most once a minute).
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_mqtt_broker_errors_total",
+            &[("kind", "InvalidAuth")]
+        ),
+        Some(3.0)
+    );
+    let log = daemon.log_text();
+    assert_eq!(log.matches("kind=\"InvalidAuth\"").count(), 1, "{log}");
 }
 
 #[test]

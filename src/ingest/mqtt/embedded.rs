@@ -122,7 +122,8 @@ fn broker_config(config: &Embedded, max_payload: usize, rejects: Arc<Rejects>) -
         connections.set_auth_handler(move |client_id, user, pass| {
             let refused = check_login(&users, &user, &pass);
             if let Some(reason) = refused {
-                let why = format!("MQTT login refused for client {client_id:?}: {reason}");
+                let why =
+                    format!("MQTT login of user {user:?} (client {client_id:?}) refused: {reason}");
                 rejects.reject(SourceKind::Mqtt, Some(&user), reason, &why);
             }
             std::future::ready(refused.is_none())
