@@ -182,3 +182,60 @@ fn osmand_protocol_as_traccar_client_sends_it() {
         400
     );
 }
+
+#[test]
+fn the_pipelines_filters_drop_and_count_by_reason_and_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        "[gateway]\nclock = \"always\"\n[filter]\nmin_period = \"5s\"\n",
+    );
+    let now = Utc::now().timestamp_millis();
+    let fix = |time: i64, lat: f64, extra: &str| {
+        format!(r#"{{"device":"f-1","time":{time},"lat":{lat},"lon":5.1{extra}}}"#)
+    };
+    let cases = [
+        (fix(now - 60_000, 52.1, ""), None),                  // live
+        (fix(now - 60_000, 52.1, ""), Some("duplicate")),     // same time again
+        (fix(now - 59_000, 52.1001, ""), Some("min_period")), // 1 s later
+        (fix(now - 50_000, 53.1, ""), Some("speed_jump")),    // 111 km in 10 s
+        (
+            fix(now - 40_000, 52.1002, r#","hdop":35"#),
+            Some("accuracy"),
+        ),
+        (fix(now + 3_600_000, 52.1, ""), Some("future")),
+        (fix(now - 30 * 86_400_000, 52.1, ""), Some("too_old")),
+        (
+            r#"{"device":"f-1","lat":0.0,"lon":0.0}"#.to_owned(),
+            Some("zero_island"),
+        ),
+        (fix(now - 30_000, 52.1003, ""), None), // live again
+        (fix(now - 90_000, 52.0999, ""), None), // late: historic
+    ];
+    for (body, _) in &cases {
+        let (status, text) = send(daemon.port, "POST", "/api/fixes", None, body);
+        assert_eq!(status, 200, "{body}: {text}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (_, reason) in &cases {
+        if let Some(reason) = reason {
+            assert_eq!(
+                daemon.metric_with(
+                    "fixgate_fixes_dropped_total",
+                    &[("reason", reason), ("device", "f-1"), ("source", "http")]
+                ),
+                Some(1.0),
+                "{reason}\n{}",
+                daemon.log_text()
+            );
+        }
+    }
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_accepted_total", &[("kind", "live")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_accepted_total", &[("kind", "historic")]),
+        Some(1.0)
+    );
+}

@@ -395,3 +395,29 @@ fn two_gateways_split_one_brokers_messages_with_a_shared_subscription() {
     assert!(got_a > 0.0 && got_b > 0.0, "a {got_a} b {got_b}");
     eprintln!("shared subscription split {n} messages: gateway a {got_a}, gateway b {got_b}");
 }
+
+#[test]
+fn an_external_broker_over_tls_with_our_own_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, ca) = Mosquitto::start_tls(dir.path());
+    let config = format!(
+        "[mqtt]\nbroker = \"external\"\nhost = \"localhost\"\nport = {}\ntls = true\nca_file = \"{}\"\n",
+        broker.port,
+        ca.display()
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    std::thread::sleep(Duration::from_millis(500));
+    let feed = SseClient::connect(daemon.port, "", None);
+    let ca_arg = ca.display().to_string();
+    assert!(common::mosquitto_pub_args(
+        broker.port,
+        "fleet/x/device/tls-1/fix",
+        json_fix(1, 3).as_bytes(),
+        None,
+        &["--cafile", &ca_arg]
+    ));
+    let got = feed.take("position", 1, WAIT);
+    assert_eq!(got.len(), 1, "{}", daemon.log_text());
+    assert_eq!(got[0].json()["device"], "tls-1");
+    assert_eq!(daemon.metric("fixgate_mqtt_connected"), Some(1.0));
+}

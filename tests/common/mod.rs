@@ -251,10 +251,22 @@ pub fn wait_port(port: u16) {
 /// `mosquitto_pub`, Debian's real MQTT client: one message at QoS 1.
 /// Returns whether the client reported success.
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8], auth: Option<(&str, &str)>) -> bool {
+    mosquitto_pub_args(port, topic, payload, auth, &[])
+}
+
+/// [`mosquitto_pub`] with extra arguments (e.g. `--cafile`).
+pub fn mosquitto_pub_args(
+    port: u16,
+    topic: &str,
+    payload: &[u8],
+    auth: Option<(&str, &str)>,
+    extra: &[&str],
+) -> bool {
     let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(extra);
     cmd.args([
         "-h",
-        "127.0.0.1",
+        "localhost",
         "-p",
         &port.to_string(),
         "-q",
@@ -287,11 +299,28 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto (anonymous access, loopback only) and waits for it.
     pub fn start(dir: &Path) -> Mosquitto {
+        Self::start_with(dir, "")
+    }
+
+    /// Starts mosquitto with a TLS listener whose certificate, for
+    /// `localhost`, is signed by a fresh CA; returns the CA's PEM path.
+    pub fn start_tls(dir: &Path) -> (Mosquitto, PathBuf) {
+        let ca = make_tls_files(dir);
+        let d = dir.display();
+        let tls = format!(
+            "cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\n"
+        );
+        (Self::start_with(dir, &tls), ca)
+    }
+
+    fn start_with(dir: &Path, listener_extra: &str) -> Mosquitto {
         let port = free_port();
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!(
+                "listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\npersistence false\n# As root, mosquitto would switch to its own user, who cannot read\n# the test's private directory.\nuser root\n"
+            ),
         )
         .expect("mosquitto.conf");
         let child = Command::new("mosquitto")
@@ -304,6 +333,33 @@ impl Mosquitto {
         wait_port(port);
         Mosquitto { child, port }
     }
+}
+
+/// A CA and a `localhost` server certificate it signed, made with openssl.
+fn make_tls_files(dir: &Path) -> PathBuf {
+    let run = |args: &str| {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && openssl {args}", dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args}");
+    };
+    run(
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=fixgate-test-ca",
+    );
+    run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost");
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("san.ext");
+    run(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
+    );
+    dir.join("ca.pem")
 }
 
 impl Drop for Mosquitto {
