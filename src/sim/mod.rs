@@ -4,6 +4,8 @@
 //! the real decoder, so a demo exercises the same path as a serial receiver.
 
 pub mod nmea;
+pub mod payload;
+pub mod schedule;
 
 use std::f64::consts::PI;
 
