@@ -3,10 +3,15 @@
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fixgate::config;
+use fixgate::sim::publish::{
+    Connections, HttpFormat, HttpTarget, MqttFormat, MqttTarget, SimulateOptions, Target,
+};
+use fixgate::sim::schedule::Outage;
 
 /// GPS gateway: NMEA receivers to a durable store and a live SSE feed.
 #[derive(Debug, Parser)]
@@ -36,6 +41,221 @@ enum Command {
         #[arg(value_name = "PATH|-")]
         input: Option<PathBuf>,
     },
+    /// Simulate a fleet of GPS trackers publishing realistic tracks over MQTT or HTTP.
+    ///
+    /// Prints a summary line on stdout at the end: messages sent, published,
+    /// acknowledged (QoS 1 PUBACK or HTTP 2xx), failed (refused, errors, or
+    /// unacknowledged after a 5 s grace), bad payloads and the publish rate.
+    Simulate(Box<SimulateArgs>),
+}
+
+/// Options of `fixgate simulate`.
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// MQTT broker to publish to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883", value_parser = parse_host_port, conflicts_with = "http", help_heading = "Target")]
+    mqtt: (String, u16),
+    /// POST to this HTTP server instead of MQTT (e.g. http://127.0.0.1:8080).
+    #[arg(long, value_name = "URL", help_heading = "Target")]
+    http: Option<String>,
+
+    /// Number of simulated devices.
+    #[arg(long, value_name = "N", default_value_t = 10, help_heading = "Fleet")]
+    devices: usize,
+    /// Fixes per second per device (0.001 to 100); devices are staggered over the period.
+    #[arg(long, value_name = "HZ", default_value_t = 1.0, help_heading = "Fleet")]
+    rate: f64,
+    /// How long to run (e.g. 30s, 5m); default: until Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Fleet")]
+    duration: Option<Duration>,
+    /// The depot the routes start from.
+    #[arg(long, value_name = "LAT,LON", default_value = "52.0907,5.1214", value_parser = parse_center, allow_hyphen_values = true, help_heading = "Fleet")]
+    center: (f64, f64),
+    /// Seed of the routes and noise [default: random, logged at start].
+    #[arg(long, value_name = "U64", help_heading = "Fleet")]
+    seed: Option<u64>,
+    /// Device ids are this prefix followed by 1..=N.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "sim-",
+        help_heading = "Fleet"
+    )]
+    prefix: String,
+    /// Extra position noise in metres (standard deviation per axis), on top
+    /// of the fleet's own ~0.5 m.
+    #[arg(
+        long,
+        value_name = "METRES",
+        default_value_t = 0.0,
+        help_heading = "Fleet"
+    )]
+    noise_m: f64,
+
+    /// MQTT payload format.
+    #[arg(long, value_enum, default_value_t = MqttFormat::Json, conflicts_with = "http", help_heading = "MQTT")]
+    format: MqttFormat,
+    /// Topic template; {device} is the device id [default: fleet/sim/device/{device}/fix;
+    /// owntracks: owntracks/sim/{device}; nmea: fleet/sim/device/{device}/fix].
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        conflicts_with = "http",
+        help_heading = "MQTT"
+    )]
+    topic: Option<String>,
+    /// MQTT QoS of every message.
+    #[arg(long, value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with = "http", help_heading = "MQTT")]
+    qos: u8,
+    /// MQTT user name.
+    #[arg(
+        long,
+        value_name = "USER",
+        conflicts_with = "http",
+        help_heading = "MQTT"
+    )]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        requires = "username",
+        help_heading = "MQTT"
+    )]
+    password: Option<String>,
+    /// Client ids are this prefix followed by the device id (or `shared`).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "fixgate-",
+        conflicts_with = "http",
+        help_heading = "MQTT"
+    )]
+    client_id_prefix: String,
+    /// One MQTT connection per device (as real trackers do), or one shared by all.
+    #[arg(long, value_enum, default_value_t = Connections::PerDevice, conflicts_with = "http", help_heading = "MQTT")]
+    connections: Connections,
+    /// Connect with TLS, trusting the CA certificate in this PEM file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        value_parser = readable_file,
+        conflicts_with = "http",
+        help_heading = "MQTT"
+    )]
+    tls_ca: Option<PathBuf>,
+
+    /// HTTP request format: osmand = POST URL/osmand?id=..&lat=.. with an empty
+    /// body (as Traccar Client); json = POST URL/api/fixes with a JSON array.
+    #[arg(long, value_enum, default_value_t = HttpFormat::Osmand, requires = "http", help_heading = "HTTP")]
+    http_format: HttpFormat,
+    /// Sent as the header `Authorization: Bearer TOKEN` (never in the query string).
+    #[arg(long, value_name = "TOKEN", requires = "http", help_heading = "HTTP")]
+    token: Option<String>,
+    /// Concurrent HTTP requests.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8,
+        requires = "http",
+        help_heading = "HTTP"
+    )]
+    http_workers: usize,
+
+    /// Each device goes offline this often (staggered across the fleet),
+    /// buffers its fixes and sends them, oldest first, when back.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "offline_for", help_heading = "Faults")]
+    offline_every: Option<Duration>,
+    /// How long each outage lasts.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "offline_every", help_heading = "Faults")]
+    offline_for: Option<Duration>,
+    /// Every Nth message of the fleet is a bad payload instead, cycling through
+    /// malformed, unknown format, oversized (200 KiB), latitude 123, no latitude.
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    bad_every: Option<u64>,
+
+    /// Print progress to stderr every 10 s (the summary line at the end is always printed).
+    #[arg(long)]
+    stats: bool,
+}
+
+impl SimulateArgs {
+    fn into_options(self) -> SimulateOptions {
+        let target = match self.http {
+            Some(url) => Target::Http(HttpTarget {
+                url,
+                format: self.http_format,
+                token: self.token,
+                workers: self.http_workers,
+            }),
+            None => Target::Mqtt(MqttTarget {
+                host: self.mqtt.0,
+                port: self.mqtt.1,
+                format: self.format,
+                topic: self
+                    .topic
+                    .unwrap_or_else(|| self.format.default_topic().to_owned()),
+                qos: self.qos,
+                username: self.username,
+                password: self.password,
+                client_id_prefix: self.client_id_prefix,
+                connections: self.connections,
+                tls_ca: self.tls_ca,
+            }),
+        };
+        let outage = match (self.offline_every, self.offline_for) {
+            (Some(every), Some(length)) => Some(Outage { every, length }),
+            _ => None,
+        };
+        SimulateOptions {
+            target,
+            devices: self.devices,
+            rate_hz: self.rate,
+            duration: self.duration,
+            center: self.center,
+            seed: self.seed,
+            prefix: self.prefix,
+            noise_m: self.noise_m,
+            outage,
+            bad_every: self.bad_every,
+            stats: self.stats,
+        }
+    }
+}
+
+/// `host:port`, `[v6]:port`.
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// A path to a file that can be opened now.
+fn readable_file(s: &str) -> Result<PathBuf, String> {
+    std::fs::File::open(s)
+        .map(|_| PathBuf::from(s))
+        .map_err(|e| format!("cannot read {s}: {e}"))
+}
+
+/// `lat,lon` in degrees.
+fn parse_center(s: &str) -> Result<(f64, f64), String> {
+    let (lat, lon) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?} is not LAT,LON"))?;
+    let number = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{v:?} is not a number of degrees"))
+    };
+    Ok((number(lat)?, number(lon)?))
 }
 
 fn main() -> ExitCode {
@@ -44,6 +264,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { path } => return check_config(&path),
         Command::Nmea { input } => nmea(input.as_deref()),
+        Command::Simulate(args) => simulate(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,5 +314,31 @@ fn nmea(input: Option<&Path>) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     fixgate::ingest::nmea::nmea_to_json_lines(reader, &mut out)?;
     out.flush()?;
+    Ok(())
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let options = args.into_options();
+    if let Err(message) = options.validate() {
+        // Exits 2, like every other argument error clap reports.
+        let mut cli = Cli::command();
+        let mut command = cli
+            .find_subcommand_mut("simulate")
+            .map(|c| c.clone().bin_name("fixgate simulate"))
+            .unwrap_or(cli);
+        command
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit();
+    }
+    fixgate::logging::init("info").context("log level (RUST_LOG)")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fixgate-sim")
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = runtime.block_on(fixgate::sim::publish::run(options))?;
+    // HTTP workers still inside a request must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    println!("simulate: {summary}");
     Ok(())
 }

@@ -2,8 +2,14 @@
 //! come back to rest, with GPS-like noise. Pure values and plain functions; the
 //! demo source turns its fixes into NMEA text (see [`nmea`]) and feeds it through
 //! the real decoder, so a demo exercises the same path as a serial receiver.
+//! [`publish`] (`fixgate simulate`) sends the same fleet to a broker or an
+//! HTTP server as real trackers would, encoded by [`payload`] and timed by
+//! [`schedule`].
 
 pub mod nmea;
+pub mod payload;
+pub mod publish;
+pub mod schedule;
 
 use std::f64::consts::PI;
 

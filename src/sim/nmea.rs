@@ -75,7 +75,7 @@ fn angle(deg: f64, width: usize, pos: char, neg: char) -> (String, char) {
 }
 
 /// Appends `$body*CS\r\n`.
-fn sentence(out: &mut String, body: &str) {
+pub(crate) fn sentence(out: &mut String, body: &str) {
     let checksum = body.bytes().fold(0u8, |acc, b| acc ^ b);
     let _ = write!(out, "${body}*{checksum:02X}\r\n");
 }
