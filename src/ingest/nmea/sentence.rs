@@ -219,6 +219,10 @@ fn via_crate(kind: Kind, talker: &str, data: &str) -> Option<Report> {
         checksum: 0,
     };
     let mut r = Report::new(kind);
+    // Positions are read by `lat_lon`, not by the crate: the crate takes the
+    // first two digits as degrees whatever the field's length, so a
+    // latitude of `12300.0,N` (123°) came out as 17° and was accepted.
+    let f = Fields::new(data);
     match kind {
         Kind::Rmc => {
             let d = crate_nmea::parse_rmc(s).ok()?;
@@ -230,7 +234,7 @@ fn via_crate(kind: Kind, talker: &str, data: &str) -> Option<Report> {
                 _ if not_valid => Status::NoFix,
                 _ => Status::Fix,
             };
-            r.position = position(d.lat, d.lon);
+            r.position = lat_lon(f.get(3), f.get(4), f.get(5), f.get(6));
             r.speed = speed_knots(d.speed_over_ground.map(widen));
             r.course = course(d.true_course.map(widen));
         }
@@ -241,7 +245,7 @@ fn via_crate(kind: Kind, talker: &str, data: &str) -> Option<Report> {
                 Some(crate_nmea::FixType::Invalid) | None => Status::NoFix,
                 Some(_) => Status::Fix,
             };
-            r.position = position(d.latitude, d.longitude);
+            r.position = lat_lon(f.get(2), f.get(3), f.get(4), f.get(5));
             r.sats = d.fix_satellites.and_then(|n| u8::try_from(n).ok());
             r.hdop = hdop(d.hdop.map(widen));
             r.alt = finite(d.altitude.map(widen));
@@ -255,7 +259,7 @@ fn via_crate(kind: Kind, talker: &str, data: &str) -> Option<Report> {
             } else {
                 Status::NoFix
             };
-            r.position = position(d.latitude, d.longitude);
+            r.position = lat_lon(f.get(1), f.get(2), f.get(3), f.get(4));
         }
         Kind::Vtg => {
             let d = crate_nmea::parse_vtg(s).ok()?;
@@ -670,6 +674,20 @@ mod tests {
         assert!((lon + 121.314246333).abs() < 1e-9);
         assert!((r.speed.unwrap() - 0.117 * KNOTS_TO_MPS).abs() < 1e-12);
         assert_eq!(r.course, None);
+    }
+
+    #[test]
+    fn a_latitude_with_three_degree_digits_is_no_position() {
+        // The crate alone read this as 12° + 300′ = 17°.
+        for s in [
+            "$GPRMC,120000.00,A,12300.00000,N,00507.28400,E,0.0,0.0,231126,,,A",
+            "$GPGGA,120000.00,12300.00000,N,00507.28400,E,1,09,0.9,3.0,M,47.0,M,,",
+            "$GPGLL,12300.00000,N,00507.28400,E,120000.00,A,A",
+            "$GPGGA,120000.00,5265.00000,N,00507.61,E,1,09,0.9,3.0,M,47.0,M,,",
+        ] {
+            let (r, _) = report(s);
+            assert_eq!(r.position, None, "{s}");
+        }
     }
 
     #[test]
