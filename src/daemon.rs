@@ -15,13 +15,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Broker, Config};
+use std::net::SocketAddr;
+
+use crate::config::{Broker, Config, Demo, DemoVia};
 use crate::feed::{self, FeedOptions, FeedState};
 use crate::ingest::http::HttpIntake;
 use crate::ingest::intake::Rejects;
 use crate::ingest::mqtt::{self, Messages};
 use crate::ingest::{demo, replay, serial};
 use crate::pipeline::{self, Checks, WriterHealth};
+use crate::sim::publish::{MqttTarget, SimulateOptions, Target};
 use crate::store::{Store, StoreOptions, flusher};
 
 /// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted is durable.
@@ -180,8 +183,44 @@ fn start_sources(
     for r in &config.replay {
         sources.spawn(replay::run(r.clone(), clock, tx.clone(), shutdown.clone()));
     }
-    if let Some(d) = &config.demo {
-        sources.spawn(demo::run(d.clone(), tx.clone(), shutdown.clone()));
+    match (&config.demo, &config.mqtt.broker) {
+        (Some(d), Broker::Embedded(broker)) if d.via == DemoVia::Mqtt => {
+            sources.spawn(demo_over_mqtt(d.clone(), broker.listen, shutdown.clone()));
+        }
+        (Some(d), _) => {
+            sources.spawn(demo::run(d.clone(), tx.clone(), shutdown.clone()));
+        }
+        (None, _) => {}
+    }
+}
+
+/// The demo fleet as real MQTT trackers: `fixgate simulate` in process,
+/// publishing fixgate JSON to our own broker, one connection per vehicle.
+async fn demo_over_mqtt(demo: Demo, listen: SocketAddr, shutdown: CancellationToken) {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    let options = SimulateOptions {
+        target: Target::Mqtt(MqttTarget {
+            host,
+            port: listen.port(),
+            topic: "fleet/demo/device/{device}/fix".into(),
+            client_id_prefix: "fixgate-demo-".into(),
+            ..MqttTarget::default()
+        }),
+        devices: demo.vehicles as usize,
+        rate_hz: demo.rate_hz,
+        center: (demo.center[0], demo.center[1]),
+        seed: Some(1),
+        prefix: "demo-".into(),
+        ..SimulateOptions::default()
+    };
+    // The broker thread binds its port a moment after it starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Err(err) = crate::sim::publish::run_until(options, shutdown).await {
+        tracing::error!("demo fleet over MQTT stopped: {err:#}");
     }
 }
 

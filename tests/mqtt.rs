@@ -421,3 +421,78 @@ fn an_external_broker_over_tls_with_our_own_ca() {
     assert_eq!(got[0].json()["device"], "tls-1");
     assert_eq!(daemon.metric("fixgate_mqtt_connected"), Some(1.0));
 }
+
+/// One `key=value` of the simulator's summary line.
+fn summary_field(summary: &str, key: &str) -> f64 {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {summary:?}"))
+}
+
+#[test]
+fn fixgate_simulate_publishes_a_fleet_with_outages_and_bad_payloads_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fixgate"))
+        .args([
+            "simulate",
+            "--mqtt",
+            &format!("127.0.0.1:{mqtt}"),
+            "--devices",
+            "6",
+        ])
+        .args([
+            "--rate",
+            "4",
+            "--duration",
+            "5s",
+            "--seed",
+            "7",
+            "--bad-every",
+            "9",
+        ])
+        .args(["--offline-every", "3s", "--offline-for", "1s"])
+        .output()
+        .expect("fixgate simulate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (sent, bad, acked) = (
+        summary_field(&summary, "sent"),
+        summary_field(&summary, "bad"),
+        summary_field(&summary, "acked"),
+    );
+    assert!(bad > 0.0 && acked == sent, "{summary}");
+    // `sent` leaves out what devices still held offline at the end.
+    let good = sent - bad;
+    let deadline = std::time::Instant::now() + WAIT;
+    let stored = |d: &Daemon| {
+        d.metric_with("fixgate_fixes_accepted_total", &[("source", "mqtt")])
+            .unwrap_or(0.0)
+    };
+    while stored(&daemon) < good && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every good message is stored; every bad one is refused with a reason
+    // (a latitude of 123° passes the parser and is dropped by `invalid`).
+    let rejected = daemon
+        .metric("fixgate_ingest_rejected_total")
+        .unwrap_or(0.0);
+    let invalid = daemon
+        .metric_with("fixgate_fixes_dropped_total", &[("reason", "invalid")])
+        .unwrap_or(0.0);
+    assert_eq!(stored(&daemon), good, "{summary}\n{}", daemon.log_text());
+    assert_eq!(rejected + invalid, bad, "{summary}");
+    assert_eq!(
+        daemon.metric("fixgate_fixes_dropped_total"),
+        Some(invalid),
+        "no other drops"
+    );
+    let all = devices(&daemon);
+    assert_eq!(all["devices"].as_array().unwrap().len(), 6, "{all}");
+}

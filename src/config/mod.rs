@@ -266,6 +266,19 @@ pub struct Demo {
     pub center: [f64; 2],
     /// Fixes per second per vehicle.
     pub rate_hz: f64,
+    /// How the fleet's fixes reach the pipeline.
+    pub via: DemoVia,
+}
+
+/// `demo.via`: the path the demo fleet takes into the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoVia {
+    /// `"nmea"`: NMEA text through the decoder, in process, like serial receivers.
+    #[default]
+    Nmea,
+    /// `"mqtt"`: `fixgate simulate` publishing fixgate JSON to the embedded
+    /// broker over TCP, one connection per vehicle, like real trackers.
+    Mqtt,
 }
 
 impl Demo {
@@ -283,6 +296,7 @@ impl Default for Demo {
             vehicles: 5,
             center: [52.0907, 5.1214],
             rate_hz: 1.0,
+            via: DemoVia::default(),
         }
     }
 }

@@ -17,7 +17,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{Locator, Problem};
 use super::{
-    ClockTrust, Config, Demo, Feed, Gateway, Log, Pace, Pipeline, Replay, Serial, Store, level,
+    ClockTrust, Config, Demo, DemoVia, Feed, Gateway, Log, Pace, Pipeline, Replay, Serial, Store,
+    level,
 };
 use crate::fix::DeviceId;
 
@@ -47,7 +48,7 @@ const SERIAL_KEYS: &[&str] = &[
     "reconnect_max",
 ];
 const REPLAY_KEYS: &[&str] = &["device", "path", "pace", "loop"];
-const DEMO_KEYS: &[&str] = &["vehicles", "center", "rate_hz"];
+const DEMO_KEYS: &[&str] = &["vehicles", "center", "rate_hz", "via"];
 
 /// Longest accepted back-off and the longest sensible `reconnect_*`: an hour
 /// without trying to reopen a receiver is already a long outage.
@@ -65,6 +66,7 @@ pub(super) fn read(source: &str, file: &str) -> Result<Config, Vec<Problem>> {
         devices: Vec::new(),
         serial_paths: Vec::new(),
         demo_vehicles: None,
+        demo_via_mqtt: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(source);
     if !syntax_errors.is_empty() {
@@ -79,6 +81,7 @@ pub(super) fn read(source: &str, file: &str) -> Result<Config, Vec<Problem>> {
     let config = reader.document(document.get_ref());
     reader.check_unique_devices();
     reader.check_unique_serial_paths();
+    reader.check_demo_broker(&config);
     if reader.problems.is_empty() {
         Ok(config)
     } else {
@@ -98,6 +101,8 @@ struct Reader<'s> {
     serial_paths: Vec<(PathBuf, Span)>,
     /// The demo fleet size when `[demo]` is on and its size valid.
     demo_vehicles: Option<u32>,
+    /// Where `demo.via = "mqtt"` is written, for the broker cross-check.
+    demo_via_mqtt: Option<Span>,
 }
 
 /// One table being read, and how messages name it.
@@ -524,6 +529,22 @@ impl<'s> Reader<'s> {
         if let Some(rate) = self.float(s, "rate_hz", 0.1..=20.0) {
             demo.rate_hz = rate;
         }
+        if let Some((text, span)) = self.string(s, "via") {
+            match text {
+                "nmea" => demo.via = DemoVia::Nmea,
+                "mqtt" => {
+                    demo.via = DemoVia::Mqtt;
+                    self.demo_via_mqtt = Some(span);
+                }
+                _ => self.report(
+                    &span,
+                    format!(
+                        "{} must be \"nmea\" or \"mqtt\", not {text:?}",
+                        s.key("via")
+                    ),
+                ),
+            }
+        }
         demo
     }
 
@@ -753,6 +774,24 @@ impl<'s> Reader<'s> {
     }
 
     /// Serial ports open exclusively: a second source on one path would fail forever.
+    /// `demo.via = "mqtt"` publishes to the embedded broker, anonymously.
+    fn check_demo_broker(&mut self, config: &Config) {
+        let Some(span) = self.demo_via_mqtt.clone() else {
+            return;
+        };
+        match &config.mqtt.broker {
+            super::Broker::Embedded(e) if e.users.is_empty() => {}
+            super::Broker::Embedded(_) => self.report(
+                &span,
+                "`demo.via = \"mqtt\"` publishes anonymously; it cannot be used with [mqtt.users]",
+            ),
+            _ => self.report(
+                &span,
+                "`demo.via = \"mqtt\"` needs the embedded broker (mqtt.broker = \"embedded\")",
+            ),
+        }
+    }
+
     fn check_unique_serial_paths(&mut self) {
         let mut paths = std::mem::take(&mut self.serial_paths);
         paths.sort_by_key(|(_, span)| span.start);

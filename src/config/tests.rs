@@ -204,3 +204,70 @@ fn columns_count_characters_not_bytes() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found[1].starts_with("t.toml:2:16: "), "{found:?}");
 }
+
+#[test]
+fn the_demo_over_mqtt_needs_the_embedded_broker_without_logins() {
+    let demo = parse("[demo]\nvia = \"mqtt\"\n", "t.toml").unwrap();
+    assert_eq!(demo.demo.map(|d| d.via), Some(DemoVia::Mqtt));
+    let found = problems("[mqtt]\nbroker = \"off\"\n[demo]\nvia = \"mqtt\"\n");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("t.toml:4:7: "), "{found:?}");
+    assert!(found[0].contains("needs the embedded broker"), "{found:?}");
+    let found = problems("[mqtt.users]\na = \"b\"\n[demo]\nvia = \"bus\"\n");
+    assert!(
+        found[0].contains("`demo.via` must be \"nmea\" or \"mqtt\""),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn intake_sections_are_read_and_misplaced_keys_named() {
+    let config = parse(
+        r#"
+[mqtt]
+broker = "external"
+host = "broker.lan"
+tls = true
+share_group = "depot"
+[[mqtt.topic]]
+pattern = "t/{user}/{device}"
+device = "{user}-{device}"
+format = "owntracks"
+[http]
+token = "long-enough"
+[http.tokens]
+"van-1" = "own-token"
+[filter]
+max_speed = false
+min_period = "5s"
+[devices]
+offline_after = "30s"
+"#,
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Broker::External(e) = &config.mqtt.broker else {
+        panic!("{:?}", config.mqtt.broker)
+    };
+    assert_eq!((e.host.as_str(), e.port, e.tls), ("broker.lan", 8883, true));
+    assert_eq!(e.share_group.as_deref(), Some("depot"));
+    assert_eq!(config.mqtt.topics.len(), 1);
+    assert_eq!(config.mqtt.topics[0].pattern.filter(), "t/+/+");
+    assert_eq!(config.http.tokens.len(), 1);
+    assert_eq!(config.filter.max_speed_mps, None);
+    assert_eq!(config.filter.min_period, Some(Duration::from_secs(5)));
+    assert_eq!(config.devices.offline_after, Duration::from_secs(30));
+
+    let found = problems(
+        "[mqtt]\nbroker = \"embedded\"\nhost = \"x\"\n[[mqtt.topic]]\npattern = \"a/{dev}\"\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("t.toml:3:8: `mqtt.host` does not apply"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("t.toml:5:11: `mqtt.topic.pattern`"),
+        "{found:?}"
+    );
+}
