@@ -5,6 +5,7 @@
 //! It runs on its own OS thread because sled calls block; one writer means one
 //! order and one sequence-number space, with no locks.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,6 +43,24 @@ pub struct Checks {
     pub max_devices: usize,
     /// Whether the system clock may judge fix times (future / too old).
     pub clock: TrustedClock,
+    /// Devices with their own label in the drop metric; bounded like the
+    /// devices tracked, since ids come from outside.
+    labelled: HashSet<DeviceId>,
+}
+
+impl Checks {
+    /// The metric label of `device`: its id, or `other` once as many
+    /// devices as may be tracked have a label.
+    fn label(&mut self, device: &DeviceId) -> String {
+        if self.labelled.contains(device) {
+            return device.to_string();
+        }
+        if self.labelled.len() < self.max_devices {
+            self.labelled.insert(device.clone());
+            return device.to_string();
+        }
+        "other".to_owned()
+    }
 }
 
 impl Checks {
@@ -70,6 +89,7 @@ impl Checks {
             presence,
             max_devices,
             clock: TrustedClock::new(trust),
+            labelled: HashSet::new(),
         }
     }
 }
@@ -211,7 +231,7 @@ fn check(
                 "fixgate_fixes_dropped_total",
                 "source" => source,
                 "reason" => reason,
-                "device" => device.to_string()
+                "device" => checks.label(&device)
             )
             .increment(1);
             if let Verdict::Log { suppressed } =

@@ -496,3 +496,34 @@ fn fixgate_simulate_publishes_a_fleet_with_outages_and_bad_payloads_and_nothing_
     let all = devices(&daemon);
     assert_eq!(all["devices"].as_array().unwrap().len(), 6, "{all}");
 }
+
+#[test]
+fn a_restart_neither_repeats_online_nor_re_accepts_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let topic = "fleet/x/device/bus-3/fix";
+    let first = json_fix(1, 5);
+    assert!(mosquitto_pub(mqtt, topic, first.as_bytes(), None));
+    let before = daemon.wait_head(daemon.base() + 2, WAIT);
+    let (port, config) = (daemon.port, daemon.config.clone());
+    assert_eq!(daemon.terminate().code(), Some(0));
+
+    let daemon = Daemon::spawn(dir.path(), config, port);
+    common::wait_port(mqtt);
+    // The same message again (a QoS 1 redelivery), then a new fix.
+    assert!(mosquitto_pub(mqtt, topic, first.as_bytes(), None));
+    assert!(mosquitto_pub(mqtt, topic, json_fix(2, 4).as_bytes(), None));
+    let head = daemon.wait_head(before + 1, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.head(), before + 1, "only the new position is stored");
+    assert_eq!(head, before + 1);
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_dropped_total", &[("reason", "duplicate")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        daemon.metric("fixgate_device_status_total"),
+        None,
+        "no new status"
+    );
+}

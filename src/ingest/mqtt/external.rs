@@ -63,6 +63,9 @@ pub fn start(
     Ok(async move {
         let mut back_off = Duration::from_millis(500);
         let mut connected = false;
+        // The first failure of a run of them is a warning, the rest debug:
+        // a broker that stays away must not flood the journal.
+        let mut warned = false;
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -71,6 +74,7 @@ pub fn start(
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     connected = true;
+                    warned = false;
                     back_off = Duration::from_millis(500);
                     metrics::gauge!("fixgate_mqtt_connected").set(1.0);
                     tracing::info!(broker = %host, client_id, session_present = ack.session_present, "connected to the MQTT broker");
@@ -105,10 +109,13 @@ pub fn start(
                     metrics::gauge!("fixgate_mqtt_connected").set(0.0);
                     metrics::counter!("fixgate_mqtt_connection_errors_total").increment(1);
                     if connected {
-                        tracing::warn!(broker = %host, "MQTT connection lost: {err}");
+                        tracing::warn!(broker = %host, "MQTT connection lost, reconnecting: {err}");
+                    } else if !warned {
+                        tracing::warn!(broker = %host, "cannot connect to the MQTT broker, retrying: {err}");
                     } else {
                         tracing::debug!(broker = %host, "MQTT connection failed: {err}");
                     }
+                    warned = true;
                     connected = false;
                     // The next poll reconnects; the pause keeps a dead broker
                     // from being hammered.
