@@ -101,7 +101,10 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     let mut sources = JoinSet::new();
     start_sources(&config, &tx, &shutdown, &mut sources);
     let rejects = Arc::new(Rejects::new(config.devices.max_devices));
-    start_mqtt(&config, &tx, &rejects, &shutdown, &mut sources)?;
+    // Cancelled by a part that cannot go on (the embedded broker): the
+    // daemon then stops with an error and systemd restarts it.
+    let failed = CancellationToken::new();
+    start_mqtt(&config, &tx, &rejects, &shutdown, &failed, &mut sources)?;
 
     let state = FeedState::new(
         store.reader(),
@@ -135,14 +138,14 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     );
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
 
-    let writer_died = tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = writer_done => true,
+    let fatal = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        _ = writer_done => Some("the writer stopped unexpectedly"),
+        _ = failed.cancelled() => Some("the MQTT broker failed"),
     };
-    if writer_died {
-        // Nothing could be stored any more: exit with an error so that the
-        // service manager restarts the daemon.
-        tracing::error!("the writer stopped unexpectedly; shutting down");
+    if let Some(why) = fatal {
+        // Exit with an error so that the service manager restarts the daemon.
+        tracing::error!("{why}; shutting down");
         shutdown.cancel();
     }
     tracing::info!("shutting down: stopping intake");
@@ -167,7 +170,10 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         Err(_) => tracing::warn!("feed server did not stop within 5 s"),
     }
     tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(why) => Err(anyhow::anyhow!("{why}")),
+        None => Ok(()),
+    }
 }
 
 fn start_sources(
@@ -230,6 +236,7 @@ fn start_mqtt(
     tx: &mpsc::Sender<crate::fix::Observed>,
     rejects: &Arc<Rejects>,
     shutdown: &CancellationToken,
+    failed: &CancellationToken,
     sources: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let messages = || {
@@ -250,6 +257,7 @@ fn start_mqtt(
                 config.mqtt.max_payload,
                 messages(),
                 shutdown.clone(),
+                failed.clone(),
             )?;
             sources.spawn(task);
         }

@@ -238,7 +238,7 @@ fn logins_are_checked_and_refusals_counted_per_user() {
     assert_eq!(
         daemon.metric_with(
             "fixgate_ingest_rejected_total",
-            &[("reason", "unknown_user"), ("device", "bus-9")]
+            &[("reason", "unknown_user"), ("device", "unknown")]
         ),
         Some(1.0)
     );
@@ -302,6 +302,19 @@ fn a_silent_device_goes_offline_and_comes_back_online() {
     assert_eq!(back[0].json()["status"], "online");
 }
 
+/// Waits until the gateway's subscription to its external broker is acknowledged.
+fn wait_subscribed(daemon: &Daemon) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.metric("fixgate_mqtt_subscribed") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn external(broker: &Mosquitto, extra: &str) -> String {
     format!(
         "[mqtt]\nbroker = \"external\"\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive = \"5s\"\n{extra}",
@@ -315,7 +328,7 @@ fn an_external_mosquitto_broker_with_a_persistent_session() {
     let broker = Mosquitto::start(dir.path());
     let config = external(&broker, "client_id = \"gw-persist\"\n");
     let daemon = Daemon::start(dir.path(), &config);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_subscribed(&daemon);
     let feed = SseClient::connect(daemon.port, "", None);
     assert!(mosquitto_pub(
         broker.port,
@@ -370,7 +383,8 @@ fn two_gateways_split_one_brokers_messages_with_a_shared_subscription() {
         dir_b.path(),
         &external(&broker, "share_group = \"depot\"\nclient_id = \"gw-b\"\n"),
     );
-    std::thread::sleep(Duration::from_millis(800));
+    wait_subscribed(&a);
+    wait_subscribed(&b);
     let n = 40;
     for i in 0..n {
         let topic = format!("fleet/x/device/dev-{}/fix", i % 8);
@@ -406,7 +420,7 @@ fn an_external_broker_over_tls_with_our_own_ca() {
         ca.display()
     );
     let daemon = Daemon::start(dir.path(), &config);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_subscribed(&daemon);
     let feed = SseClient::connect(daemon.port, "", None);
     let ca_arg = ca.display().to_string();
     assert!(common::mosquitto_pub_args(
@@ -526,4 +540,59 @@ fn a_restart_neither_repeats_online_nor_re_accepts_a_duplicate() {
         None,
         "no new status"
     );
+}
+
+#[test]
+fn a_burst_from_many_devices_at_once_is_stored_whole_and_intake_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let (clients, each) = (4, 1500);
+    let base = Utc::now() - chrono::Duration::seconds(each + 10);
+    let children: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut child = std::process::Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &mqtt.to_string(), "-q", "1", "-l"])
+                .args(["-t", &format!("fleet/x/device/burst-{c}/fix")])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("mosquitto_pub");
+            let mut lines = String::new();
+            for i in 0..each {
+                let t = (base + chrono::Duration::seconds(i)).timestamp_millis();
+                lines.push_str(&format!(
+                    "{{\"time\":{t},\"lat\":{},\"lon\":5.1}}\n",
+                    52.0 + i as f64 * 1e-5
+                ));
+            }
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                stdin.write_all(lines.as_bytes()).unwrap();
+            });
+            child
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let want = f64::from(clients * each as u32);
+    let stored = |d: &Daemon| {
+        d.metric_with("fixgate_fixes_accepted_total", &[("source", "mqtt")])
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stored(&daemon) < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored(&daemon), want, "{}", daemon.log_text());
+    assert_eq!(daemon.metric("fixgate_mqtt_overflows_total"), None);
+    // And the intake is still alive after the burst.
+    let feed = SseClient::connect(daemon.port, "", None);
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/x/device/after/fix",
+        json_fix(1, 1).as_bytes(),
+        None
+    ));
+    assert_eq!(feed.take("position", 1, WAIT).len(), 1);
 }

@@ -10,7 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use std::time::Duration;
+
+use rumqttd::{
+    Broker, Config, ConnectionSettings, Notification, RouterConfig, SegmentConfig, ServerSettings,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::Messages;
@@ -18,10 +22,19 @@ use crate::config::Embedded;
 use crate::fix::SourceKind;
 use crate::ingest::intake::{Rejects, same_secret};
 
-/// Bytes per router segment and segments kept per filter: about 2 MiB of
-/// messages waiting for the pipeline before the oldest are overwritten.
+/// Bytes per router segment and segments kept per filter that a device
+/// subscribes to (fixgate itself needs none): small, for a Pi.
 const SEGMENT_BYTES: usize = 1024 * 1024;
 const SEGMENTS: usize = 2;
+/// The pipeline's own filters get a larger log: messages the broker has
+/// acknowledged wait there while the pipeline is behind (a burst, a slow
+/// disk), and rumqttd overwrites the oldest once it is full. 16 MiB is about
+/// 80,000 JSON fixes.
+const PIPELINE_SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+const PIPELINE_SEGMENTS: usize = 4;
+/// How long the link must stay quiet at shutdown before intake stops:
+/// messages the broker acknowledged just before are still taken in.
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +57,16 @@ pub enum BrokerError {
 
 /// Starts the broker and subscribes the pipeline; returns the task that
 /// feeds messages into it until `shutdown`.
+///
+/// `failed` is cancelled if the broker or the link dies: the daemon then
+/// exits with an error, so that systemd restarts it, instead of running on
+/// with a broker that acknowledges messages nobody stores.
 pub fn start(
     config: &Embedded,
     max_payload: usize,
     mut messages: Messages,
     shutdown: CancellationToken,
+    failed: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send + use<>, BrokerError> {
     // rumqttd binds on its own thread and only logs a failure there; a busy
     // port must stop the daemon at start-up instead, so it is tried here first.
@@ -56,21 +74,31 @@ pub fn start(
         addr: config.listen,
         source,
     })?;
-    let mut broker = Broker::new(broker_config(config, max_payload, messages.rejects()));
+    let filters = messages.filters();
+    let mut broker = Broker::new(broker_config(
+        config,
+        max_payload,
+        &filters,
+        messages.rejects(),
+    ));
     let (mut link_tx, mut link_rx) = broker
         .link("fixgate-pipeline")
         .map_err(|e| BrokerError::Link(e.to_string()))?;
-    for filter in messages.filters() {
+    for filter in filters {
         link_tx
             .subscribe(filter)
             .map_err(|e| BrokerError::Link(e.to_string()))?;
     }
+    let broker_failed = failed.clone();
     std::thread::Builder::new()
         .name("fixgate-broker".into())
         .spawn(move || {
-            if let Err(err) = broker.start() {
-                tracing::error!("MQTT broker stopped: {err}");
+            // `start` only returns on failure.
+            match broker.start() {
+                Ok(()) => tracing::error!("MQTT broker stopped"),
+                Err(err) => tracing::error!("MQTT broker stopped: {err}"),
             }
+            broker_failed.cancel();
         })
         .map_err(BrokerError::Thread)?;
     tracing::info!(listen = %config.listen, users = config.users.len(), "MQTT broker running");
@@ -78,34 +106,56 @@ pub fn start(
         // The link's sender must live as long as the link: dropping it
         // disconnects the pipeline from the router.
         let _link_tx = link_tx;
+        let mut draining = false;
         loop {
-            let notification = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = link_rx.next() => n,
+            let notification = if draining {
+                match tokio::time::timeout(DRAIN_IDLE, link_rx.next()).await {
+                    Ok(n) => n,
+                    Err(_idle) => return,
+                }
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        draining = true;
+                        continue;
+                    }
+                    n = link_rx.next() => n,
+                }
             };
-            match notification {
+            let step = match notification {
                 Ok(Some(Notification::Forward(forward))) => {
                     let topic = String::from_utf8_lossy(&forward.publish.topic);
-                    if messages
+                    messages
                         .handle(&topic, &forward.publish.payload)
                         .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                        .map_err(|closed| closed.to_string())
                 }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::error!("MQTT broker link failed, MQTT intake stops: {err}");
+                // The router parks a link whose buffer filled while we were
+                // busy; it forwards nothing more until the link asks again.
+                Ok(Some(Notification::Unschedule)) => {
+                    link_rx.wake().await.map_err(|e| e.to_string())
+                }
+                Ok(_) => Ok(()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = step {
+                if !shutdown.is_cancelled() {
+                    tracing::error!("MQTT broker link failed, stopping the daemon: {err}");
                     metrics::counter!("fixgate_mqtt_link_errors_total").increment(1);
-                    return;
+                    failed.cancel();
                 }
+                return;
             }
         }
     })
 }
 
-fn broker_config(config: &Embedded, max_payload: usize, rejects: Arc<Rejects>) -> Config {
+fn broker_config(
+    config: &Embedded,
+    max_payload: usize,
+    pipeline_filters: &[String],
+    rejects: Arc<Rejects>,
+) -> Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: u16::try_from(config.connection_timeout.as_millis())
             .unwrap_or(u16::MAX),
@@ -122,9 +172,18 @@ fn broker_config(config: &Embedded, max_payload: usize, rejects: Arc<Rejects>) -
         connections.set_auth_handler(move |client_id, user, pass| {
             let refused = check_login(&users, &user, &pass);
             if let Some(reason) = refused {
+                // Only configured users get a label of their own; a name is
+                // whatever a client sent (up to 64 KiB), so logs get a prefix.
+                let label = if users.contains_key(&user) {
+                    user.as_str()
+                } else {
+                    "unknown"
+                };
+                let shown: String = user.chars().take(64).collect();
+                let client: String = client_id.chars().take(64).collect();
                 let why =
-                    format!("MQTT login of user {user:?} (client {client_id:?}) refused: {reason}");
-                rejects.reject(SourceKind::Mqtt, Some(&user), reason, &why);
+                    format!("MQTT login of user {shown:?} (client {client:?}) refused: {reason}");
+                rejects.reject(SourceKind::Mqtt, Some(label), reason, &why);
             }
             std::future::ready(refused.is_none())
         });
@@ -143,6 +202,18 @@ fn broker_config(config: &Embedded, max_payload: usize, rejects: Arc<Rejects>) -
             max_outgoing_packet_count: 200,
             max_segment_size: SEGMENT_BYTES,
             max_segment_count: SEGMENTS,
+            custom_segment: Some(
+                pipeline_filters
+                    .iter()
+                    .map(|f| {
+                        let segment = SegmentConfig {
+                            max_segment_size: PIPELINE_SEGMENT_BYTES,
+                            max_segment_count: PIPELINE_SEGMENTS,
+                        };
+                        (f.clone(), segment)
+                    })
+                    .collect(),
+            ),
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("mqtt".to_owned(), server)])),

@@ -45,6 +45,10 @@ pub fn start(
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(false)
+        // A message is acknowledged only once its fixes are in the
+        // pipeline's queue: one that arrived just before a shutdown or a
+        // crash is delivered again by the broker, not lost.
+        .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET, 64 * 1024);
     if let Some(user) = &config.username {
         options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
@@ -87,6 +91,7 @@ pub fn start(
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    metrics::gauge!("fixgate_mqtt_subscribed").set(1.0);
                     if ack
                         .return_codes
                         .iter()
@@ -103,10 +108,14 @@ pub fn start(
                     {
                         break;
                     }
+                    if let Err(err) = client.try_ack(&publish) {
+                        tracing::debug!("cannot acknowledge a message (it will come again): {err}");
+                    }
                 }
                 Ok(_) => {}
                 Err(err) => {
                     metrics::gauge!("fixgate_mqtt_connected").set(0.0);
+                    metrics::gauge!("fixgate_mqtt_subscribed").set(0.0);
                     metrics::counter!("fixgate_mqtt_connection_errors_total").increment(1);
                     if connected {
                         tracing::warn!(broker = %host, "MQTT connection lost, reconnecting: {err}");
