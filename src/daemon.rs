@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 
 use crate::config::{Broker, Config, Demo, DemoVia};
 use crate::feed::{self, FeedOptions, FeedState};
+use crate::fix::SourceKind;
 use crate::ingest::http::HttpIntake;
 use crate::ingest::intake::Rejects;
 use crate::ingest::mqtt::{self, Messages};
@@ -71,13 +72,26 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     let known = tokio::task::spawn_blocking(move || reader.devices())
         .await?
         .context("cannot read the device states")?;
-    let checks = Checks::seeded(
+    let mut checks = Checks::seeded(
         config.filter.clone(),
         config.devices.offline_after,
         config.devices.max_devices,
         config.gateway.clock,
+        store.reader(),
         &known,
     );
+    for s in &config.serial {
+        checks.own(s.device.clone(), SourceKind::Serial);
+    }
+    for r in &config.replay {
+        checks.own(r.device.clone(), SourceKind::Replay);
+    }
+    if let Some(d) = config.demo.as_ref().filter(|d| d.via == DemoVia::Nmea) {
+        for id in d.device_ids() {
+            checks.own(id, SourceKind::Demo);
+        }
+    }
+    warn_if_open(&config);
     let (writer_done_tx, writer_done) = tokio::sync::oneshot::channel::<()>();
     let writer_thread = {
         let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -227,6 +241,25 @@ async fn demo_over_mqtt(demo: Demo, listen: SocketAddr, shutdown: CancellationTo
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Err(err) = crate::sim::publish::run_until(options, shutdown).await {
         tracing::error!("demo fleet over MQTT stopped: {err:#}");
+    }
+}
+
+/// Says loudly at start-up when anyone on the network may post positions.
+fn warn_if_open(config: &Config) {
+    if let Broker::Embedded(e) = &config.mqtt.broker {
+        if e.users.is_empty() && !e.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %e.listen,
+                "the MQTT broker accepts anonymous clients: anyone on the network can publish positions for any device; set [mqtt.users]"
+            );
+        }
+    }
+    let http = &config.http;
+    if http.enabled && http.token.is_none() && !config.feed.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.feed.listen,
+            "HTTP intake accepts fixes without a token for devices without their own; set http.token"
+        );
     }
 }
 

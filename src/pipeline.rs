@@ -5,7 +5,7 @@
 //! It runs on its own OS thread because sled calls block; one writer means one
 //! order and one sequence-number space, with no locks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::{FilterOptions, Filters, Verdict as FilterVerdict};
-use crate::fix::{DeviceId, Event, Observed, Presence, Status};
+use crate::fix::{DeviceId, Event, Observed, Presence, SourceKind, Status};
 use crate::ingest::clock::{ClockTrust, TrustedClock};
 use crate::log_limit::{LogLimit, Verdict};
 use crate::presence::Presences;
-use crate::store::{DeviceState, Writer};
+use crate::store::{DeviceState, Reader, Writer};
 
 /// Most events appended in one store batch: bursts are batched, but a
 /// batch never delays the wake-up of readers by much.
@@ -46,9 +46,26 @@ pub struct Checks {
     /// Devices with their own label in the drop metric; bounded like the
     /// devices tracked, since ids come from outside.
     labelled: HashSet<DeviceId>,
+    /// Where forgotten devices' live fixes are looked up again.
+    reader: Reader,
+    /// Devices of configured sources (serial, replay, demo): fixes under
+    /// their names from the network are refused, so that no one on the LAN
+    /// can move a vehicle's position by publishing for its receiver.
+    owned: HashMap<DeviceId, SourceKind>,
 }
 
 impl Checks {
+    /// Seeds the filters of a device that is not tracked (new, or forgotten
+    /// to make room) with its stored live fix, so that an old fix can never
+    /// replace that live position nor a duplicate of it be taken again.
+    fn recall(&mut self, device: &DeviceId) {
+        match self.reader.device(device) {
+            Ok(Some(DeviceState { fix: Some(fix), .. })) => self.filters.seed(device, &fix),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%device, "cannot read the device's stored state: {err}"),
+        }
+    }
+
     /// The metric label of `device`: its id, or `other` once as many
     /// devices as may be tracked have a label.
     fn label(&mut self, device: &DeviceId) -> String {
@@ -71,6 +88,7 @@ impl Checks {
         offline_after: Duration,
         max_devices: usize,
         trust: ClockTrust,
+        reader: Reader,
         devices: &[DeviceState],
     ) -> Self {
         let mut filters = Filters::new(options);
@@ -90,7 +108,14 @@ impl Checks {
             max_devices,
             clock: TrustedClock::new(trust),
             labelled: HashSet::new(),
+            reader,
+            owned: HashMap::new(),
         }
+    }
+
+    /// Reserves `device` for fixes from `source` only.
+    pub fn own(&mut self, device: DeviceId, source: SourceKind) {
+        self.owned.insert(device, source);
     }
 }
 
@@ -196,17 +221,39 @@ fn check(
     let source = observed.source.as_str();
     let mut position = observed.position;
     let device = position.device.clone();
-    let known = checks.presence.knows(&device);
-    let full = !known && checks.presence.len() >= checks.max_devices && !make_room(checks);
-    let verdict = if full {
-        Err("too_many_devices")
-    } else {
-        match checks.filters.check(&device, &position.fix, now) {
-            FilterVerdict::Live => Ok(false),
-            FilterVerdict::Historic => Ok(true),
-            FilterVerdict::Drop(reason) => Err(reason.as_str()),
+    if checks
+        .owned
+        .get(&device)
+        .is_some_and(|owner| *owner != observed.source)
+    {
+        metrics::counter!("fixgate_fixes_dropped_total", "source" => source, "reason" => "reserved_device", "device" => device.to_string())
+            .increment(1);
+        if let Verdict::Log { suppressed } =
+            dropped_log.check(&(device.clone(), "reserved_device"), Instant::now())
+        {
+            tracing::warn!(%device, source, suppressed, "fix refused: the device belongs to a configured source");
         }
+        return;
+    }
+    let known = checks.presence.knows(&device);
+    if !known {
+        checks.recall(&device);
+    }
+    let mut verdict = match checks.filters.check(&device, &position.fix, now) {
+        FilterVerdict::Live => Ok(false),
+        FilterVerdict::Historic => Ok(true),
+        FilterVerdict::Drop(reason) => Err(reason.as_str()),
     };
+    // Room for a new device is made only for a fix that passed the filters:
+    // a flood of bad fixes under new names must not evict real devices.
+    if !known
+        && verdict.is_ok()
+        && checks.presence.len() >= checks.max_devices
+        && !make_room(checks)
+    {
+        checks.filters.forget(&device);
+        verdict = Err("too_many_devices");
+    }
     // An arrival means the device is reporting, whatever becomes of the fix.
     if known || verdict.is_ok() {
         if let Some(presence) = checks.presence.heard(&device, arrived) {

@@ -239,3 +239,75 @@ fn the_pipelines_filters_drop_and_count_by_reason_and_device() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_forgotten_device_keeps_its_live_position_and_a_flood_of_bad_names_evicts_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        "[devices]\nmax_devices = 2\noffline_after = \"1s\"\n",
+    );
+    let now = Utc::now().timestamp_millis();
+    let post = |device: &str, age_ms: i64, lat: f64| {
+        let body = format!(
+            r#"{{"device":"{device}","time":{},"lat":{lat},"lon":5.1}}"#,
+            now - age_ms
+        );
+        assert_eq!(send(daemon.port, "POST", "/api/fixes", None, &body).0, 200);
+    };
+    post("a", 10_000, 52.1);
+    post("b", 10_000, 52.2);
+    std::thread::sleep(Duration::from_millis(2500)); // both offline now
+    // New names whose fixes are all invalid: dropped, nobody evicted.
+    for i in 0..5 {
+        post(&format!("junk-{i}"), 1000, 123.0);
+    }
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_fixes_dropped_total",
+            &[("reason", "too_many_devices")]
+        ),
+        None
+    );
+    post("c", 5_000, 52.3); // evicts a, the longest silent
+    post("a", 20_000, 52.9); // older than a's stored live fix
+    std::thread::sleep(Duration::from_millis(300));
+    let all: serde_json::Value =
+        serde_json::from_str(&common::get(daemon.port, "/api/devices").unwrap()).unwrap();
+    let a = all["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == "a")
+        .unwrap();
+    assert_eq!(a["fix"]["lat"], 52.1, "the live position stayed: {all}");
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_accepted_total", &[("kind", "historic")]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_configured_receivers_name_cannot_be_used_from_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("none.nmea");
+    std::fs::write(&log, "").unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &format!(
+            "[[replay]]\ndevice = \"bus-1\"\npath = \"{}\"\n",
+            log.display()
+        ),
+    );
+    let body = r#"{"device":"bus-1","lat":52.1,"lon":5.1}"#;
+    assert_eq!(send(daemon.port, "POST", "/api/fixes", None, body).0, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_fixes_dropped_total",
+            &[("reason", "reserved_device"), ("source", "http")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(daemon.metric("fixgate_fixes_accepted_total"), None);
+}

@@ -119,7 +119,7 @@ impl Reader<'_> {
         if let Some((d, _)) = self.duration(s, "connection_timeout", timeout) {
             e.connection_timeout = d;
         }
-        if let Some(users) = self.string_map(s, "users") {
+        if let Some(users) = self.secret_map(s, "users") {
             e.users = users.into_iter().map(|(k, (v, _))| (k, v)).collect();
         }
         e
@@ -222,7 +222,7 @@ impl Reader<'_> {
                 http.token = Some(token.to_owned());
             }
         }
-        if let Some(tokens) = self.string_map(s, "tokens") {
+        if let Some(tokens) = self.secret_map(s, "tokens") {
             for (device, (token, span)) in tokens {
                 match DeviceId::new(&device) {
                     Ok(id) => {
@@ -272,6 +272,28 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// A table of secrets (passwords, tokens) of at least 8 characters: the
+    /// embedded broker and the HTTP intake answer guesses quickly.
+    fn secret_map(
+        &mut self,
+        s: &Section<'_, '_>,
+        key: &str,
+    ) -> Option<BTreeMap<String, (String, super::Span)>> {
+        let map = self.string_map(s, key)?;
+        let mut ok = BTreeMap::new();
+        for (name, (secret, span)) in map {
+            if secret.chars().count() < 8 {
+                self.report(
+                    &span,
+                    format!("`{}.{key}.{name}` must be at least 8 characters", s.name),
+                );
+            } else {
+                ok.insert(name, (secret, span));
+            }
+        }
+        Some(ok)
     }
 
     /// A table of string values (`[mqtt.users]`), each with its span.

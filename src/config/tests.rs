@@ -213,7 +213,7 @@ fn the_demo_over_mqtt_needs_the_embedded_broker_without_logins() {
     assert_eq!(found.len(), 1);
     assert!(found[0].starts_with("t.toml:4:7: "), "{found:?}");
     assert!(found[0].contains("needs the embedded broker"), "{found:?}");
-    let found = problems("[mqtt.users]\na = \"b\"\n[demo]\nvia = \"bus\"\n");
+    let found = problems("[mqtt.users]\na = \"long-enough\"\n[demo]\nvia = \"bus\"\n");
     assert!(
         found[0].contains("`demo.via` must be \"nmea\" or \"mqtt\""),
         "{found:?}"

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::intake::{Rejects, deliver, same_secret};
 use super::payload::{self, Format, Limits, Parsed, PayloadError, Reported};
 use crate::config::Http;
-use crate::fix::{DeviceId, Observed, SourceKind};
+use crate::fix::{DeviceId, Observed, Position, SourceKind};
 
 /// What the intake handlers share.
 #[derive(Clone)]
@@ -127,12 +127,26 @@ impl HttpIntake {
         let Some(tx) = self.tx.upgrade() else {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
         };
-        for (device, fix) in batch {
-            if deliver(&tx, SourceKind::Http, &device, [fix])
-                .await
-                .is_err()
-            {
+        // Room for the whole request first, so that a client that hangs up
+        // while the queue is full leaves nothing half stored behind.
+        if n <= tx.max_capacity() {
+            let Ok(permits) = tx.reserve_many(n).await else {
                 return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+            };
+            for (permit, (device, fix)) in permits.zip(batch) {
+                permit.send(Observed {
+                    source: SourceKind::Http,
+                    position: Position::new(device, fix),
+                });
+            }
+        } else {
+            for (device, fix) in batch {
+                if deliver(&tx, SourceKind::Http, &device, [fix])
+                    .await
+                    .is_err()
+                {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+                }
             }
         }
         (
@@ -254,8 +268,11 @@ async fn osmand(
 /// The token from `Authorization: Bearer …`, else from `token=` in the query.
 fn token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        if let Some(t) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
-            return Some(t.trim().to_owned());
+        // The scheme name is case-insensitive (RFC 9110).
+        if let Some((scheme, t)) = value.to_str().ok().and_then(|v| v.split_once(' ')) {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(t.trim().to_owned());
+            }
         }
     }
     query?
