@@ -90,7 +90,8 @@ impl Rejects {
 /// that each device's epochs are assembled as a serial receiver's would be.
 #[derive(Debug)]
 pub struct NmeaDevices {
-    streams: HashMap<DeviceId, NmeaStream>,
+    /// Each device's decoder and when it was last used.
+    streams: HashMap<DeviceId, (NmeaStream, Instant)>,
     source: SourceKind,
     trust: ClockTrust,
     max_devices: usize,
@@ -107,29 +108,39 @@ impl NmeaDevices {
         }
     }
 
-    /// Decodes one message of `device` and sends its completed fixes on.
-    /// Returns `Ok(false)` when the device is new and the set is full.
+    /// Decodes one message of `device` and sends its completed fixes on. A
+    /// new device beyond the limit takes the decoder of the one heard from
+    /// longest ago (which loses at most its half-assembled epoch).
     pub async fn push(
         &mut self,
         device: &DeviceId,
         text: &[u8],
         tx: &mpsc::Sender<Observed>,
-    ) -> Result<bool, PipelineClosed> {
+    ) -> Result<(), PipelineClosed> {
         if !self.streams.contains_key(device) && self.streams.len() >= self.max_devices {
-            return Ok(false);
+            let oldest = self
+                .streams
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(d, _)| d.clone());
+            if let Some(oldest) = oldest {
+                self.streams.remove(&oldest);
+            }
         }
-        let stream = self
-            .streams
-            .entry(device.clone())
-            .or_insert_with(|| NmeaStream::new(device.clone(), self.source, self.trust));
+        let (stream, used) = self.streams.entry(device.clone()).or_insert_with(|| {
+            (
+                NmeaStream::new(device.clone(), self.source, self.trust),
+                Instant::now(),
+            )
+        });
+        *used = Instant::now();
         stream.push(text);
         // A message holds whole sentences; a missing final line end must not
         // hold its last sentence back until the next message.
         if !text.ends_with(b"\n") {
             stream.push(b"\r\n");
         }
-        stream.send(tx).await?;
-        Ok(true)
+        stream.send(tx).await
     }
 }
 

@@ -522,6 +522,46 @@ mod tests {
         }
     }
 
+    /// Flipped bytes mostly fail to inflate; these reach the column checks.
+    #[test]
+    fn random_columns_are_errors_or_events_never_panics() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let n = rng.usize(0..6);
+            let small = |rng: &mut fastrand::Rng| -> Vec<i32> {
+                let len = rng.usize(0..n + 2);
+                (0..len)
+                    .map(|_| rng.i32(-3..3).wrapping_mul(rng.i32(..)))
+                    .collect()
+            };
+            let cols = Columns {
+                devices: (0..rng.usize(0..3)).map(|i| format!("d{i}")).collect(),
+                device: (0..n).map(|_| rng.u32(0..4)).collect(),
+                present: (0..rng.usize(n.saturating_sub(1)..n + 2))
+                    .map(|_| rng.u16(..))
+                    .collect(),
+                time: (0..rng.usize(0..n + 2)).map(|_| rng.i64(..)).collect(),
+                lat: small(&mut rng),
+                lon: small(&mut rng),
+                alt: small(&mut rng),
+                speed: (0..rng.usize(0..n + 2)).map(|_| rng.u32(..)).collect(),
+                course: (0..rng.usize(0..n + 2)).map(|_| rng.u16(..)).collect(),
+                hdop: (0..rng.usize(0..n + 2)).map(|_| rng.u16(..)).collect(),
+                sats: (0..rng.usize(0..n + 2)).map(|_| rng.u8(..)).collect(),
+                accuracy: (0..rng.usize(0..n + 2)).map(|_| rng.u32(..)).collect(),
+                others: (0..rng.usize(0..3))
+                    .map(|_| Other::Status {
+                        online: rng.bool(),
+                        time: rng.i64(..),
+                    })
+                    .collect(),
+            };
+            let mut value = vec![RAW, BODY_V2];
+            value.extend_from_slice(&postcard::to_stdvec(&cols).unwrap());
+            let _ = decode(&value);
+        }
+    }
+
     #[test]
     fn values_written_in_the_v1_layout_still_decode() {
         let v1 = ColumnsV1 {

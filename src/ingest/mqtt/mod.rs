@@ -90,16 +90,7 @@ impl Messages {
                 }
                 deliver(&self.tx, SourceKind::Mqtt, &device, fixes).await
             }
-            Parsed::Nmea(text) => {
-                if !self.nmea.push(&device, text, &self.tx).await? {
-                    self.reject(
-                        Some(device.as_str()),
-                        "too_many_devices",
-                        &"NMEA decoder limit (devices.max_devices) reached",
-                    );
-                }
-                Ok(())
-            }
+            Parsed::Nmea(text) => self.nmea.push(&device, text, &self.tx).await,
             Parsed::Ignored(kind) => {
                 metrics::counter!("fixgate_ingest_ignored_total", "source" => "mqtt", "kind" => kind)
                     .increment(1);
