@@ -297,6 +297,11 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// The broker's process id (for `/proc/<pid>/stat` and `status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts mosquitto (anonymous access, loopback only) and waits for it.
     pub fn start(dir: &Path) -> Mosquitto {
         Self::start_with(dir, "")
