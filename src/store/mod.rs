@@ -478,6 +478,9 @@ impl Reader {
                     if seq >= next {
                         out.push(Record { seq, event });
                         next = seq + 1;
+                        // The limit is on seeks without progress: a long
+                        // read under a busy writer may need many.
+                        reseeks = 0;
                         if out.len() >= limit {
                             return Ok(out);
                         }
