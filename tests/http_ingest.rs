@@ -311,3 +311,17 @@ fn a_configured_receivers_name_cannot_be_used_from_the_network() {
     );
     assert_eq!(daemon.metric("fixgate_fixes_accepted_total"), None);
 }
+
+#[test]
+fn a_token_in_the_query_is_url_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "[http]\ntoken = \"abc+def/ghi=\"\n");
+    let path = "/osmand?id=q-1&lat=52.1&lon=5.1";
+    assert_eq!(send(daemon.port, "GET", path, None, "").0, 401);
+    let encoded = format!("{path}&token=abc%2Bdef%2Fghi%3D");
+    assert_eq!(send(daemon.port, "GET", &encoded, None, "").0, 200);
+    assert_eq!(
+        send(daemon.port, "POST", path, Some("abc+def/ghi="), "").0,
+        200
+    );
+}

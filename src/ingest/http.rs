@@ -275,9 +275,11 @@ fn token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             }
         }
     }
+    // Clients encode a base64 token's `+`, `/` and `=` in a URL.
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == "token")
-        .map(|(_, v)| v.to_owned())
+        .and_then(|(_, v)| payload::form_decode(v).ok())
+        .map(|v| v.into_owned())
 }

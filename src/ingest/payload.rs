@@ -845,7 +845,7 @@ fn query_time(value: &str) -> Result<DateTime<Utc>, FieldError> {
 }
 
 /// Decodes one `application/x-www-form-urlencoded` name or value.
-fn form_decode(s: &str) -> Result<Cow<'_, str>, PayloadError> {
+pub(crate) fn form_decode(s: &str) -> Result<Cow<'_, str>, PayloadError> {
     if !s.contains(['%', '+']) {
         return Ok(Cow::Borrowed(s));
     }
