@@ -38,7 +38,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Daemon, Mosquitto, SseClient, machine, mosquitto_pub, start_with_broker};
+use common::{
+    Daemon, Mosquitto, SseClient, machine, memory_kib, mosquitto_pub, start_with_broker,
+    summary_field,
+};
 
 /// One simulated fleet: devices, fixes per second each, connection sharing.
 #[derive(Debug, Clone, Copy)]
@@ -403,19 +406,6 @@ fn machine_busy_ticks() -> u64 {
     v.iter().sum::<u64>() - v[3] - v[4]
 }
 
-/// `VmRSS` and `VmHWM` of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// CPU ticks of everything a step watches, read at one moment.
 #[derive(Debug, Clone, Copy)]
 struct Ticks {
@@ -562,15 +552,6 @@ impl Simulator {
             summary,
         }
     }
-}
-
-/// One `key=value` of the simulator's summary line.
-fn summary_field(summary: &str, key: &str) -> f64 {
-    summary
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.trim_end_matches('s').parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {summary:?}"))
 }
 
 /// Latency percentiles in milliseconds.

@@ -31,7 +31,10 @@ use crate::store::{Store, StoreOptions, flusher};
 /// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted is durable.
 pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
+    tokio::spawn(crate::signal::cancel_on_signal(
+        shutdown.clone(),
+        "stop the daemon with SIGKILL",
+    ));
     if let Some(handle) = metrics.clone() {
         tokio::spawn(metrics_upkeep(handle, shutdown.clone()));
     }
@@ -41,7 +44,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         cache_bytes: config.store.cache_mb * 1024 * 1024,
         flush_interval: config.store.flush_interval,
     };
-    let (store, report) = tokio::task::spawn_blocking(move || Store::open(&options))
+    let (store, mut report) = tokio::task::spawn_blocking(move || Store::open(&options))
         .await?
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
     if let Some((aside, cause)) = &report.quarantined {
@@ -68,17 +71,14 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     let (head_tx, head_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
     let health = Arc::new(WriterHealth::default());
-    let reader = store.reader();
-    let known = tokio::task::spawn_blocking(move || reader.devices())
-        .await?
-        .context("cannot read the device states")?;
     let mut checks = Checks::seeded(
         config.filter.clone(),
         config.devices.offline_after,
         config.devices.max_devices,
         config.gateway.clock,
         store.reader(),
-        &known,
+        // Taken, not kept: only the checks need them, once.
+        &std::mem::take(&mut report.devices),
     );
     for s in &config.serial {
         checks.own(s.device.clone(), SourceKind::Serial);
@@ -237,7 +237,8 @@ async fn demo_over_mqtt(demo: Demo, listen: SocketAddr, shutdown: CancellationTo
         prefix: "demo-".into(),
         ..SimulateOptions::default()
     };
-    // The broker thread binds its port a moment after it starts.
+    // The broker thread binds its port a moment after it starts (a probe
+    // connection would log a broker error; the simulator retries anyway).
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Err(err) = crate::sim::publish::run_until(options, shutdown).await {
         tracing::error!("demo fleet over MQTT stopped: {err:#}");
@@ -306,23 +307,6 @@ fn start_mqtt(
         }
     }
     Ok(())
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
 }
 
 /// Histograms in the Prometheus exporter need periodic upkeep when no HTTP

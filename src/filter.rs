@@ -414,11 +414,6 @@ impl Filters {
         }
     }
 
-    /// The options these filters run with.
-    pub fn options(&self) -> &FilterOptions {
-        &self.options
-    }
-
     /// How many devices the filters hold state for.
     pub fn tracked_devices(&self) -> usize {
         self.devices.len()
@@ -519,18 +514,7 @@ mod tests {
 
     /// A fix `ms` after the base time, `north_m` metres north of the base point.
     fn fix(ms: i64, north_m: f64) -> Fix {
-        Fix {
-            time: time(ms),
-            lat: BASE_LAT + north_m / M_PER_DEG,
-            lon: BASE_LON,
-            alt: None,
-            speed: None,
-            course: None,
-            hdop: None,
-            sats: None,
-            mode: None,
-            accuracy: None,
-        }
+        Fix::new(time(ms), BASE_LAT + north_m / M_PER_DEG, BASE_LON)
     }
 
     fn dev() -> DeviceId {

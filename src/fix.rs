@@ -176,6 +176,22 @@ impl InvalidFix {
 }
 
 impl Fix {
+    /// A fix of a time and a position only; every optional value absent.
+    pub fn new(time: DateTime<Utc>, lat: f64, lon: f64) -> Self {
+        Self {
+            time,
+            lat,
+            lon,
+            alt: None,
+            speed: None,
+            course: None,
+            hdop: None,
+            sats: None,
+            mode: None,
+            accuracy: None,
+        }
+    }
+
     /// Checks that the numbers are physically meaningful; says which one is not.
     pub fn validate(&self) -> Result<(), InvalidFix> {
         if !(self.lat.is_finite() && (-90.0..=90.0).contains(&self.lat)) {

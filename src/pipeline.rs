@@ -5,7 +5,7 @@
 //! It runs on its own OS thread because sled calls block; one writer means one
 //! order and one sequence-number space, with no locks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::filter::{FilterOptions, Filters, Verdict as FilterVerdict};
 use crate::fix::{DeviceId, Event, Observed, Presence, SourceKind, Status};
 use crate::ingest::clock::{ClockTrust, TrustedClock};
+use crate::labels::BoundedLabels;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::presence::Presences;
 use crate::store::{DeviceState, Reader, Writer};
@@ -43,9 +44,9 @@ pub struct Checks {
     pub max_devices: usize,
     /// Whether the system clock may judge fix times (future / too old).
     pub clock: TrustedClock,
-    /// Devices with their own label in the drop metric; bounded like the
-    /// devices tracked, since ids come from outside.
-    labelled: HashSet<DeviceId>,
+    /// Device labels of the drop metric; bounded like the devices tracked,
+    /// since ids come from outside.
+    labels: BoundedLabels,
     /// Where forgotten devices' live fixes are looked up again.
     reader: Reader,
     /// Devices of configured sources (serial, replay, demo): fixes under
@@ -62,21 +63,19 @@ impl Checks {
         match self.reader.device(device) {
             Ok(Some(DeviceState { fix: Some(fix), .. })) => self.filters.seed(device, &fix),
             Ok(_) => {}
-            Err(err) => tracing::warn!(%device, "cannot read the device's stored state: {err}"),
+            // Once per fix of an unknown device: counted, not logged at
+            // warn, so that a failing store cannot flood the journal here
+            // (the writer's own append errors are logged).
+            Err(err) => {
+                metrics::counter!("fixgate_store_errors_total", "op" => "device").increment(1);
+                tracing::debug!(%device, "cannot read the device's stored state: {err}");
+            }
         }
     }
 
-    /// The metric label of `device`: its id, or `other` once as many
-    /// devices as may be tracked have a label.
+    /// The metric label of `device`.
     fn label(&mut self, device: &DeviceId) -> String {
-        if self.labelled.contains(device) {
-            return device.to_string();
-        }
-        if self.labelled.len() < self.max_devices {
-            self.labelled.insert(device.clone());
-            return device.to_string();
-        }
-        "other".to_owned()
+        self.labels.label(device.as_str())
     }
 }
 
@@ -107,7 +106,7 @@ impl Checks {
             presence,
             max_devices,
             clock: TrustedClock::new(trust),
-            labelled: HashSet::new(),
+            labels: BoundedLabels::new(max_devices),
             reader,
             owned: HashMap::new(),
         }

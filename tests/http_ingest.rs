@@ -216,7 +216,8 @@ fn the_pipelines_filters_drop_and_count_by_reason_and_device() {
         let (status, text) = send(daemon.port, "POST", "/api/fixes", None, body);
         assert_eq!(status, 200, "{body}: {text}");
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The writer takes them in order: once the last is in, all are.
+    daemon.wait_metric("fixgate_fixes_accepted_total", &[("kind", "historic")], 1.0);
     for (_, reason) in &cases {
         if let Some(reason) = reason {
             assert_eq!(
@@ -263,6 +264,10 @@ fn a_forgotten_device_keeps_its_live_position_and_a_flood_of_bad_names_evicts_no
         post(&format!("junk-{i}"), 1000, 123.0);
     }
     assert_eq!(
+        daemon.wait_metric("fixgate_fixes_dropped_total", &[("reason", "invalid")], 5.0),
+        Some(5.0)
+    );
+    assert_eq!(
         daemon.metric_with(
             "fixgate_fixes_dropped_total",
             &[("reason", "too_many_devices")]
@@ -271,7 +276,7 @@ fn a_forgotten_device_keeps_its_live_position_and_a_flood_of_bad_names_evicts_no
     );
     post("c", 5_000, 52.3); // evicts a, the longest silent
     post("a", 20_000, 52.9); // older than a's stored live fix
-    std::thread::sleep(Duration::from_millis(300));
+    daemon.wait_metric("fixgate_fixes_accepted_total", &[("kind", "historic")], 1.0);
     let all: serde_json::Value =
         serde_json::from_str(&common::get(daemon.port, "/api/devices").unwrap()).unwrap();
     let a = all["devices"]
@@ -301,11 +306,11 @@ fn a_configured_receivers_name_cannot_be_used_from_the_network() {
     );
     let body = r#"{"device":"bus-1","lat":52.1,"lon":5.1}"#;
     assert_eq!(send(daemon.port, "POST", "/api/fixes", None, body).0, 200);
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        daemon.metric_with(
+        daemon.wait_metric(
             "fixgate_fixes_dropped_total",
-            &[("reason", "reserved_device"), ("source", "http")]
+            &[("reason", "reserved_device"), ("source", "http")],
+            1.0
         ),
         Some(1.0)
     );

@@ -210,7 +210,7 @@ impl<'s> Reader<'s> {
                     }
                 }
                 "mqtt" => {
-                    if let Some(s) = self.table("mqtt", value, ingest::MQTT_KEYS) {
+                    if let Some(s) = self.table("mqtt", value, &ingest::mqtt_keys()) {
                         config.mqtt = self.mqtt(&s);
                     }
                 }

@@ -14,25 +14,8 @@ use crate::fix::DeviceId;
 use crate::ingest::payload::Format;
 use crate::ingest::topic::TopicPattern;
 
-pub(super) const MQTT_KEYS: &[&str] = &[
-    "broker",
-    "max_payload",
-    "topic",
-    "listen",
-    "max_connections",
-    "max_inflight",
-    "connection_timeout",
-    "users",
-    "host",
-    "port",
-    "tls",
-    "ca_file",
-    "username",
-    "password",
-    "client_id",
-    "share_group",
-    "keep_alive",
-];
+/// Keys of `[mqtt]` whatever the broker.
+const MQTT_COMMON: &[&str] = &["broker", "max_payload", "topic"];
 const EMBEDDED_ONLY: &[&str] = &[
     "listen",
     "max_connections",
@@ -51,6 +34,11 @@ const EXTERNAL_ONLY: &[&str] = &[
     "share_group",
     "keep_alive",
 ];
+/// Every key `[mqtt]` may hold.
+pub(super) fn mqtt_keys() -> Vec<&'static str> {
+    [MQTT_COMMON, EMBEDDED_ONLY, EXTERNAL_ONLY].concat()
+}
+
 const TOPIC_KEYS: &[&str] = &["pattern", "device", "format"];
 pub(super) const HTTP_KEYS: &[&str] = &["enabled", "token", "tokens", "max_body"];
 pub(super) const DEVICES_KEYS: &[&str] = &["offline_after", "max_devices"];

@@ -156,6 +156,34 @@ impl HttpIntake {
             .into_response()
     }
 
+    /// The request body, or the refusal to answer: `oversized` past
+    /// `http.max_body`, `incomplete` when the client broke off.
+    async fn read_body(&self, body: Body) -> Result<axum::body::Bytes, Response> {
+        let max = self.limits.max_bytes;
+        axum::body::to_bytes(body, max).await.map_err(|err| {
+            let too_long = err
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            let refusal = if too_long {
+                Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "oversized",
+                    None,
+                    format!("request body over {max} bytes"),
+                )
+            } else {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "incomplete",
+                    None,
+                    "the request body could not be read to its end".into(),
+                )
+            };
+            self.refuse(refusal)
+        })
+    }
+
     fn refuse(&self, r: Refusal) -> Response {
         let device = r.device.as_ref().map(DeviceId::as_str);
         self.rejects
@@ -204,17 +232,9 @@ async fn fixes(
     body: Body,
 ) -> Response {
     let token = token(&headers, query.as_deref());
-    let bytes = match axum::body::to_bytes(body, intake.limits.max_bytes).await {
+    let bytes = match intake.read_body(body).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            let detail = format!("request body over {} bytes", intake.limits.max_bytes);
-            return intake.refuse(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "oversized",
-                None,
-                detail,
-            ));
-        }
+        Err(refused) => return refused,
     };
     match payload::parse(&bytes, Format::Json, &intake.limits, Utc::now()) {
         Ok(Parsed::Fixes(reported)) => intake.accept(reported, token.as_deref()).await,
@@ -237,15 +257,23 @@ async fn osmand(
     // Traccar Client sends the fields in the query; some senders post them
     // as a form body instead.
     let mut text = query.unwrap_or_default();
-    if let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await {
-        if !bytes.is_empty() {
-            if let Ok(form) = std::str::from_utf8(&bytes) {
-                if !text.is_empty() {
-                    text.push('&');
-                }
-                text.push_str(form);
-            }
+    let bytes = match intake.read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    if !bytes.is_empty() {
+        let Ok(form) = std::str::from_utf8(&bytes) else {
+            return intake.refuse(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                None,
+                "the form body is not UTF-8".into(),
+            ));
+        };
+        if !text.is_empty() {
+            text.push('&');
         }
+        text.push_str(form);
     }
     let token = token(&headers, Some(&text));
     match payload::parse_osmand(&text, Utc::now()) {

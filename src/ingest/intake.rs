@@ -2,7 +2,7 @@
 //! the pipeline, and rejecting bad input with a reason, a count and at most
 //! one log line per device and reason per minute.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::clock::ClockTrust;
 use super::stream::{NmeaStream, PipelineClosed, send};
 use crate::fix::{DeviceId, Fix, Observed, SourceKind};
+use crate::labels::BoundedLabels;
 use crate::log_limit::{LogLimit, Verdict};
 
 /// A device that sends garbage all day gets one log line per reason per this.
@@ -24,15 +25,12 @@ const NO_DEVICE: &str = "-";
 #[derive(Debug)]
 pub struct Rejects {
     inner: Mutex<RejectsInner>,
-    max_labels: usize,
 }
 
 #[derive(Debug)]
 struct RejectsInner {
     log: LogLimit<(String, &'static str)>,
-    /// Devices that have their own metric label. Bounded: device names come
-    /// from the outside, and an unbounded label set is a memory leak.
-    labelled: HashSet<String>,
+    labels: BoundedLabels,
 }
 
 impl Rejects {
@@ -41,9 +39,8 @@ impl Rejects {
         Self {
             inner: Mutex::new(RejectsInner {
                 log: LogLimit::new(LOG_EVERY, max_devices.clamp(16, 65_536)),
-                labelled: HashSet::new(),
+                labels: BoundedLabels::new(max_devices),
             }),
-            max_labels: max_devices,
         }
     }
 
@@ -59,14 +56,7 @@ impl Rejects {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        let label = if inner.labelled.contains(device) {
-            device.to_owned()
-        } else if inner.labelled.len() < self.max_labels {
-            inner.labelled.insert(device.to_owned());
-            device.to_owned()
-        } else {
-            "other".to_owned()
-        };
+        let label = inner.labels.label(device);
         metrics::counter!(
             "fixgate_ingest_rejected_total",
             "source" => source.as_str(),
@@ -146,7 +136,8 @@ impl NmeaDevices {
 
 /// Compares secrets (passwords, tokens) without leaking where they first differ.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Sends the fixes of one message to the pipeline.

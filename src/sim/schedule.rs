@@ -112,19 +112,9 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn fix(second: i64) -> Fix {
-        Fix {
-            time: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
-                + chrono::Duration::seconds(second),
-            lat: 52.0,
-            lon: 5.0,
-            alt: None,
-            speed: None,
-            course: None,
-            hdop: None,
-            sats: None,
-            mode: None,
-            accuracy: None,
-        }
+        let time = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
+            + chrono::Duration::seconds(second);
+        Fix::new(time, 52.0, 5.0)
     }
 
     fn seconds(s: f64) -> Duration {

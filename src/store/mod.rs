@@ -130,6 +130,8 @@ pub struct OpenReport {
     pub quarantined: Option<(PathBuf, String)>,
     /// Whether the store was created now (empty).
     pub created: bool,
+    /// Every device's state, as read (and checked) while opening.
+    pub devices: Vec<DeviceState>,
 }
 
 /// The opened store: hands out the one writer and readers.
@@ -143,14 +145,15 @@ impl Store {
     /// starting fresh rather than refusing to start.
     pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
         let mut report = OpenReport::default();
-        let store = match Self::open_checked(options) {
-            Ok(store) => store,
+        let (store, devices) = match Self::open_checked(options) {
+            Ok(opened) => opened,
             Err(cause) => {
                 let aside = quarantine(&options.path, &cause.to_string())?;
                 report.quarantined = Some((aside, cause.to_string()));
                 Self::open_checked(options)?
             }
         };
+        report.devices = devices;
         if store.db.get(META_FIRST_SEQ)?.is_none() {
             report.created = true;
             // A replaced store must never reuse a sequence number the old one
@@ -168,7 +171,7 @@ impl Store {
 
     /// Opens sled and reads every log value once, so that damage shows now
     /// rather than in the middle of serving.
-    fn open_checked(options: &StoreOptions) -> Result<Self, StoreError> {
+    fn open_checked(options: &StoreOptions) -> Result<(Self, Vec<DeviceState>), StoreError> {
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -191,8 +194,8 @@ impl Store {
                 source,
             })?;
         }
-        store.reader().devices()?;
-        Ok(store)
+        let devices = store.reader().devices()?;
+        Ok((store, devices))
     }
 
     /// The single writer. Call once: two writers would hand out the same numbers.

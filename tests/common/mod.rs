@@ -167,16 +167,20 @@ impl Daemon {
 
     /// Resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_kib(self.child.id())
+    }
+
+    /// Waits until metric `name` over the series with `labels` reaches
+    /// `want`; returns what it reached (the caller asserts).
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) -> Option<f64> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.metric_with(name, labels);
+            if got.is_some_and(|v| v >= want) || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The sum of metric `name` over all its series; `None` when it has none.
@@ -201,6 +205,28 @@ impl Daemon {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .reduce(|a, b| a + b)
     }
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB (0 when unreadable).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One `key=value` of `fixgate simulate`'s summary line.
+pub fn summary_field(summary: &str, key: &str) -> f64 {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {summary:?}"))
 }
 
 impl Drop for Daemon {

@@ -7,6 +7,7 @@
 //! QoS 1 messages published while the gateway was away are delivered when
 //! it comes back.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -70,7 +71,19 @@ pub fn start(
         // The first failure of a run of them is a warning, the rest debug:
         // a broker that stays away must not flood the journal.
         let mut warned = false;
+        let mut unacked: VecDeque<rumqttc::Publish> = VecDeque::new();
         loop {
+            // An ack that does not fit the request queue now is tried again
+            // on the next turn: one left out for good would hold a slot of
+            // the broker's in-flight window until the next reconnect, and a
+            // full window stops delivery. (Awaiting here could deadlock: only
+            // this task drains the queue.)
+            while let Some(publish) = unacked.front() {
+                if client.try_ack(publish).is_err() {
+                    break;
+                }
+                unacked.pop_front();
+            }
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 e = eventloop.poll() => e,
@@ -108,12 +121,13 @@ pub fn start(
                     {
                         break;
                     }
-                    if let Err(err) = client.try_ack(&publish) {
-                        tracing::debug!("cannot acknowledge a message (it will come again): {err}");
-                    }
+                    unacked.push_back(publish);
                 }
                 Ok(_) => {}
                 Err(err) => {
+                    // Acks do not survive the connection; the broker sends
+                    // those messages again in the resumed session.
+                    unacked.clear();
                     metrics::gauge!("fixgate_mqtt_connected").set(0.0);
                     metrics::gauge!("fixgate_mqtt_subscribed").set(0.0);
                     metrics::counter!("fixgate_mqtt_connection_errors_total").increment(1);

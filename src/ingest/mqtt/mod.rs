@@ -56,8 +56,14 @@ impl Messages {
 
     /// The subscription filters for the topic patterns.
     pub fn filters(&self) -> Vec<String> {
-        let mut filters: Vec<String> = self.topics.iter().map(|t| t.pattern.filter()).collect();
-        filters.dedup();
+        // Two patterns with one filter must not subscribe twice: every
+        // message would arrive twice (and an NMEA stream be fed twice).
+        let mut filters: Vec<String> = Vec::new();
+        for filter in self.topics.iter().map(|t| t.pattern.filter()) {
+            if !filters.contains(&filter) {
+                filters.push(filter);
+            }
+        }
         filters
     }
 

@@ -119,20 +119,7 @@ impl Decoder {
     /// those without a fix or without a date (for diagnostics and tests).
     pub fn push_outcomes(&mut self, bytes: &[u8], on: &mut impl FnMut(Outcome)) {
         self.stats.bytes += bytes.len() as u64;
-        let Self {
-            framer,
-            assembler,
-            stats,
-            last_date,
-            clock,
-            options,
-        } = self;
-        let mut dater = Dater {
-            stats,
-            last_date,
-            clock: *clock,
-            skew: options.max_clock_skew,
-        };
+        let (framer, assembler, mut dater) = self.parts();
         framer.push(bytes, &mut |framed| match framed {
             Framed::Rejected(r) => dater.stats.rejected.count(r),
             Framed::Sentence(s) => {
@@ -163,6 +150,18 @@ impl Decoder {
 
     /// Like [`Decoder::finish`], reporting every closed epoch.
     pub fn finish_outcomes(&mut self, on: &mut impl FnMut(Outcome)) {
+        let (framer, assembler, mut dater) = self.parts();
+        framer.finish(&mut |framed| {
+            if let Framed::Rejected(r) = framed {
+                dater.stats.rejected.count(r);
+            }
+        });
+        assembler.finish(&mut |e| on(dater.finish_epoch(e)));
+    }
+
+    /// The framer, the assembler and the dater, borrowed apart so that the
+    /// framer's callback can feed the other two.
+    fn parts(&mut self) -> (&mut Framer, &mut Assembler, Dater<'_>) {
         let Self {
             framer,
             assembler,
@@ -171,18 +170,13 @@ impl Decoder {
             clock,
             options,
         } = self;
-        framer.finish(&mut |framed| {
-            if let Framed::Rejected(r) = framed {
-                stats.rejected.count(r);
-            }
-        });
-        let mut dater = Dater {
+        let dater = Dater {
             stats,
             last_date,
             clock: *clock,
             skew: options.max_clock_skew,
         };
-        assembler.finish(&mut |e| on(dater.finish_epoch(e)));
+        (framer, assembler, dater)
     }
 
     /// Counters since the decoder was created.

@@ -21,18 +21,7 @@ fn epoch_s(s: i64) -> DateTime<Utc> {
 }
 
 fn fix(lat: f64, lon: f64, time: DateTime<Utc>) -> Fix {
-    Fix {
-        time,
-        lat,
-        lon,
-        alt: None,
-        speed: None,
-        course: None,
-        hdop: None,
-        sats: None,
-        mode: None,
-        accuracy: None,
-    }
+    Fix::new(time, lat, lon)
 }
 
 fn parse_as(payload: &str, format: Format) -> Result<Parsed<'_>, PayloadError> {

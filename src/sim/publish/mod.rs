@@ -425,7 +425,10 @@ impl Sink {
 /// Runs the simulator until Ctrl-C, SIGTERM or the end of `duration`.
 pub async fn run(options: SimulateOptions) -> anyhow::Result<Summary> {
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(on_signal(shutdown.clone()));
+    let signals = tokio::spawn(crate::signal::cancel_on_signal(
+        shutdown.clone(),
+        "--duration still ends the run",
+    ));
     let summary = run_until(options, shutdown).await;
     signals.abort();
     summary
@@ -510,23 +513,6 @@ fn summarize(counters: &Counters, target: &Target, elapsed: Duration) -> Summary
         dropped: get(&counters.dropped),
         buffered: 0,
     }
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-async fn on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; --duration still ends the run");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
-        _ = int.recv() => tracing::info!("SIGINT received, stopping"),
-    }
-    shutdown.cancel();
 }
 
 /// Progress on stderr every [`STATS_EVERY`], with the rate since the last line.
