@@ -69,6 +69,8 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         .with_context(|| format!("cannot listen on {}", config.feed.listen))?;
 
     let (head_tx, head_rx) = watch::channel(writer.head());
+    // What was read back at open is on disk already.
+    let (durable_tx, _durable_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
     let health = Arc::new(WriterHealth::default());
     let mut checks = Checks::seeded(
@@ -109,6 +111,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         store.clone(),
         config.store.flush_interval,
         head_rx.clone(),
+        durable_tx,
         shutdown.clone(),
     ));
 

@@ -20,3 +20,4 @@ pub mod signal;
 pub mod sim;
 pub mod store;
 pub mod tls;
+pub mod wire;

@@ -12,12 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Store;
 
-/// Flushes whenever the head moved, at most once per `interval`, until `shutdown`.
+/// Flushes whenever the head moved, at most once per `interval`, until `shutdown`,
+/// and publishes the last sequence number known durable on `durable`.
 /// The final flush after the writer has stopped is the caller's.
 pub async fn run(
     store: Store,
     interval: Duration,
     head: watch::Receiver<u64>,
+    durable: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -37,6 +39,7 @@ pub async fn run(
         match tokio::task::spawn_blocking(move || store.flush()).await {
             Ok(Ok(_)) => {
                 flushed = target;
+                durable.send_replace(target);
                 metrics::histogram!("fixgate_store_flush_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::gauge!("fixgate_store_durable_seq").set(target as f64);

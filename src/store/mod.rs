@@ -34,6 +34,7 @@ const DEVICE: u8 = b'D';
 const STATUS: u8 = b'S';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
+const META_UPLINK_ACKED: &[u8] = b"Muplink_acked";
 /// How often one read seeks again after the writer moved values under it.
 const MAX_RESEEKS: u32 = 8;
 
@@ -122,6 +123,9 @@ impl DeviceState {
         })
     }
 }
+
+/// Sequence numbers acknowledged upstream (inclusive ranges).
+pub type Acked = rangemap::RangeInclusiveSet<u64>;
 
 /// What [`Store::open`] had to do.
 #[derive(Debug, Default)]
@@ -214,6 +218,30 @@ impl Store {
     /// thread, never `flush_async` (it deadlocks under concurrency, sled#1308).
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
+    }
+
+    /// The sequence numbers the upstream has acknowledged, as ranges.
+    pub fn uplink_acked(&self) -> Result<Acked, StoreError> {
+        let Some(value) = self.db.get(META_UPLINK_ACKED)? else {
+            return Ok(Acked::new());
+        };
+        let ranges: Vec<(u64, u64)> =
+            postcard::from_bytes(&value).map_err(|e| StoreError::Damaged {
+                key: describe_key(META_UPLINK_ACKED),
+                source: segment::SegmentError::Body(e),
+            })?;
+        Ok(ranges.into_iter().map(|(a, b)| a..=b).collect())
+    }
+
+    /// Records what the upstream has acknowledged. Durable with the next
+    /// flush; losing it to a crash only means re-sending (receivers drop
+    /// duplicates by sequence number).
+    pub fn set_uplink_acked(&self, acked: &Acked) -> Result<(), StoreError> {
+        let ranges: Vec<(u64, u64)> = acked.iter().map(|r| (*r.start(), *r.end())).collect();
+        // A vector of integer pairs always serialises.
+        let value = postcard::to_stdvec(&ranges).unwrap_or_default();
+        self.db.insert(META_UPLINK_ACKED, value)?;
+        Ok(())
     }
 
     /// Bytes the store occupies on disk.
@@ -718,6 +746,24 @@ mod tests {
         // A fresh store starts past anything the old one could have numbered.
         assert!(writer.head() >= old_head);
         assert!(store.reader().devices().unwrap().is_empty());
+    }
+
+    #[test]
+    fn uplink_acknowledgements_persist_as_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (store, _) = Store::open(&opts).unwrap();
+        assert!(store.uplink_acked().unwrap().is_empty());
+        let mut acked = Acked::new();
+        acked.insert(1..=10);
+        acked.insert(11..=20);
+        acked.insert(40..=41);
+        store.set_uplink_acked(&acked).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let (store, _) = Store::open(&opts).unwrap();
+        let back: Vec<_> = store.uplink_acked().unwrap().into_iter().collect();
+        assert_eq!(back, vec![1..=20, 40..=41]);
     }
 
     #[test]
