@@ -63,16 +63,83 @@ pub enum WireError {
 
 /// Encodes a batch.
 pub fn encode(batch: &Batch) -> Vec<u8> {
-    let _ = batch;
-    vec![VERSION]
+    let mut out = vec![VERSION];
+    let kind = match batch.kind {
+        BatchKind::Live => "live",
+        BatchKind::Backlog => "backlog",
+        BatchKind::Snapshot => "snapshot",
+    };
+    let header = serde_json::json!({
+        "gateway": batch.gateway, "id": batch.id, "kind": kind,
+        "first_seq": batch.first_seq, "last_seq": batch.last_seq,
+    });
+    out.extend_from_slice(header.to_string().as_bytes());
+    for r in &batch.records {
+        out.push(b'\n');
+        let (name, body) = match &r.event {
+            crate::fix::Event::Position(p) => ("position", serde_json::to_value(p)),
+            crate::fix::Event::Status(s) => ("status", serde_json::to_value(s)),
+        };
+        let line =
+            serde_json::json!({"seq": r.seq, "event": name, "body": body.unwrap_or_default()});
+        out.extend_from_slice(line.to_string().as_bytes());
+    }
+    out
 }
 
 /// Decodes a batch, checking everything a damaged or hostile input could get wrong.
 pub fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
-    match bytes.first() {
-        Some(&v) => Err(WireError::Version(v)),
-        None => Err(WireError::Malformed("empty".into())),
+    use crate::fix::{Event, Position, Status};
+    let bad = |e: serde_json::Error| WireError::Malformed(e.to_string());
+    let body = match bytes {
+        [VERSION, body @ ..] => body,
+        [v, ..] => return Err(WireError::Version(*v)),
+        [] => return Err(WireError::Malformed("empty".into())),
+    };
+    let mut lines = body.split(|&b| b == b'\n');
+    let header: serde_json::Value =
+        serde_json::from_slice(lines.next().unwrap_or_default()).map_err(bad)?;
+    let field = |k: &str| {
+        header
+            .get(k)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| WireError::Malformed(format!("no {k}")))
+    };
+    let kind = match header.get("kind").and_then(|v| v.as_str()) {
+        Some("live") => BatchKind::Live,
+        Some("backlog") => BatchKind::Backlog,
+        Some("snapshot") => BatchKind::Snapshot,
+        _ => return Err(WireError::Malformed("kind".into())),
+    };
+    let mut records = Vec::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(bad)?;
+        let seq = v
+            .get("seq")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| WireError::Malformed("seq".into()))?;
+        let body = v.get("body").cloned().unwrap_or_default();
+        let event = match v.get("event").and_then(|e| e.as_str()) {
+            Some("position") => {
+                Event::Position(serde_json::from_value::<Position>(body).map_err(bad)?)
+            }
+            Some("status") => Event::Status(serde_json::from_value::<Status>(body).map_err(bad)?),
+            _ => return Err(WireError::Malformed("event".into())),
+        };
+        records.push(Record { seq, event });
     }
+    Ok(Batch {
+        gateway: header
+            .get("gateway")
+            .and_then(|g| g.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        id: field("id")?,
+        kind,
+        first_seq: field("first_seq")?,
+        last_seq: field("last_seq")?,
+        records,
+    })
 }
 
 /// Largest batch `read_delimited` accepts.
