@@ -70,7 +70,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
 
     let (head_tx, head_rx) = watch::channel(writer.head());
     // What was read back at open is on disk already.
-    let (durable_tx, _durable_rx) = watch::channel(writer.head());
+    let (durable_tx, durable_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
     let health = Arc::new(WriterHealth::default());
     let mut checks = Checks::seeded(
@@ -114,6 +114,15 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         durable_tx,
         shutdown.clone(),
     ));
+
+    let uplink = crate::uplink::start(
+        &config.uplink,
+        config.gateway.id.as_str(),
+        store.clone(),
+        durable_rx,
+        shutdown.clone(),
+    )
+    .context("cannot start the uplink")?;
 
     let mut sources = JoinSet::new();
     start_sources(&config, &tx, &shutdown, &mut sources);
@@ -175,6 +184,10 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         .await?
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     let _ = flusher.await;
+    if let Some(uplink) = uplink {
+        // It records what was acknowledged before the last flush.
+        let _ = uplink.await;
+    }
     let final_store = store.clone();
     tokio::task::spawn_blocking(move || final_store.flush())
         .await?

@@ -5,6 +5,7 @@
 //! the [`store`], the only durable point; readers (the SSE [`feed`], later the
 //! uplink) catch up from the store by sequence number.
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod feed;
@@ -20,4 +21,5 @@ pub mod signal;
 pub mod sim;
 pub mod store;
 pub mod tls;
+pub mod uplink;
 pub mod wire;

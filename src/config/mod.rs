@@ -69,6 +69,8 @@ pub struct Config {
     pub devices: Devices,
     /// `[filter]`: which fixes the pipeline drops.
     pub filter: crate::filter::FilterOptions,
+    /// `[uplink]`: batches upstream.
+    pub uplink: Uplink,
 }
 
 /// `[gateway]`: the identity of this gateway.
@@ -472,4 +474,109 @@ impl Default for Devices {
             max_devices: 10_000,
         }
     }
+}
+
+/// `[uplink]`: how stored events go upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    /// Where batches go; `Off` keeps everything on the gateway.
+    pub transport: UplinkTransport,
+    /// A batch closes at this many records...
+    pub max_records: usize,
+    /// ... or this long after its first record became durable.
+    pub max_age: Duration,
+    /// Records per second drained from a backlog after an outage.
+    pub backlog_rate: u32,
+    /// Batches sent and not yet acknowledged, at most.
+    pub max_in_flight: usize,
+    /// A batch unacknowledged this long counts the connection as lost.
+    pub ack_timeout: Duration,
+    /// First wait after a failure; doubles (with jitter) up to `retry_max`.
+    pub retry_min: Duration,
+    /// Longest wait between attempts.
+    pub retry_max: Duration,
+}
+
+impl Default for Uplink {
+    fn default() -> Self {
+        Self {
+            transport: UplinkTransport::Off,
+            max_records: crate::wire::DEFAULT_MAX_RECORDS,
+            max_age: Duration::from_secs(5),
+            backlog_rate: 2000,
+            max_in_flight: 8,
+            ack_timeout: Duration::from_secs(30),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `uplink.transport`: where batches go.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum UplinkTransport {
+    /// No uplink.
+    #[default]
+    Off,
+    /// MQTT QoS 1 publishes, one batch per message.
+    Mqtt(UplinkMqtt),
+    /// HTTP(S) POSTs, one batch per request.
+    Http(UplinkHttp),
+}
+
+/// The upstream MQTT broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkMqtt {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883, or 8883 with TLS).
+    pub port: u16,
+    /// Connect with TLS (rustls, ring).
+    pub tls: bool,
+    /// PEM CA bundle to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (AWS IoT and similar brokers).
+    pub client_cert: Option<crate::tls::ClientCert>,
+    /// MQTT username.
+    pub username: Option<String>,
+    /// MQTT password.
+    pub password: Option<String>,
+    /// Client id; default `fixgate-<gateway.id>-up`.
+    pub client_id: Option<String>,
+    /// Topic; `{gateway}` is replaced by the gateway id.
+    pub topic: String,
+    /// MQTT keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+impl Default for UplinkMqtt {
+    fn default() -> Self {
+        Self {
+            host: "localhost".to_owned(),
+            port: 1883,
+            tls: false,
+            ca_file: None,
+            client_cert: None,
+            username: None,
+            password: None,
+            client_id: None,
+            topic: "fixgate/{gateway}/batches".to_owned(),
+            keep_alive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The upstream HTTP(S) endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkHttp {
+    /// The URL batches are POSTed to (`http://` or `https://`).
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// PEM CA bundle to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key.
+    pub client_cert: Option<crate::tls::ClientCert>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
 }

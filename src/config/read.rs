@@ -29,10 +29,12 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 #[path = "read_ingest.rs"]
 mod ingest;
+#[path = "read_uplink.rs"]
+mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter",
+    "devices", "filter", "uplink",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const STORE_KEYS: &[&str] = &["path", "flush_interval", "cache_mb"];
@@ -227,6 +229,11 @@ impl<'s> Reader<'s> {
                 "devices" => {
                     if let Some(s) = self.table("devices", value, ingest::DEVICES_KEYS) {
                         config.devices = self.devices_section(&s);
+                    }
+                }
+                "uplink" => {
+                    if let Some(s) = self.table("uplink", value, &uplink::uplink_keys()) {
+                        config.uplink = self.uplink(&s);
                     }
                 }
                 other => self.report(

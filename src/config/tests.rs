@@ -271,3 +271,94 @@ offline_after = "30s"
         "{found:?}"
     );
 }
+
+#[test]
+fn uplink_sections_are_read_and_misplaced_keys_named() {
+    let config = parse(
+        r#"
+[uplink]
+transport = "mqtt"
+host = "iot.example.com"
+tls = true
+ca_file = "/etc/fixgate/ca.pem"
+cert_file = "/etc/fixgate/gw.crt"
+key_file = "/etc/fixgate/gw.key"
+topic = "fleet/{gateway}/up"
+max_records = 500
+max_age = "2s"
+backlog_rate = 100
+max_in_flight = 4
+ack_timeout = "10s"
+retry_min = "2s"
+retry_max = "1m"
+"#,
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let UplinkTransport::Mqtt(m) = &config.uplink.transport else {
+        panic!("{:?}", config.uplink.transport);
+    };
+    assert_eq!(
+        (m.host.as_str(), m.port, m.tls),
+        ("iot.example.com", 8883, true)
+    );
+    assert_eq!(
+        m.client_cert,
+        Some(crate::tls::ClientCert {
+            cert: PathBuf::from("/etc/fixgate/gw.crt"),
+            key: PathBuf::from("/etc/fixgate/gw.key"),
+        })
+    );
+    assert_eq!(m.topic, "fleet/{gateway}/up");
+    assert_eq!(config.uplink.max_records, 500);
+    assert_eq!(config.uplink.max_age, Duration::from_secs(2));
+    assert_eq!(config.uplink.backlog_rate, 100);
+    assert_eq!(config.uplink.retry_max, Duration::from_secs(60));
+
+    let config = parse(
+        "[uplink]\ntransport = \"http\"\nurl = \"https://cloud.example/b\"\ntoken = \"t0ken\"\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        &config.uplink.transport,
+        UplinkTransport::Http(h) if h.url == "https://cloud.example/b" && h.token.as_deref() == Some("t0ken")
+    ));
+
+    let found = problems(
+        r#"[uplink]
+transport = "http"
+host = "x"
+url = "ftp://x"
+cert_file = "/a"
+retry_min = "10s"
+retry_max = "1s"
+"#,
+    );
+    let expected = [
+        "t.toml:3:8: `uplink.host` does not apply with uplink.transport = \"http\"",
+        "t.toml:4:7: `uplink.url` must start with http:// or https://, not \"ftp://x\"",
+        "t.toml:7:13: `uplink.retry_max` must not be shorter than `uplink.retry_min`",
+    ];
+    for e in expected {
+        assert!(found.iter().any(|f| f == e), "{e} not in {found:#?}");
+    }
+    let found = problems("[uplink]\ntransport = \"mqtt\"\ncert_file = \"/a\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("`uplink.cert_file` needs `uplink.key_file` too")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("`uplink.cert_file` needs `uplink.tls` = true")),
+        "{found:#?}"
+    );
+    let found = problems("[uplink]\ntransport = \"carrier pigeon\"\n");
+    assert!(
+        found[0].contains("must be \"mqtt\", \"http\" or \"off\""),
+        "{found:#?}"
+    );
+}

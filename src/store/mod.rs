@@ -220,6 +220,15 @@ impl Store {
         Ok(self.db.flush()?)
     }
 
+    /// The first sequence number this store handed out (or will hand out).
+    pub fn first_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .get(META_FIRST_SEQ)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(1))
+    }
+
     /// The sequence numbers the upstream has acknowledged, as ranges.
     pub fn uplink_acked(&self) -> Result<Acked, StoreError> {
         let Some(value) = self.db.get(META_UPLINK_ACKED)? else {
