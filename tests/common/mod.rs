@@ -346,14 +346,25 @@ impl Mosquitto {
 
     fn start_with(dir: &Path, listener_extra: &str) -> Mosquitto {
         let port = free_port();
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        Self::start_on(
+            dir,
+            port,
+            &format!("listener {port} 127.0.0.1\n{listener_extra}persistence false\n"),
+        )
+    }
+
+    /// Starts mosquitto on `port` with `conf` (listeners and options; anonymous
+    /// access and running as root are added) and waits for `port`.
+    pub fn start_on(dir: &Path, port: u16, conf: &str) -> Mosquitto {
+        let path = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
-            &conf,
+            &path,
             format!(
-                "listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\npersistence false\n# As root, mosquitto would switch to its own user, who cannot read\n# the test's private directory.\nuser root\n"
+                "{conf}allow_anonymous true\n# As root, mosquitto would switch to its own user, who cannot read\n# the test's private directory.\nuser root\n"
             ),
         )
         .expect("mosquitto.conf");
+        let conf = path;
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -366,18 +377,45 @@ impl Mosquitto {
     }
 }
 
+/// Runs `openssl args` in `dir`, asserting success.
+fn openssl(dir: &Path, args: &str) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && openssl {args}", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args}");
+}
+
+/// A client certificate for `name`, signed by the CA that
+/// [`make_tls_files`] made in `dir`; returns the certificate and key paths.
+pub fn make_client_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &format!("req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}"),
+    );
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("client.ext");
+    openssl(
+        dir,
+        &format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile client.ext"
+        ),
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
 /// A CA and a `localhost` server certificate it signed, made with openssl.
-fn make_tls_files(dir: &Path) -> PathBuf {
-    let run = |args: &str| {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("cd {} && openssl {args}", dir.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(status.success(), "openssl {args}");
-    };
+pub fn make_tls_files(dir: &Path) -> PathBuf {
+    let run = |args: &str| openssl(dir, args);
     run(
         "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=fixgate-test-ca",
     );
