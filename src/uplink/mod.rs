@@ -75,6 +75,7 @@ pub fn start(
             h.url.clone()
         }
     };
+    metrics::gauge!("fixgate_uplink_connected").set(0.0);
     let uplink = Uplink::new(config, gateway, store, durable)?;
     tracing::info!(
         %peer,
@@ -123,6 +124,10 @@ struct Uplink {
     live_since: Option<Instant>,
     /// The backlog may send its next batch from then on (rate limit).
     backlog_at: Instant,
+    /// After a live-first jump the backlog waits for the first live batch:
+    /// devices whose latest position was not durable yet at the snapshot
+    /// get it there, still before any backlog.
+    backlog_held: bool,
     /// The connection's generation while one is up.
     connected: Option<u64>,
     down_since: Option<Instant>,
@@ -163,6 +168,7 @@ impl Uplink {
             live_next: None,
             live_since: None,
             backlog_at: now,
+            backlog_held: false,
             connected: None,
             down_since: None,
             store_retry_at: None,
@@ -293,6 +299,7 @@ impl Uplink {
         );
         if start.snapshot {
             self.snapshot(from, durable);
+            self.backlog_held = true;
         }
         self.live_next = Some(start.live_next);
     }
@@ -419,6 +426,7 @@ impl Uplink {
             };
             if next > durable {
                 self.live_since = None;
+                self.backlog_held = false;
                 return Ok(None);
             }
             if durable - next + 1 < self.max_records as u64 {
@@ -435,12 +443,13 @@ impl Uplink {
                 continue;
             }
             let set: Acked = std::iter::once(covers.clone()).collect();
+            self.backlog_held = false;
             return Ok(Some(self.queue(BatchKind::Live, covers, set, records)));
         }
     }
 
     fn next_backlog(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
-        if now < self.backlog_at {
+        if now < self.backlog_at || self.backlog_held {
             return Ok(None);
         }
         let Some(live_next) = self.live_next else {
