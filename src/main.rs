@@ -120,22 +120,8 @@ struct SimulateArgs {
     /// MQTT QoS of every message.
     #[arg(long, value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1), conflicts_with = "http", help_heading = "MQTT")]
     qos: u8,
-    /// MQTT user name.
-    #[arg(
-        long,
-        value_name = "USER",
-        conflicts_with = "http",
-        help_heading = "MQTT"
-    )]
-    username: Option<String>,
-    /// MQTT password.
-    #[arg(
-        long,
-        value_name = "PASSWORD",
-        requires = "username",
-        help_heading = "MQTT"
-    )]
-    password: Option<String>,
+    #[command(flatten)]
+    login: MqttLogin,
     /// Client ids are this prefix followed by the device id (or `shared`).
     #[arg(
         long,
@@ -192,6 +178,27 @@ struct SimulateArgs {
     stats: bool,
 }
 
+/// MQTT credentials, for `simulate` and `receive` alike.
+#[derive(Debug, clap::Args)]
+struct MqttLogin {
+    /// MQTT user name.
+    #[arg(
+        long,
+        value_name = "USER",
+        conflicts_with = "http",
+        help_heading = "MQTT"
+    )]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        requires = "username",
+        help_heading = "MQTT"
+    )]
+    password: Option<String>,
+}
+
 impl SimulateArgs {
     fn into_options(self) -> SimulateOptions {
         let target = match self.http {
@@ -209,8 +216,8 @@ impl SimulateArgs {
                     .topic
                     .unwrap_or_else(|| self.format.default_topic().to_owned()),
                 qos: self.qos,
-                username: self.username,
-                password: self.password,
+                username: self.login.username,
+                password: self.login.password,
                 client_id_prefix: self.client_id_prefix,
                 connections: self.connections,
                 tls_ca: self.tls_ca,
@@ -266,23 +273,8 @@ struct ReceiveArgs {
         help_heading = "MQTT"
     )]
     client_id: String,
-    /// MQTT user name.
-    #[arg(
-        long,
-        value_name = "USER",
-        requires = "password",
-        conflicts_with = "http",
-        help_heading = "MQTT"
-    )]
-    username: Option<String>,
-    /// MQTT password.
-    #[arg(
-        long,
-        value_name = "PASSWORD",
-        requires = "username",
-        help_heading = "MQTT"
-    )]
-    password: Option<String>,
+    #[command(flatten)]
+    login: MqttLogin,
     /// Connect to the broker with TLS (the system's CA roots unless --ca-file).
     #[arg(long, conflicts_with = "http", help_heading = "MQTT")]
     tls: bool,
@@ -324,8 +316,9 @@ impl ReceiveArgs {
                     topic: self.topic,
                     client_id: self.client_id,
                     credentials: self
+                        .login
                         .username
-                        .map(|user| (user, self.password.unwrap_or_default())),
+                        .map(|user| (user, self.login.password.unwrap_or_default())),
                     tls: self.tls.then_some(TlsSource {
                         ca_file: self.ca_file,
                         client,
