@@ -19,6 +19,7 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
 };
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -87,65 +88,163 @@ pub async fn run(
     let (client, eventloop) = AsyncClient::new(options(source)?, 64);
     let (tx, mut events) = mpsc::channel(16);
     let poller = tokio::spawn(poll(eventloop, tx));
-    let broker = format!("{}:{}", source.host, source.port);
-    let mut connection = 0u64;
-    let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut acks: VecDeque<Publish> = VecDeque::new();
+    let mut session = Session {
+        source,
+        broker: format!("{}:{}", source.host, source.port),
+        client,
+        connection: 0,
+        pending: VecDeque::new(),
+        acks: VecDeque::new(),
+    };
     let result = loop {
-        send_acks(&client, &mut acks);
-        tokio::select! {
+        session.send_acks();
+        let turn = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            Some(answer) = next_answer(&mut pending), if !pending.is_empty() => {
-                let Some(done) = pending.pop_front() else { continue };
-                if answer.is_err() {
-                    break Err(anyhow::anyhow!("the output stopped"));
-                }
-                // Refused batches are acknowledged too: they will never
-                // decode. After a reconnect the broker sends a batch again
-                // under the same packet id, which may by then name another.
-                if done.connection == connection {
-                    acks.push_back(done.publish);
-                }
+            Some(answer) = next_answer(&mut session.pending), if !session.pending.is_empty() => {
+                session.answered(answer)
             }
             event = events.recv() => match event {
-                None => break Err(anyhow::anyhow!("the MQTT event loop stopped")),
-                Some(Ok(Event::Incoming(Incoming::ConnAck(ack)))) => {
-                    tracing::info!(broker, client_id = source.client_id, session_present = ack.session_present, "connected");
-                    // Again on a resumed session too: harmless, and it covers
-                    // a broker that lost the session.
-                    if let Err(err) = client.try_subscribe(source.topic.clone(), QoS::AtLeastOnce) {
-                        break Err(anyhow::anyhow!("cannot subscribe to {}: {err}", source.topic));
-                    }
-                }
-                Some(Ok(Event::Incoming(Incoming::SubAck(ack)))) => {
-                    if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
-                        break Err(anyhow::anyhow!("the broker refused the subscription to {}", source.topic));
-                    }
-                    report(&serde_json::json!({ "subscribed": { "broker": broker, "topic": source.topic } }).to_string());
-                }
-                Some(Ok(Event::Incoming(Incoming::Publish(publish)))) => {
-                    let origin = Origin::Topic(publish.topic.clone());
-                    let Ok(answer) = sink.submit(publish.payload.clone(), origin).await else {
-                        break Err(anyhow::anyhow!("the output stopped"));
-                    };
-                    pending.push_back(Pending { publish, connection, answer });
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => {
-                    // Acks do not outlive their connection; the broker sends
-                    // those batches again on the resumed session.
-                    connection += 1;
-                    acks.clear();
-                    tracing::warn!(broker, "MQTT connection failed, retrying: {err}");
-                }
+                Some(event) => session.event(event, sink).await,
+                None => Err(anyhow::anyhow!("the MQTT event loop stopped")),
             }
+        };
+        if let Err(err) = turn {
+            break Err(err);
         }
     };
     if result.is_ok() {
-        stop(&client, &mut events, pending, acks, connection).await;
+        session.stop(&mut events).await;
     }
     poller.abort();
     result
+}
+
+/// The receiving side of one client: batches with the sink, acks to send.
+struct Session<'a> {
+    source: &'a MqttSource,
+    broker: String,
+    client: AsyncClient,
+    /// Counts connections: a batch can only be acknowledged on its own.
+    connection: u64,
+    /// Batches handed to the sink, in arrival order (which it answers in).
+    pending: VecDeque<Pending>,
+    /// Acks the client's request queue had no room for yet.
+    acks: VecDeque<Publish>,
+}
+
+impl Session<'_> {
+    async fn event(
+        &mut self,
+        event: Result<Event, ConnectionError>,
+        sink: &Sink,
+    ) -> anyhow::Result<()> {
+        let topic = &self.source.topic;
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                tracing::info!(
+                    broker = self.broker,
+                    client_id = self.source.client_id,
+                    session_present = ack.session_present,
+                    "connected"
+                );
+                // Again on a resumed session too: harmless, and it covers a
+                // broker that lost the session.
+                self.client
+                    .try_subscribe(topic.clone(), QoS::AtLeastOnce)
+                    .with_context(|| format!("cannot subscribe to {topic}"))?;
+            }
+            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure));
+                if refused {
+                    anyhow::bail!("the broker refused the subscription to {topic}");
+                }
+                let line = json!({ "subscribed": { "broker": self.broker, "topic": topic } });
+                report(&line.to_string());
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                let origin = Origin::Topic(publish.topic.clone());
+                let answer = sink.submit(publish.payload.clone(), origin).await?;
+                self.pending.push_back(Pending {
+                    publish,
+                    connection: self.connection,
+                    answer,
+                });
+            }
+            Ok(_) => {}
+            Err(err) => {
+                // Acks do not outlive their connection; the broker sends
+                // those batches again on the resumed session.
+                self.connection += 1;
+                self.acks.clear();
+                tracing::warn!(
+                    broker = self.broker,
+                    "MQTT connection failed, retrying: {err}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The sink's answer for the oldest pending batch: its ack is due.
+    fn answered(
+        &mut self,
+        answer: Result<Verdict, oneshot::error::RecvError>,
+    ) -> anyhow::Result<()> {
+        let Some(done) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        answer.context("the output stopped")?;
+        // Refused batches are acknowledged too: they will never decode.
+        // After a reconnect the broker sends a batch again under the same
+        // packet id, which may by then name another one.
+        if done.connection == self.connection {
+            self.acks.push_back(done.publish);
+        }
+        Ok(())
+    }
+
+    /// Queues as many acks as the client's request queue takes now.
+    fn send_acks(&mut self) {
+        while let Some(publish) = self.acks.front() {
+            if self.client.try_ack(publish).is_err() {
+                break;
+            }
+            self.acks.pop_front();
+        }
+    }
+
+    /// Acknowledges the batches the sink finishes within [`STOP_GRACE`],
+    /// then disconnects; the rest stay with the broker for the next run.
+    async fn stop(mut self, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
+        let grace = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(grace);
+        let mut disconnecting = false;
+        loop {
+            self.send_acks();
+            if self.pending.is_empty() && self.acks.is_empty() && !disconnecting {
+                // Queued behind the acks, so it goes out after them.
+                disconnecting = self.client.try_disconnect().is_ok();
+            }
+            tokio::select! {
+                _ = &mut grace => return,
+                Some(answer) = next_answer(&mut self.pending), if !self.pending.is_empty() => {
+                    if self.answered(answer).is_err() {
+                        return;
+                    }
+                }
+                event = events.recv() => match event {
+                    // The event comes once the packet is flushed to the socket.
+                    None | Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) => return,
+                    // Batches arriving now are not taken: unacknowledged,
+                    // they stay queued at the broker.
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Polls the event loop and forwards every event; the only task that
@@ -193,51 +292,4 @@ async fn next_answer(
 ) -> Option<Result<Verdict, oneshot::error::RecvError>> {
     let first = pending.front_mut()?;
     Some((&mut first.answer).await)
-}
-
-/// Queues as many acks as the client's request queue takes now.
-fn send_acks(client: &AsyncClient, acks: &mut VecDeque<Publish>) {
-    while let Some(publish) = acks.front() {
-        if client.try_ack(publish).is_err() {
-            break;
-        }
-        acks.pop_front();
-    }
-}
-
-/// Acknowledges the batches the sink finishes within [`STOP_GRACE`], then
-/// disconnects; the rest stay with the broker for the next run.
-async fn stop(
-    client: &AsyncClient,
-    events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
-    mut pending: VecDeque<Pending>,
-    mut acks: VecDeque<Publish>,
-    connection: u64,
-) {
-    let grace = tokio::time::sleep(STOP_GRACE);
-    tokio::pin!(grace);
-    let mut disconnecting = false;
-    loop {
-        send_acks(client, &mut acks);
-        if pending.is_empty() && acks.is_empty() && !disconnecting {
-            // Queued behind the acks, so it goes out after them.
-            disconnecting = client.try_disconnect().is_ok();
-        }
-        tokio::select! {
-            _ = &mut grace => return,
-            Some(answer) = next_answer(&mut pending), if !pending.is_empty() => {
-                let Some(done) = pending.pop_front() else { continue };
-                if answer.is_ok() && done.connection == connection {
-                    acks.push_back(done.publish);
-                }
-            }
-            event = events.recv() => match event {
-                // The event comes once the packet is flushed to the socket.
-                None | Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) => return,
-                // Batches arriving now are not taken: unacknowledged, they
-                // stay queued at the broker.
-                Some(Ok(_)) => {}
-            }
-        }
-    }
 }
