@@ -17,6 +17,7 @@ pub mod log_limit;
 pub mod logging;
 pub mod pipeline;
 pub mod presence;
+pub mod receive;
 pub mod signal;
 pub mod sim;
 pub mod store;

@@ -288,19 +288,8 @@ pub fn mosquitto_pub_args(
     auth: Option<(&str, &str)>,
     extra: &[&str],
 ) -> bool {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(extra);
-    cmd.args([
-        "-h",
-        "localhost",
-        "-p",
-        &port.to_string(),
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-s",
-    ]);
+    let mut cmd = mosquitto_pub_command(port, topic, extra);
+    cmd.arg("-s");
     if let Some((user, pass)) = auth {
         cmd.args(["-u", user, "-P", pass]);
     }
@@ -314,6 +303,24 @@ pub fn mosquitto_pub_args(
         let _ = stdin.write_all(payload);
     }
     wait_timeout(&mut child, Duration::from_secs(10)).is_some_and(|s| s.success())
+}
+
+/// `mosquitto_pub` at QoS 1 to `topic` on `port` with `extra` arguments;
+/// the message (`-s`, `-f FILE`, `-m TEXT`) is the caller's to add.
+pub fn mosquitto_pub_command(port: u16, topic: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(extra);
+    cmd.args([
+        "-h",
+        "localhost",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    cmd
 }
 
 /// Debian's mosquitto broker on a port of its own, killed on drop.
@@ -438,14 +445,19 @@ impl Drop for Mosquitto {
     }
 }
 
-/// `GET` a path on the daemon; the body as text, or the error.
-pub fn get(port: u16, path: &str) -> Result<String, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
+/// An HTTP client that gives up after `timeout` and hands every status back
+/// as a response.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
-        .into();
-    let mut response = agent
+        .into()
+}
+
+/// `GET` a path on the daemon; the body as text, or the error.
+pub fn get(port: u16, path: &str) -> Result<String, String> {
+    let mut response = http_agent(Duration::from_secs(5))
         .get(format!("http://127.0.0.1:{port}{path}"))
         .call()
         .map_err(|e| e.to_string())?;
