@@ -94,6 +94,8 @@ struct Flight {
     bytes: Arc<Vec<u8>>,
     /// When it was last sent; `None` while it waits to be (re-)sent.
     sent: Option<Instant>,
+    /// How often it was handed to a transport.
+    attempts: u32,
 }
 
 /// The uplink's state; one task owns it.
@@ -377,10 +379,7 @@ impl Uplink {
                 .find(|(_, f)| f.sent.is_none())
                 .map(|(t, _)| *t);
             let token = match waiting {
-                Some(token) => {
-                    metrics::counter!("fixgate_uplink_resent_total").increment(1);
-                    token
-                }
+                Some(token) => token,
                 None => match self.next_batch(now) {
                     Ok(Some(token)) => token,
                     Ok(None) => return Ok(()),
@@ -397,6 +396,10 @@ impl Uplink {
                 return Ok(());
             };
             flight.sent = Some(Instant::now());
+            if flight.attempts > 0 {
+                metrics::counter!("fixgate_uplink_resent_total").increment(1);
+            }
+            flight.attempts += 1;
             metrics::counter!("fixgate_uplink_batches_total", "kind" => kind_name(flight.kind))
                 .increment(1);
             metrics::counter!("fixgate_uplink_bytes_total").increment(flight.bytes.len() as u64);
@@ -513,6 +516,7 @@ impl Uplink {
                 records: count,
                 bytes,
                 sent: None,
+                attempts: 0,
             },
         );
         token

@@ -2,6 +2,8 @@
 //! on a config of the test's own, and a real HTTP/SSE client over a socket.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -64,10 +66,10 @@ impl Daemon {
 
     /// Starts the daemon on an existing config file that listens on `port`.
     pub fn spawn(dir: &Path, config: PathBuf, port: u16) -> Daemon {
-        let log = dir.join(format!(
-            "daemon-{port}-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
+        // One log per start: a test that restarts the daemon keeps them all.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("daemon-{port}-{n}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_fixgate"))
             .arg("run")
