@@ -87,6 +87,9 @@ enum Phase {
     DropEvents,
 }
 
+/// Least time between two passes brought forward by growth.
+const MIN_SPACING: Duration = Duration::from_millis(250);
+
 /// Segments rewritten or deleted per sled batch.
 const BATCH_VALUES: usize = 32;
 
@@ -463,6 +466,8 @@ pub async fn run(
     let mut budget = Some(budget);
     // `None` once the writer is gone: the ticker still serves until shutdown.
     let mut head = Some(head);
+    let mut last_pass = tokio::time::Instant::now();
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -477,11 +482,13 @@ pub async fn run(
                     head = None;
                     continue;
                 }
-                if !budget.as_ref().is_some_and(Budget::due) {
+                // Growth brings a pass forward, at most every MIN_SPACING.
+                if last_pass.elapsed() < MIN_SPACING || !budget.as_ref().is_some_and(Budget::due) {
                     continue;
                 }
             }
         }
+        last_pass = tokio::time::Instant::now();
         let Some(mut b) = budget.take() else { return };
         let done = tokio::task::spawn_blocking(move || {
             let result = b.pass();
@@ -490,9 +497,16 @@ pub async fn run(
         .await;
         match done {
             Ok((b, result)) => {
-                if let Err(err) = result {
-                    metrics::counter!("fixgate_store_errors_total", "op" => "budget").increment(1);
-                    tracing::error!("store budget pass failed: {err}");
+                match result {
+                    Ok(_) => failing = false,
+                    Err(err) => {
+                        metrics::counter!("fixgate_store_errors_total", "op" => "budget")
+                            .increment(1);
+                        // Once per streak: a store that refuses writes fails every pass.
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::error!("store budget pass failed: {err}");
+                        }
+                    }
                 }
                 budget = Some(b);
             }

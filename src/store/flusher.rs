@@ -25,6 +25,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flushed = *head.borrow();
+    // A store that refuses writes fails every flush: log once per streak.
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -38,6 +40,9 @@ pub async fn run(
         let started = Instant::now();
         match tokio::task::spawn_blocking(move || store.flush()).await {
             Ok(Ok(_)) => {
+                if std::mem::replace(&mut failing, false) {
+                    tracing::info!("store flushes succeed again");
+                }
                 flushed = target;
                 durable.send_replace(target);
                 metrics::histogram!("fixgate_store_flush_seconds")
@@ -46,7 +51,9 @@ pub async fn run(
             }
             Ok(Err(err)) => {
                 metrics::counter!("fixgate_store_errors_total", "op" => "flush").increment(1);
-                tracing::error!("store flush failed: {err}");
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!("store flush failed (logged once until one succeeds): {err}");
+                }
             }
             Err(join) => tracing::error!("store flush task failed: {join}"),
         }

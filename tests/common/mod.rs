@@ -103,6 +103,11 @@ impl Daemon {
         panic!("fixgate never became healthy:\n{}", self.log_text());
     }
 
+    /// Where the daemon logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// What the daemon logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -113,6 +118,19 @@ impl Daemon {
         signal(&self.child, nix::sys::signal::Signal::SIGTERM);
         let status = wait_timeout(&mut self.child, Duration::from_secs(20))
             .unwrap_or_else(|| panic!("fixgate ignored SIGTERM:\n{}", self.log_text()));
+        std::mem::forget(self);
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn child_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit on its own; its exit status.
+    pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
+        let status = wait_timeout(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("fixgate did not exit:\n{}", self.log_text()));
         std::mem::forget(self);
         status
     }
