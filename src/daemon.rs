@@ -70,6 +70,8 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         .with_context(|| format!("cannot listen on {}", config.feed.listen))?;
 
     let (head_tx, head_rx) = watch::channel(writer.head());
+    // Read after the writer has stopped: the last number it handed out.
+    let final_head = head_rx.clone();
     // What was read back at open is on disk already.
     let (durable_tx, _durable_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
@@ -117,7 +119,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     ));
     let policy = budget_policy(&config.store);
     tokio::spawn(budget::run(
-        Budget::new(store.clone(), &config.store.path, policy),
+        Budget::new(store.clone(), policy),
         BUDGET_INTERVAL,
         head_rx.clone(),
         shutdown.clone(),
@@ -197,6 +199,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     tokio::task::spawn_blocking(move || final_store.flush())
         .await?
         .context("final store flush failed")?;
+    flusher::mark(&store, *final_head.borrow()).await;
     tracing::info!("store flushed");
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => {}

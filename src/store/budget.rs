@@ -108,14 +108,15 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of `store`, whose files are at `path`.
-    pub fn new(store: Store, path: &Path, policy: Policy) -> Self {
+    /// The budget of `store`.
+    pub fn new(store: Store, policy: Policy) -> Self {
+        let path = store.path().to_owned();
         Self {
             store,
             policy,
             planner: Planner::new(policy.limits),
             state: State::Normal,
-            path: path.to_owned(),
+            path,
             last_logical: 0,
             last_target: u64::MAX,
         }
@@ -596,7 +597,7 @@ mod tests {
         let mut acked = Acked::new();
         acked.insert(base + 1..=base + 4 * SEG);
         store.set_uplink_acked(&acked).unwrap();
-        let mut budget = Budget::new(store.clone(), dir.path(), policy(true));
+        let mut budget = Budget::new(store.clone(), policy(true));
         let segment_bytes = u64::from(lock(&store.ledger).get(base + 1).unwrap().bytes);
 
         // A little space: acknowledged records only, oldest first.
@@ -676,7 +677,7 @@ mod tests {
         let mut writer = store.writer().unwrap();
         let base = writer.head();
         writer.append(&events(0, 8 * SEG)).unwrap();
-        let mut budget = Budget::new(store.clone(), dir.path(), policy(false));
+        let mut budget = Budget::new(store.clone(), policy(false));
         let mut pass = Pass::default();
         budget.free(store.usage().bytes / 2, &mut pass).unwrap();
         let deleted = pass.deleted_acked;
@@ -709,7 +710,7 @@ mod tests {
         let target = store.usage().bytes as f64 * 0.75;
         tight.limits.max_bytes =
             ((target * INITIAL_RATIO + SLED_BASE_BYTES as f64) / tight.limits.high_water) as u64;
-        let mut budget = Budget::new(store.clone(), dir.path(), tight);
+        let mut budget = Budget::new(store.clone(), tight);
         let pass = budget.pass().unwrap();
         let plan = pass.plan.unwrap();
         assert!(plan.to_free > 0 && pass.freed >= plan.to_free, "{pass:?}");
@@ -737,9 +738,8 @@ mod tests {
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let trimmer = {
             let (store, done) = (store.clone(), done.clone());
-            let path = dir.path().to_owned();
             std::thread::spawn(move || {
-                let mut budget = Budget::new(store, &path, policy(true));
+                let mut budget = Budget::new(store, policy(true));
                 let mut freed = Pass::default();
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     budget.free(3000, &mut freed).unwrap();

@@ -39,6 +39,9 @@ const STATUS: u8 = b'S';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
 const META_UPLINK_ACKED: &[u8] = b"Muplink_acked";
+/// The file beside sled's own, in the store directory, that records the last
+/// sequence number known durable (see [`Store::mark_durable`]).
+const DURABLE_MARK: &str = "fixgate-durable";
 /// How often one read seeks again after the writer moved values under it.
 const MAX_RESEEKS: u32 = 8;
 
@@ -67,6 +70,23 @@ pub enum StoreError {
         /// What is wrong with it.
         source: segment::SegmentError,
     },
+    /// sled opened without an error but holds less than was durable: it
+    /// takes damage in its log for the torn end of a crash and silently
+    /// drops everything after it (seen here with bytes overwritten or the
+    /// file cut short). Numbering on from there would reuse sequence numbers.
+    #[error(
+        "store: the log ends at sequence number {held} but {durable} was durable: sled dropped damaged data"
+    )]
+    RolledBack {
+        /// The last sequence number the log holds.
+        held: u64,
+        /// The last one recorded as durable, beside the log.
+        durable: u64,
+    },
+    /// sled panicked while opening the store: it does on some damage (bytes
+    /// overwritten at the start of its log: "tried to serialize Uninitialized").
+    #[error("store: sled panicked while opening: {0}")]
+    Panicked(String),
     /// Moving a damaged store aside failed: the daemon cannot start fresh.
     #[error("store at {path} failed to open ({cause}) and could not be moved aside: {source}")]
     Quarantine {
@@ -87,7 +107,7 @@ impl StoreError {
     pub fn is_damage(&self) -> bool {
         use std::io::ErrorKind as K;
         match self {
-            Self::Damaged { .. } => true,
+            Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
             Self::Quarantine { .. } => false,
             Self::Sled(sled::Error::Io(io)) => {
                 let locked = io.to_string().contains("could not acquire lock");
@@ -183,6 +203,7 @@ pub struct OpenReport {
 pub struct Store {
     db: sled::Db,
     ledger: Arc<Mutex<Ledger>>,
+    path: Arc<PathBuf>,
 }
 
 impl Store {
@@ -190,7 +211,7 @@ impl Store {
     /// starting fresh rather than refusing to start.
     pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
         let mut report = OpenReport::default();
-        let (store, devices) = match Self::open_checked(options) {
+        let (store, devices) = match Self::open_unwinding(options) {
             Ok(opened) => opened,
             Err(cause) if cause.is_damage() => {
                 let aside = quarantine(&options.path, &cause.to_string())?;
@@ -213,6 +234,20 @@ impl Store {
             store.db.flush()?;
         }
         Ok((store, report))
+    }
+
+    /// [`Store::open_checked`], with a panic inside sled taken for damage
+    /// rather than left to stop the daemon at every start.
+    fn open_unwinding(options: &StoreOptions) -> Result<(Self, Vec<DeviceState>), StoreError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_checked(options)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                Err(StoreError::Panicked(message))
+            })
     }
 
     /// Opens sled and reads every log value once, so that damage shows now
@@ -248,9 +283,23 @@ impl Store {
             );
             ledger.put(seq, entry);
         }
+        if let Some(durable) = read_mark(&options.path) {
+            let first = db
+                .get(META_FIRST_SEQ)?
+                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(1);
+            let held = ledger
+                .iter()
+                .next_back()
+                .map_or(first - 1, |(at, e)| at + u64::from(e.slots) - 1);
+            if held < durable {
+                return Err(StoreError::RolledBack { held, durable });
+            }
+        }
         let store = Self {
             db,
             ledger: Arc::new(Mutex::new(ledger)),
+            path: Arc::new(options.path.clone()),
         };
         let devices = store.reader().devices()?;
         Ok((store, devices))
@@ -272,6 +321,25 @@ impl Store {
     /// thread, never `flush_async` (it deadlocks under concurrency, sled#1308).
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
+    }
+
+    /// Records, beside sled's files, that everything up to `seq` is durable;
+    /// call after a [`Store::flush`] that covered it. [`Store::open`] then
+    /// knows a log that ends before `seq` lost data to damage (sled would
+    /// open it without a word). A small file replaced atomically: cheap, but
+    /// an fsync, so the flusher calls it every few seconds, not every flush.
+    pub fn mark_durable(&self, seq: u64) -> std::io::Result<()> {
+        let mark = self.path.join(DURABLE_MARK);
+        let tmp = self.path.join(format!("{DURABLE_MARK}.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, seq.to_string().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &mark)
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The sequence numbers the upstream has acknowledged, as ranges.
@@ -340,6 +408,15 @@ fn kind_of(value: &[u8]) -> Kind {
     } else {
         Kind::Segment
     }
+}
+
+/// The durable mark of the store at `path`, if one was written and reads.
+fn read_mark(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path.join(DURABLE_MARK))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Moves a damaged store directory aside, next to where it was.
@@ -986,6 +1063,44 @@ mod tests {
         // A fresh store starts past anything the old one could have numbered.
         assert!(writer.head() >= old_head);
         assert!(store.reader().devices().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_log_that_ends_before_the_durable_mark_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (store, _) = Store::open(&opts).unwrap();
+        let head = store.writer().unwrap().append(&[event("a", 1)]).unwrap();
+        store.flush().unwrap();
+        store.mark_durable(head).unwrap();
+        drop(store);
+        // As marked: opens as it is.
+        let (store, report) = Store::open(&opts).unwrap();
+        assert!(report.quarantined.is_none());
+        // A mark past the log: what sled shows after it dropped damaged data.
+        store.mark_durable(head + 5).unwrap();
+        drop(store);
+        let (_store, report) = Store::open(&opts).unwrap();
+        let (_, cause) = report.quarantined.expect("quarantined");
+        assert!(cause.contains("sled dropped damaged data"), "{cause}");
+    }
+
+    #[test]
+    fn a_full_disk_or_a_lock_is_not_damage() {
+        let io = |kind, text: &str| {
+            StoreError::Sled(sled::Error::Io(std::io::Error::new(kind, text.to_owned())))
+        };
+        assert!(!io(std::io::ErrorKind::StorageFull, "no space").is_damage());
+        assert!(io(std::io::ErrorKind::StorageFull, "no space").is_disk_full());
+        assert!(
+            !io(
+                std::io::ErrorKind::Other,
+                "could not acquire lock on \"db\""
+            )
+            .is_damage()
+        );
+        assert!(io(std::io::ErrorKind::UnexpectedEof, "short read").is_damage());
+        assert!(StoreError::Sled(sled::Error::Corruption { at: None, bt: () }).is_damage());
     }
 
     #[test]
