@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use common::{Daemon, SseClient, free_port, get};
+use common::{Daemon, SseClient, dir_bytes, free_port, get};
 use fixgate::fix::{DeviceId, Event, Position};
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -117,21 +117,6 @@ fn post(port: u16, body: &str) -> u16 {
         .send(body)
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
-}
-
-/// Bytes a directory occupies (allocated blocks, as `du` counts).
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Every event id the feed replays from the oldest record up to `head`,

@@ -639,6 +639,22 @@ impl PtyReceiver {
     }
 }
 
+/// Bytes a directory occupies: allocated blocks, not apparent lengths, as
+/// `du` counts them (what an SD card or a tmpfs loses).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// The machine a benchmark ran on: architecture, CPU model, cores.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
