@@ -1,24 +1,29 @@
-//! Store benchmark: append rate and bytes on disk per fix.
+//! Store benchmark: append rate, bytes on disk per fix, restart time, and
+//! the disk budget at work.
 //!
 //! `cargo bench --bench store` appends 1,000,000 fixes of 10 simulated
 //! vehicles in the writer's batches of 256 with a group commit every 4 batches
 //! (about what a 1 s flush interval gives under that load), then reports the
 //! append rate and the store's size on disk per fix, both as sled counts it
-//! and as the directory occupies it after a clean close. Run as a test
-//! (`cargo test --benches`) it does the same with 20,000 fixes, as a smoke test.
+//! and as the directory occupies it after a clean close; then the time to
+//! reopen with that backlog (nothing acknowledged) and to ask for it. Then it
+//! appends the same fixes to stores capped at 16 and 6 MiB with their budget
+//! running, and reports what was thinned and dropped and the largest size on
+//! disk against the cap. Run as a test (`cargo test --benches`) it does the
+//! same with 20,000 fixes and a 4 MiB cap, as a smoke test.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use fixgate::fix::{DeviceId, Event, Position};
 use fixgate::sim::Fleet;
+use fixgate::store::budget::{Budget, Limits, Policy, Thin};
 use fixgate::store::{Store, StoreOptions, segment};
 
-use common::machine;
+use common::{dir_bytes, machine};
 
 const VEHICLES: usize = 10;
 const BATCH: usize = 256;
@@ -50,7 +55,7 @@ fn main() {
     let sled_bytes = store.size_on_disk().expect("size");
     drop(writer);
     drop(store);
-    let dir_bytes = dir_size(&path);
+    let dir_bytes = dir_bytes(&path);
 
     // What the record layout itself costs, without sled's pages and index.
     let encoded: usize = events
@@ -116,6 +121,90 @@ fn main() {
         read as f64 / started.elapsed().as_secs_f64()
     );
     assert_eq!(read, total, "every appended fix reads back");
+    let asking = Instant::now();
+    let backlog = store.backlog().expect("backlog");
+    println!(
+        "backlog (none acked):  {} fixes, {} B, asked in {:.0} µs",
+        backlog.records,
+        backlog.bytes,
+        asking.elapsed().as_secs_f64() * 1e6
+    );
+    assert_eq!(backlog.records, total as u64);
+    drop(store);
+
+    let caps: &[u64] = if full { &[16, 6] } else { &[4] };
+    for &cap in caps {
+        budget_at_work(&events, cap);
+    }
+}
+
+/// Appends `events` to a store capped at `cap_mib` with its budget passing
+/// after every 4 batches (a flush interval's worth), as the daemon's budget
+/// task does when the writer grows the store; reports what it did.
+fn budget_at_work(events: &[Event], cap_mib: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let (store, _) = Store::open(&StoreOptions {
+        path: path.clone(),
+        cache_bytes: 16 << 20,
+        flush_interval: std::time::Duration::from_secs(1),
+    })
+    .expect("open store");
+    let cap = cap_mib << 20;
+    let mut budget = Budget::new(
+        store.clone(),
+        Policy {
+            limits: Limits {
+                max_bytes: cap,
+                high_water: 0.8,
+                min_free_bytes: 0,
+            },
+            thin: Thin::DouglasPeucker { tolerance_m: 10.0 },
+            // Nothing is acknowledged: the budget must thin, then drop.
+            keep_unacked: true,
+        },
+    );
+    let mut writer = store.writer().expect("writer");
+    let (mut thinned, mut dropped, mut largest, mut largest_dir) = (0, 0, 0, 0);
+    let started = Instant::now();
+    for (i, batch) in events.chunks(BATCH).enumerate() {
+        writer.append(batch).expect("append");
+        if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
+            store.flush().expect("flush");
+            let pass = budget.pass().expect("budget pass");
+            thinned += pass.thinned;
+            dropped += pass.dropped_positions + pass.dropped_events;
+            largest = largest.max(store.size_on_disk().expect("size"));
+            if i % (FLUSH_EVERY * 16) == FLUSH_EVERY - 1 {
+                largest_dir = largest_dir.max(dir_bytes(&path));
+            }
+        }
+    }
+    store.flush().expect("flush");
+    let elapsed = started.elapsed();
+    let held = store.usage();
+    drop((writer, budget, store));
+    let final_dir = dir_bytes(&path);
+    let n = events.len();
+    println!("budget, cap {cap_mib} MiB, nothing acknowledged, Douglas-Peucker 10 m:");
+    println!(
+        "  appended {n} fixes at {:.0} fixes/s with a pass every {FLUSH_EVERY} batches",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  thinned {thinned} ({:.1}%), dropped {dropped} ({:.1}%), held {} at the end",
+        100.0 * thinned as f64 / n as f64,
+        100.0 * dropped as f64 / n as f64,
+        held.records
+    );
+    println!(
+        "  largest size_on_disk {largest} B = {:.0}% of the cap; directory {largest_dir} B while running, {final_dir} B after close",
+        100.0 * largest as f64 / cap as f64
+    );
+    assert!(
+        largest <= cap && final_dir <= cap,
+        "the store outgrew its cap"
+    );
 }
 
 fn fleet_events(total: usize) -> Vec<Event> {
@@ -138,19 +227,4 @@ fn fleet_events(total: usize) -> Vec<Event> {
     }
     events.truncate(total);
     events
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            // Allocated blocks, not apparent length: what the SD card loses.
-            Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -26,6 +26,7 @@ use crate::ingest::mqtt::{self, Messages};
 use crate::ingest::{demo, replay, serial};
 use crate::pipeline::{self, Checks, WriterHealth};
 use crate::sim::publish::{MqttTarget, SimulateOptions, Target};
+use crate::store::budget::{self, Budget, Limits, Policy};
 use crate::store::{Store, StoreOptions, flusher};
 
 /// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted is durable.
@@ -69,6 +70,8 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         .with_context(|| format!("cannot listen on {}", config.feed.listen))?;
 
     let (head_tx, head_rx) = watch::channel(writer.head());
+    // Read after the writer has stopped: the last number it handed out.
+    let final_head = head_rx.clone();
     // What was read back at open is on disk already.
     let (durable_tx, durable_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
@@ -114,11 +117,28 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         durable_tx,
         shutdown.clone(),
     ));
+    let policy = budget_policy(&config.store, &config.uplink);
+    tokio::spawn(budget::run(
+        Budget::new(store.clone(), policy),
+        BUDGET_INTERVAL,
+        head_rx.clone(),
+        shutdown.clone(),
+    ));
+    // Cancelled once a full disk has room again: sled must be reopened.
+    let reopen = CancellationToken::new();
+    tokio::spawn(reopen_when_room(
+        config.store.path.clone(),
+        policy.limits.min_free_bytes,
+        health.clone(),
+        reopen.clone(),
+        shutdown.clone(),
+    ));
 
     let uplink = crate::uplink::start(
         &config.uplink,
         config.gateway.id.as_str(),
         store.clone(),
+        head_rx.clone(),
         durable_rx,
         shutdown.clone(),
     )
@@ -168,6 +188,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         _ = shutdown.cancelled() => None,
         _ = writer_done => Some("the writer stopped unexpectedly"),
         _ = failed.cancelled() => Some("the MQTT broker failed"),
+        _ = reopen.cancelled() => Some("the store failed on a full disk and must be reopened now that there is room"),
     };
     if let Some(why) = fatal {
         // Exit with an error so that the service manager restarts the daemon.
@@ -192,6 +213,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     tokio::task::spawn_blocking(move || final_store.flush())
         .await?
         .context("final store flush failed")?;
+    flusher::mark(&store, *final_head.borrow()).await;
     tracing::info!("store flushed");
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => {}
@@ -203,6 +225,57 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     match fatal {
         Some(why) => Err(anyhow::anyhow!("{why}")),
         None => Ok(()),
+    }
+}
+
+/// How often the disk budget measures the store when the writer is quiet.
+const BUDGET_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The disk budget's policy from `[store]`.
+fn budget_policy(store: &crate::config::Store, uplink: &crate::config::Uplink) -> Policy {
+    const MIB: u64 = 1024 * 1024;
+    Policy {
+        limits: Limits {
+            max_bytes: store.max_size_mb * MIB,
+            high_water: store.high_water,
+            min_free_bytes: store.min_free_mb * MIB,
+        },
+        thin: store.thin,
+        // Without an uplink nothing waits for an acknowledgement: every
+        // record is history, the oldest deleted first.
+        keep_unacked: !matches!(uplink.transport, crate::config::UplinkTransport::Off),
+    }
+}
+
+/// Watches a store that failed on a full disk, and cancels `reopen` once its
+/// file system has room again (at least `min_free` and 1 MiB): sled refuses
+/// every write after an I/O error until it is reopened, so the daemon exits
+/// with an error and the service manager starts it again on what is on disk.
+/// Until then the writer drops and counts fixes and the feed serves reads.
+async fn reopen_when_room(
+    path: std::path::PathBuf,
+    min_free: u64,
+    health: Arc<WriterHealth>,
+    reopen: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let want = min_free.max(1024 * 1024);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !health.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        if budget::free_bytes(&path).is_some_and(|free| free >= want) {
+            tracing::warn!(
+                "the store's file system has room again: restarting to reopen the store"
+            );
+            reopen.cancel();
+            return;
+        }
     }
 }
 

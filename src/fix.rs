@@ -299,6 +299,14 @@ impl Event {
         }
     }
 
+    /// When it happened: the fix time of a position, the gateway's time of a status change.
+    pub fn time(&self) -> DateTime<Utc> {
+        match self {
+            Self::Position(p) => p.fix.time,
+            Self::Status(s) => s.time,
+        }
+    }
+
     /// The event as one line of JSON, the `data:` of SSE and the unit of JSON Lines.
     pub fn to_json(&self) -> serde_json::Result<String> {
         match self {

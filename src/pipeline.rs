@@ -32,6 +32,10 @@ const MAX_BATCH: usize = 256;
 pub struct WriterHealth {
     /// True while appends are failing (full disk, I/O errors).
     pub store_failing: AtomicBool,
+    /// True once appends failed on a full disk. sled refuses every write
+    /// after an I/O error, even once space is free again, so the store must
+    /// be reopened: the daemon restarts when space returns (see `daemon`).
+    pub disk_full: AtomicBool,
 }
 
 /// What the writer checks fixes against, besides validity.
@@ -178,11 +182,12 @@ pub fn run(
             continue;
         }
         match append_with_retry(&mut writer, &events, &health, &shutdown) {
-            Some(seq) => {
+            Appended::Stored(seq) => {
                 metrics::gauge!("fixgate_store_head_seq").set(seq as f64);
                 head.send_replace(seq);
             }
-            None => {
+            Appended::DiskFull => shed(&events, &mut checks),
+            Appended::Stopping => {
                 tracing::error!(
                     lost = events.len(),
                     "shutting down while the store refuses writes: these events are lost"
@@ -190,8 +195,36 @@ pub fn run(
                 metrics::counter!("fixgate_fixes_lost_total", "reason" => "store")
                     .increment(events.len() as u64);
             }
+            Appended::GaveUp => {
+                metrics::counter!("fixgate_fixes_lost_total", "reason" => "store")
+                    .increment(events.len() as u64);
+                tracing::error!(
+                    lost = events.len(),
+                    "the store has refused writes for {}s: stopping the writer so that the daemon restarts and reopens it",
+                    GIVE_UP.as_secs()
+                );
+                return;
+            }
         }
         events.clear();
+    }
+}
+
+/// Counts the events of a batch the full disk could not take: the feed and
+/// the intake keep running, and the fixes are dropped by policy, not queued.
+fn shed(events: &[Event], checks: &mut Checks) {
+    for event in events {
+        match event {
+            Event::Position(p) => {
+                let device = checks.label(&p.device);
+                metrics::counter!("fixgate_fixes_dropped_total", "source" => "any", "reason" => "store_full", "device" => device)
+                    .increment(1);
+            }
+            Event::Status(_) => {
+                metrics::counter!("fixgate_store_errors_total", "op" => "status_dropped")
+                    .increment(1);
+            }
+        }
     }
 }
 
@@ -289,31 +322,64 @@ fn check(
     }
 }
 
-/// Appends, retrying with back-off while the store fails: the channel fills
-/// and holds the sources back, so nothing accepted is dropped by the writer.
-/// Gives up only when shutting down.
+/// How long the writer retries a store that fails for another reason than
+/// a full disk before it gives up so that the daemon restarts (sled keeps
+/// refusing writes after an I/O error until it is reopened).
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// What became of one append.
+enum Appended {
+    /// Stored; the last sequence number.
+    Stored(u64),
+    /// Refused for a full disk: the events are dropped and counted.
+    DiskFull,
+    /// Refused, and the daemon is shutting down.
+    Stopping,
+    /// Refused for [`GIVE_UP`]: the writer stops.
+    GaveUp,
+}
+
+/// Appends, retrying with back-off while the store fails for a reason that
+/// may pass: the channel fills and holds the sources back, so nothing
+/// accepted is dropped. A full disk is not retried: the writer drops and
+/// counts what it cannot store and keeps draining the channel, so that the
+/// feed and the intake stay up, until the daemon restarts to reopen the store.
 fn append_with_retry(
     writer: &mut Writer,
     events: &[Event],
     health: &WriterHealth,
     shutdown: &CancellationToken,
-) -> Option<u64> {
+) -> Appended {
     let mut delay = Duration::from_millis(50);
+    let started = Instant::now();
     loop {
         match writer.append(events) {
             Ok(seq) => {
                 if health.store_failing.swap(false, Ordering::Relaxed) {
+                    health.disk_full.store(false, Ordering::Relaxed);
                     tracing::info!("store accepts writes again");
                 }
-                return Some(seq);
+                return Appended::Stored(seq);
             }
             Err(err) => {
                 metrics::counter!("fixgate_store_errors_total", "op" => "append").increment(1);
-                if !health.store_failing.swap(true, Ordering::Relaxed) {
+                let first = !health.store_failing.swap(true, Ordering::Relaxed);
+                if err.is_disk_full() {
+                    if !health.disk_full.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "THE STORE'S DISK IS FULL: fixes are dropped (fixgate_fixes_dropped_total{{reason=\"store_full\"}}) until space is free, then the daemon restarts to reopen the store: {err}"
+                        );
+                    }
+                    return Appended::DiskFull;
+                }
+                if first {
                     tracing::error!("store append failed, retrying: {err}");
                 }
                 if shutdown.is_cancelled() {
-                    return None;
+                    return Appended::Stopping;
+                }
+                if started.elapsed() >= GIVE_UP {
+                    return Appended::GaveUp;
                 }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -269,7 +269,7 @@ fn upstream_down_for_minutes_then_back_every_fix_arrives_once_live_first_then_ba
         "gaps left: {summary}"
     );
     println!(
-        "outage {outage:?}: {} fixes accepted, {} arrived during it, {backlog} drained as backlog",
+        "outage {outage:?}: {} fixes accepted, {} arrived before it, {backlog} drained as backlog",
         accepted.len(),
         during
     );

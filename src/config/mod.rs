@@ -115,6 +115,22 @@ pub struct Store {
     pub flush_interval: Duration,
     /// sled page cache size in MiB.
     pub cache_mb: u64,
+    /// Most MiB the store may occupy on disk (sled's files).
+    pub max_size_mb: u64,
+    /// Fraction of the size limit at which the budget starts freeing space.
+    pub high_water: f64,
+    /// MiB of free space the store leaves on its file system for others.
+    pub min_free_mb: u64,
+    /// How positions are thinned before any is dropped.
+    pub thin: crate::store::budget::Thin,
+}
+
+impl Store {
+    /// `thin_tolerance` when not given: GPS noise is a few metres, and a
+    /// track kept within 10 m still shows which side of a road a vehicle took.
+    pub const DEFAULT_THIN_TOLERANCE_M: f64 = 10.0;
+    /// `thin_interval` when not given.
+    pub const DEFAULT_THIN_INTERVAL: Duration = Duration::from_secs(30);
 }
 
 impl Default for Store {
@@ -123,6 +139,12 @@ impl Default for Store {
             path: PathBuf::from("/var/lib/fixgate/store"),
             flush_interval: Duration::from_secs(1),
             cache_mb: 16,
+            max_size_mb: 256,
+            high_water: 0.8,
+            min_free_mb: 64,
+            thin: crate::store::budget::Thin::DouglasPeucker {
+                tolerance_m: Self::DEFAULT_THIN_TOLERANCE_M,
+            },
         }
     }
 }

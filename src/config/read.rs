@@ -17,8 +17,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{Locator, Problem};
 use super::{
-    ClockTrust, Config, Demo, DemoVia, Feed, Gateway, Log, Pace, Pipeline, Replay, Serial, Store,
-    level,
+    ClockTrust, Config, Demo, DemoVia, Feed, Gateway, Log, Pace, Pipeline, Replay, Serial, level,
 };
 use crate::fix::DeviceId;
 
@@ -29,6 +28,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 #[path = "read_ingest.rs"]
 mod ingest;
+#[path = "read_store.rs"]
+mod store;
 #[path = "read_uplink.rs"]
 mod uplink;
 
@@ -37,7 +38,6 @@ const SECTIONS: &[&str] = &[
     "devices", "filter", "uplink",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
-const STORE_KEYS: &[&str] = &["path", "flush_interval", "cache_mb"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
 const FEED_KEYS: &[&str] = &["listen", "keepalive", "retry", "max_clients"];
 const LOG_KEYS: &[&str] = &["level"];
@@ -177,7 +177,7 @@ impl<'s> Reader<'s> {
                     }
                 }
                 "store" => {
-                    if let Some(s) = self.table("store", value, STORE_KEYS) {
+                    if let Some(s) = self.table("store", value, store::STORE_KEYS) {
                         config.store = self.store(&s);
                     }
                 }
@@ -356,21 +356,6 @@ impl<'s> Reader<'s> {
             }
         }
         gateway
-    }
-
-    fn store(&mut self, s: &Section<'_, '_>) -> Store {
-        let mut store = Store::default();
-        if let Some((path, _)) = self.path(s, "path") {
-            store.path = path;
-        }
-        let flush = Duration::from_millis(10)..=Duration::from_secs(60);
-        if let Some((interval, _)) = self.duration(s, "flush_interval", flush) {
-            store.flush_interval = interval;
-        }
-        if let Some(mb) = self.integer(s, "cache_mb", 1..=1024) {
-            store.cache_mb = mb;
-        }
-        store
     }
 
     fn pipeline(&mut self, s: &Section<'_, '_>) -> Pipeline {

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use crate::store::budget::Thin;
 
 fn problems(source: &str) -> Vec<String> {
     match parse(source, "t.toml") {
@@ -42,6 +43,11 @@ clock = "never"
 path = "/tmp/s"
 flush_interval = "250ms"
 cache_mb = 4
+max_size_mb = 64
+high_water = 0.7
+min_free_mb = 0
+thin = "time"
+thin_interval = "1m"
 [pipeline]
 queue = 64
 [feed]
@@ -76,6 +82,15 @@ rate_hz = 2
     assert_eq!(config.store.path, PathBuf::from("/tmp/s"));
     assert_eq!(config.store.flush_interval, Duration::from_millis(250));
     assert_eq!(config.store.cache_mb, 4);
+    assert_eq!(config.store.max_size_mb, 64);
+    assert_eq!(config.store.high_water, 0.7);
+    assert_eq!(config.store.min_free_mb, 0);
+    assert_eq!(
+        config.store.thin,
+        Thin::Time {
+            interval: Duration::from_secs(60)
+        }
+    );
     assert_eq!(config.pipeline.queue, 64);
     assert_eq!(config.feed.listen.to_string(), "[::1]:9000");
     assert_eq!(config.feed.keepalive, Duration::from_secs(5));
@@ -361,4 +376,35 @@ retry_max = "1s"
         found[0].contains("must be \"mqtt\", \"http\" or \"off\""),
         "{found:#?}"
     );
+}
+
+#[test]
+fn the_thinning_method_takes_only_its_own_parameter() {
+    let thin = |text: &str| parse(&format!("[store]\n{text}\n"), "t.toml").map(|c| c.store.thin);
+    assert_eq!(
+        thin("thin = \"distance\"\nthin_tolerance = 25"),
+        Ok(Thin::Distance { min_m: 25.0 })
+    );
+    assert_eq!(thin("thin = false"), Ok(Thin::Off));
+    assert_eq!(
+        thin("thin_tolerance = 3.5"),
+        Ok(Thin::DouglasPeucker { tolerance_m: 3.5 })
+    );
+    let found = problems("[store]\nthin = \"time\"\nthin_tolerance = 5.0\n");
+    assert!(
+        found[0].starts_with("t.toml:3:18: `store.thin_tolerance` is only used with"),
+        "{found:?}"
+    );
+    let found = problems(
+        "[store]\nthin = \"sparse\"\nthin_interval = \"5s\"\nmax_size_mb = 1\nhigh_water = 1.5\n",
+    );
+    let all = found.join("\n");
+    for want in [
+        "t.toml:2:8: `store.thin` must be \"douglas-peucker\", \"distance\", \"time\" or false, not \"sparse\"",
+        "t.toml:3:17: `store.thin_interval` is only used with thin = \"time\"",
+        "t.toml:4:15: `store.max_size_mb` must be between 4 and 1048576",
+        "t.toml:5:14: `store.high_water` must be between 0.5 and 0.95",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
 }

@@ -15,10 +15,13 @@
 //! number. Durability is by group commit: [`Store::flush`] (called by one
 //! flusher, in `spawn_blocking`) makes everything appended before it durable.
 
+pub mod budget;
 pub mod flusher;
+pub mod ledger;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -28,6 +31,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::fix::{DeviceId, Event, Fix, Position, Presence, Record, Status};
+use ledger::{Entry, Kind, Ledger, Usage};
 
 const LOG: u8 = b'L';
 const DEVICE: u8 = b'D';
@@ -35,6 +39,9 @@ const STATUS: u8 = b'S';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
 const META_UPLINK_ACKED: &[u8] = b"Muplink_acked";
+/// The file beside sled's own, in the store directory, that records the last
+/// sequence number known durable (see [`Store::mark_durable`]).
+const DURABLE_MARK: &str = "fixgate-durable";
 /// How often one read seeks again after the writer moved values under it.
 const MAX_RESEEKS: u32 = 8;
 
@@ -63,6 +70,23 @@ pub enum StoreError {
         /// What is wrong with it.
         source: segment::SegmentError,
     },
+    /// sled opened without an error but holds less than was durable: it
+    /// takes damage in its log for the torn end of a crash and silently
+    /// drops everything after it (seen here with bytes overwritten or the
+    /// file cut short). Numbering on from there would reuse sequence numbers.
+    #[error(
+        "store: the log ends at sequence number {held} but {durable} was durable: sled dropped damaged data"
+    )]
+    RolledBack {
+        /// The last sequence number the log holds.
+        held: u64,
+        /// The last one recorded as durable, beside the log.
+        durable: u64,
+    },
+    /// sled panicked while opening the store: it does on some damage (bytes
+    /// overwritten at the start of its log: "tried to serialize Uninitialized").
+    #[error("store: sled panicked while opening: {0}")]
+    Panicked(String),
     /// Moving a damaged store aside failed: the daemon cannot start fresh.
     #[error("store at {path} failed to open ({cause}) and could not be moved aside: {source}")]
     Quarantine {
@@ -73,6 +97,42 @@ pub enum StoreError {
         /// Why the move failed.
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the error means the stored data is damaged. A full disk, a
+    /// read-only file system, missing permissions or a store locked by
+    /// another process are not: moving the store aside would not help, and
+    /// would hide good data behind a fresh, empty store.
+    pub fn is_damage(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
+            Self::Quarantine { .. } => false,
+            Self::Sled(sled::Error::Io(io)) => {
+                let locked = io.to_string().contains("could not acquire lock");
+                let environment = matches!(
+                    io.kind(),
+                    K::StorageFull
+                        | K::QuotaExceeded
+                        | K::ReadOnlyFilesystem
+                        | K::PermissionDenied
+                        | K::ResourceBusy
+                        | K::OutOfMemory
+                        | K::Interrupted
+                );
+                !locked && !environment
+            }
+            Self::Sled(sled::Error::CollectionNotFound(_)) => false,
+            Self::Sled(_) => true,
+        }
+    }
+
+    /// Whether the store failed because its disk (or quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sled(sled::Error::Io(io))
+            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+    }
 }
 
 /// The last things known about a device, kept beside the log.
@@ -142,6 +202,8 @@ pub struct OpenReport {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    ledger: Arc<Mutex<Ledger>>,
+    path: Arc<PathBuf>,
 }
 
 impl Store {
@@ -149,13 +211,14 @@ impl Store {
     /// starting fresh rather than refusing to start.
     pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
         let mut report = OpenReport::default();
-        let (store, devices) = match Self::open_checked(options) {
+        let (store, devices) = match Self::open_unwinding(options) {
             Ok(opened) => opened,
-            Err(cause) => {
+            Err(cause) if cause.is_damage() => {
                 let aside = quarantine(&options.path, &cause.to_string())?;
                 report.quarantined = Some((aside, cause.to_string()));
                 Self::open_checked(options)?
             }
+            Err(cause) => return Err(cause),
         };
         report.devices = devices;
         if store.db.get(META_FIRST_SEQ)?.is_none() {
@@ -173,8 +236,22 @@ impl Store {
         Ok((store, report))
     }
 
+    /// [`Store::open_checked`], with a panic inside sled taken for damage
+    /// rather than left to stop the daemon at every start.
+    fn open_unwinding(options: &StoreOptions) -> Result<(Self, Vec<DeviceState>), StoreError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_checked(options)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                Err(StoreError::Panicked(message))
+            })
+    }
+
     /// Opens sled and reads every log value once, so that damage shows now
-    /// rather than in the middle of serving.
+    /// rather than in the middle of serving; the same read builds the ledger.
     fn open_checked(options: &StoreOptions) -> Result<(Self, Vec<DeviceState>), StoreError> {
         let db = sled::Config::new()
             .path(&options.path)
@@ -190,21 +267,47 @@ impl Store {
                     .max(1),
             ))
             .open()?;
-        let store = Self { db };
-        for item in store.db.scan_prefix([LOG]) {
+        let mut ledger = Ledger::default();
+        for item in db.scan_prefix([LOG]) {
             let (key, value) = item?;
-            segment::decode(&value).map_err(|source| StoreError::Damaged {
+            let damaged = |source| StoreError::Damaged {
                 key: describe_key(&key),
                 source,
-            })?;
+            };
+            let seq = seq_of_key(&key).ok_or(damaged(segment::SegmentError::Layout(0xff)))?;
+            let slots = segment::decode(&value).map_err(damaged)?;
+            let entry = Entry::of(
+                slots.iter().map(Option::as_ref),
+                key.len() + value.len(),
+                kind_of(&value),
+            );
+            ledger.put(seq, entry);
         }
+        if let Some(durable) = read_mark(&options.path) {
+            let first = db
+                .get(META_FIRST_SEQ)?
+                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(1);
+            let held = ledger
+                .iter()
+                .next_back()
+                .map_or(first - 1, |(at, e)| at + u64::from(e.slots) - 1);
+            if held < durable {
+                return Err(StoreError::RolledBack { held, durable });
+            }
+        }
+        let store = Self {
+            db,
+            ledger: Arc::new(Mutex::new(ledger)),
+            path: Arc::new(options.path.clone()),
+        };
         let devices = store.reader().devices()?;
         Ok((store, devices))
     }
 
     /// The single writer. Call once: two writers would hand out the same numbers.
     pub fn writer(&self) -> Result<Writer, StoreError> {
-        Writer::resume(self.db.clone())
+        Writer::resume(self.db.clone(), self.ledger.clone())
     }
 
     /// A reader; cheap, clone as needed.
@@ -227,6 +330,25 @@ impl Store {
             .get(META_FIRST_SEQ)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(1))
+    }
+
+    /// Records, beside sled's files, that everything up to `seq` is durable;
+    /// call after a [`Store::flush`] that covered it. [`Store::open`] then
+    /// knows a log that ends before `seq` lost data to damage (sled would
+    /// open it without a word). A small file replaced atomically: cheap, but
+    /// an fsync, so the flusher calls it every few seconds, not every flush.
+    pub fn mark_durable(&self, seq: u64) -> std::io::Result<()> {
+        let mark = self.path.join(DURABLE_MARK);
+        let tmp = self.path.join(format!("{DURABLE_MARK}.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, seq.to_string().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &mark)
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The sequence numbers the upstream has acknowledged, as ranges.
@@ -257,6 +379,53 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// Everything buffered: events held, their bytes (before sled's own
+    /// overhead) and the oldest event's time. Kept up to date in memory:
+    /// costs a lock and a look at the oldest value.
+    pub fn usage(&self) -> Usage {
+        lock(&self.ledger).usage()
+    }
+
+    /// What the upstream has not acknowledged yet, for the uplink to report:
+    /// events, their bytes and the oldest one's time. Reads the acknowledged
+    /// ranges (one small sled value) and walks the in-memory ledger over the
+    /// unacknowledged ranges only; values partly acknowledged are counted
+    /// in proportion. Use [`Store::backlog_given`] when the ranges are at hand.
+    pub fn backlog(&self) -> Result<Usage, StoreError> {
+        let acked = self.uplink_acked()?;
+        Ok(self.backlog_given(&acked))
+    }
+
+    /// [`Store::backlog`] with the acknowledged ranges supplied by the caller.
+    pub fn backlog_given(&self, acked: &Acked) -> Usage {
+        lock(&self.ledger).backlog(acked)
+    }
+}
+
+/// The ledger, whoever panicked while holding it: its totals are updated
+/// after each sled write, so it is at worst one write behind.
+fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn kind_of(value: &[u8]) -> Kind {
+    if segment::is_raw(value) {
+        Kind::Raw
+    } else if segment::is_thinned(value) {
+        Kind::Thinned
+    } else {
+        Kind::Segment
+    }
+}
+
+/// The durable mark of the store at `path`, if one was written and reads.
+fn read_mark(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path.join(DURABLE_MARK))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Moves a damaged store directory aside, next to where it was.
@@ -324,6 +493,7 @@ fn decode_device(key: &[u8], value: &[u8]) -> Result<(u64, Event), StoreError> {
     let event = segment::decode(&value[8..])
         .map_err(damaged)?
         .into_iter()
+        .flatten()
         .next()
         .ok_or(damaged(segment::SegmentError::Inconsistent(
             "empty device state",
@@ -352,6 +522,7 @@ fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: E
 /// The one appender: gives each event the next sequence number.
 pub struct Writer {
     db: sled::Db,
+    ledger: Arc<Mutex<Ledger>>,
     next_seq: u64,
     /// Raw events not yet compacted; the first has sequence number `tail_first`.
     tail: Vec<Event>,
@@ -360,7 +531,7 @@ pub struct Writer {
 
 impl Writer {
     /// Picks up where the log ends: the next number, and the raw tail to compact later.
-    fn resume(db: sled::Db) -> Result<Self, StoreError> {
+    fn resume(db: sled::Db, ledger: Arc<Mutex<Ledger>>) -> Result<Self, StoreError> {
         let first = db
             .get(META_FIRST_SEQ)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -375,12 +546,12 @@ impl Writer {
                 source,
             };
             let seq = seq_of_key(&key).ok_or(damaged(segment::SegmentError::Layout(0xff)))?;
-            let events = segment::decode(&value).map_err(damaged)?;
-            next_seq.get_or_insert(seq + events.len() as u64);
+            let slots = segment::decode(&value).map_err(damaged)?;
+            next_seq.get_or_insert(seq + slots.len() as u64);
             if !segment::is_raw(&value) {
                 break;
             }
-            raw.push((seq, events));
+            raw.push((seq, slots.into_iter().flatten()));
         }
         let next_seq = next_seq.unwrap_or(first);
         let tail_first = raw.last().map_or(next_seq, |(seq, _)| *seq);
@@ -391,6 +562,7 @@ impl Writer {
             .collect();
         Ok(Self {
             db,
+            ledger,
             next_seq,
             tail,
             tail_first,
@@ -410,8 +582,12 @@ impl Writer {
     pub fn append(&mut self, events: &[Event]) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
         let mut seq = self.next_seq;
+        // What the ledger learns once the batch is applied.
+        let mut entries = Vec::with_capacity(events.len() + 1);
         for event in events {
-            batch.insert(&log_key(seq)[..], segment::encode_raw(event));
+            let raw = segment::encode_raw(event);
+            entries.push((seq, Entry::of([Some(event)], 9 + raw.len(), Kind::Raw)));
+            batch.insert(&log_key(seq)[..], raw);
             match event {
                 Event::Position(p) if p.historic => {}
                 Event::Position(p) => {
@@ -425,22 +601,39 @@ impl Writer {
         }
         let pending = self.tail.len() + events.len();
         let segments = pending / segment::SEGMENT_RECORDS;
+        let mut compacted_firsts = Vec::with_capacity(segments);
         if segments > 0 {
             let all: Vec<&Event> = self.tail.iter().chain(events).collect();
             for (i, chunk) in all.chunks_exact(segment::SEGMENT_RECORDS).enumerate() {
                 let first = self.tail_first + (i * segment::SEGMENT_RECORDS) as u64;
                 // The segment replaces the raw value at its first key and the
                 // removals drop the rest: one batch, so a crash sees either.
-                batch.insert(
-                    &log_key(first)[..],
-                    segment::encode_segment(chunk.iter().copied()),
+                let value = segment::encode_segment(chunk.iter().copied());
+                let entry = Entry::of(
+                    chunk.iter().copied().map(Some),
+                    9 + value.len(),
+                    Kind::Segment,
                 );
+                compacted_firsts.push((first, entry));
+                batch.insert(&log_key(first)[..], value);
                 for s in first + 1..first + chunk.len() as u64 {
                     batch.remove(&log_key(s)[..]);
                 }
             }
         }
         self.db.apply_batch(batch)?;
+        {
+            let mut ledger = lock(&self.ledger);
+            for (seq, entry) in entries {
+                ledger.put(seq, entry);
+            }
+            for (first, entry) in compacted_firsts {
+                for s in first + 1..first + u64::from(entry.slots) {
+                    ledger.remove(s);
+                }
+                ledger.put(first, entry);
+            }
+        }
         self.tail.extend_from_slice(events);
         let compacted = segments * segment::SEGMENT_RECORDS;
         self.tail.drain(..compacted);
@@ -457,27 +650,44 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// The oldest sequence number the store still holds, or `None` when empty.
+    /// The oldest sequence number the store still holds an event for, or
+    /// `None` when empty.
     pub fn oldest(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .db
-            .scan_prefix([LOG])
-            .keys()
-            .next()
-            .transpose()?
-            .and_then(|k| seq_of_key(&k)))
+        for item in self.db.scan_prefix([LOG]) {
+            let (key, value) = item?;
+            let (Some(first), Ok(slots)) = (seq_of_key(&key), segment::decode(&value)) else {
+                continue;
+            };
+            if let Some(i) = slots.iter().position(Option::is_some) {
+                return Ok(Some(first + i as u64));
+            }
+        }
+        Ok(None)
     }
 
-    /// Up to `limit` events with sequence numbers greater than `after`, in order.
+    /// Up to `limit` events with sequence numbers greater than `after`, in
+    /// order. Numbers the disk budget removed are skipped, so a result may
+    /// have holes; it never has repeats.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.read_counting(after, limit, &mut 0)
+    }
+
+    /// [`Reader::read_after`], adding the seeks it repeated to `reseeks_total`.
+    fn read_counting(
+        &self,
+        after: u64,
+        limit: usize,
+        reseeks_total: &mut u32,
+    ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         let mut next = after.saturating_add(1);
         // sled's iterators are not snapshots: when the writer compacts raw
         // values into a segment while we iterate, the raw keys ahead of us
-        // vanish and the iterator skips to whatever follows. Sequence numbers
-        // have no holes, so a jump means exactly that: seek again from where
-        // we are. A jump that persists is a value skipped as damaged, or a
-        // cursor from before the oldest record, and is taken as it is.
+        // vanish and the iterator skips to whatever follows. So a key past
+        // `next` is checked: if a value (a new segment) holds `next`, seek
+        // again from there; if none does, `next` is in a gap (left by the
+        // disk budget, a skipped damaged value, or a cursor from before the
+        // oldest record) and the read goes on from that key, at no extra cost.
         let mut reseeks = 0;
         'seek: loop {
             // The value holding `next` may start before it (a compacted segment).
@@ -496,12 +706,16 @@ impl Reader {
                 let Some(first) = seq_of_key(&key) else {
                     continue;
                 };
-                if first > next && reseeks < MAX_RESEEKS {
-                    reseeks += 1;
-                    continue 'seek;
+                if first > next {
+                    if reseeks < MAX_RESEEKS && self.holds(next)? {
+                        reseeks += 1;
+                        *reseeks_total += 1;
+                        continue 'seek;
+                    }
+                    next = first;
                 }
-                let events = match segment::decode(&value) {
-                    Ok(events) => events,
+                let slots = match segment::decode(&value) {
+                    Ok(slots) => slots,
                     Err(err) => {
                         // Readers skip what cannot be decoded rather than stall on it.
                         metrics::counter!("fixgate_store_errors_total", "op" => "decode")
@@ -513,14 +727,17 @@ impl Reader {
                         continue;
                     }
                 };
-                for (i, event) in events.into_iter().enumerate() {
+                for (i, slot) in slots.into_iter().enumerate() {
                     let seq = first + i as u64;
-                    if seq >= next {
+                    if seq < next {
+                        continue;
+                    }
+                    next = seq + 1;
+                    // The limit is on seeks without progress: a long
+                    // read under a busy writer may need many.
+                    reseeks = 0;
+                    if let Some(event) = slot {
                         out.push(Record { seq, event });
-                        next = seq + 1;
-                        // The limit is on seeks without progress: a long
-                        // read under a busy writer may need many.
-                        reseeks = 0;
                         if out.len() >= limit {
                             return Ok(out);
                         }
@@ -528,13 +745,36 @@ impl Reader {
                 }
             }
             // The value found a moment ago is gone: compacted into a segment
-            // that starts before it.
+            // that starts before it, or deleted by the disk budget.
             if found.is_some() && !visited && reseeks < MAX_RESEEKS {
                 reseeks += 1;
+                *reseeks_total += 1;
                 continue;
             }
             return Ok(out);
         }
+    }
+
+    /// Whether a value holds sequence number `seq` right now (as an event or
+    /// a gone slot).
+    fn holds(&self, seq: u64) -> Result<bool, StoreError> {
+        let Some((key, value)) = self
+            .db
+            .range(log_key(0)..=log_key(seq))
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(false);
+        };
+        let Some(first) = seq_of_key(&key) else {
+            return Ok(false);
+        };
+        if first == seq {
+            return Ok(true);
+        }
+        // A raw value holds one event; a segment must be decoded to count.
+        Ok(!segment::is_raw(&value)
+            && segment::decode(&value).is_ok_and(|slots| first + slots.len() as u64 > seq))
     }
 
     /// The last-known state of every device, ordered by device id.
@@ -629,6 +869,83 @@ mod tests {
             }
         }
         appender.join().unwrap();
+    }
+
+    /// Rewrites the segment at `first` keeping the slots `keep` says, as the
+    /// budget does; deletes it when nothing is left.
+    fn rewrite(store: &Store, first: u64, keep: impl Fn(u64) -> bool) {
+        let value = store.db.get(log_key(first)).unwrap().unwrap();
+        assert!(segment::is_segment(&value));
+        let slots = segment::decode(&value).unwrap();
+        let kept: Vec<Option<&Event>> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.as_ref().filter(|_| keep(first + i as u64)))
+            .collect();
+        if kept.iter().all(Option::is_none) {
+            store.db.remove(log_key(first)).unwrap();
+        } else {
+            let value = segment::encode_rewritten(kept, false);
+            store.db.insert(log_key(first), value).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_reader_skips_gone_slots_and_deleted_segments_without_seeking_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let mut writer = store.writer().unwrap();
+        let base = writer.head();
+        let n = 10 * segment::SEGMENT_RECORDS as u64 + 40;
+        let events: Vec<Event> = (0..n).map(|i| event("a", i)).collect();
+        writer.append(&events).unwrap();
+        let seg = |k: u64| base + 1 + k * segment::SEGMENT_RECORDS as u64;
+        // Segment 0 loses its first half, 2 every odd slot, 4 to 6 go whole,
+        // 9 (the last segment before the raw tail) keeps only its last slot.
+        rewrite(&store, seg(0), |s| s >= seg(0) + 128);
+        rewrite(&store, seg(2), |s| s % 2 == 0);
+        for k in 4..=6 {
+            rewrite(&store, seg(k), |_| false);
+        }
+        rewrite(&store, seg(9), |s| s == seg(10) - 1);
+        let kept = |s: u64| {
+            let in_seg = |k: u64| (seg(k)..seg(k + 1)).contains(&s);
+            let gone = (in_seg(0) && s < seg(0) + 128)
+                || (in_seg(2) && s % 2 == 1)
+                || (4..=6).any(in_seg)
+                || (in_seg(9) && s != seg(10) - 1);
+            !gone
+        };
+        let want: Vec<u64> = (base + 1..=base + n).filter(|&s| kept(s)).collect();
+        let reader = store.reader();
+        assert_eq!(reader.oldest().unwrap(), Some(seg(0) + 128));
+        for limit in [usize::MAX, 1000, 7, 1] {
+            let mut got = Vec::new();
+            let mut after = base;
+            let mut reseeks = 0;
+            loop {
+                let chunk = reader.read_counting(after, limit, &mut reseeks).unwrap();
+                let Some(last) = chunk.last() else { break };
+                after = last.seq;
+                got.extend(seqs(&chunk));
+            }
+            assert_eq!(got, want, "limit {limit}");
+            assert_eq!(
+                reseeks, 0,
+                "gaps are not taken for compactions (limit {limit})"
+            );
+        }
+        // Cursors inside a gap, and before the oldest record.
+        let from_gap = reader.read_after(seg(5) + 3, 2).unwrap();
+        assert_eq!(seqs(&from_gap), vec![seg(7), seg(7) + 1]);
+        let from_start = reader.read_after(0, 1).unwrap();
+        assert_eq!(seqs(&from_start), vec![seg(0) + 128]);
+        // A restart numbers on after the last slot, gone or not.
+        store.flush().unwrap();
+        drop((writer, reader, store));
+        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        assert_eq!(store.writer().unwrap().head(), base + n);
+        assert_eq!(store.usage().records, want.len() as u64);
     }
 
     #[test]
@@ -755,6 +1072,44 @@ mod tests {
         // A fresh store starts past anything the old one could have numbered.
         assert!(writer.head() >= old_head);
         assert!(store.reader().devices().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_log_that_ends_before_the_durable_mark_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (store, _) = Store::open(&opts).unwrap();
+        let head = store.writer().unwrap().append(&[event("a", 1)]).unwrap();
+        store.flush().unwrap();
+        store.mark_durable(head).unwrap();
+        drop(store);
+        // As marked: opens as it is.
+        let (store, report) = Store::open(&opts).unwrap();
+        assert!(report.quarantined.is_none());
+        // A mark past the log: what sled shows after it dropped damaged data.
+        store.mark_durable(head + 5).unwrap();
+        drop(store);
+        let (_store, report) = Store::open(&opts).unwrap();
+        let (_, cause) = report.quarantined.expect("quarantined");
+        assert!(cause.contains("sled dropped damaged data"), "{cause}");
+    }
+
+    #[test]
+    fn a_full_disk_or_a_lock_is_not_damage() {
+        let io = |kind, text: &str| {
+            StoreError::Sled(sled::Error::Io(std::io::Error::new(kind, text.to_owned())))
+        };
+        assert!(!io(std::io::ErrorKind::StorageFull, "no space").is_damage());
+        assert!(io(std::io::ErrorKind::StorageFull, "no space").is_disk_full());
+        assert!(
+            !io(
+                std::io::ErrorKind::Other,
+                "could not acquire lock on \"db\""
+            )
+            .is_damage()
+        );
+        assert!(io(std::io::ErrorKind::UnexpectedEof, "short read").is_damage());
+        assert!(StoreError::Sled(sled::Error::Corruption { at: None, bt: () }).is_damage());
     }
 
     #[test]

@@ -6,7 +6,14 @@
 //!   makes it durable without waiting for a segment to fill;
 //! * `SEGMENT` — up to [`SEGMENT_RECORDS`] consecutive events, compacted by the
 //!   writer once that many raw ones have accumulated, keyed by the first
-//!   sequence number they hold.
+//!   sequence number they hold;
+//! * `THINNED` — a segment the disk budget has thinned (so it is not thinned
+//!   again), laid out like `SEGMENT`.
+//!
+//! The disk budget removes events from segments without renumbering the rest:
+//! a removed event keeps its slot, marked gone (`has::GONE` and no other
+//! data, body V3), so sequence numbers stay implicit; a segment whose events
+//! are all gone is deleted, leaving a gap in the keys.
 //!
 //! Both carry the same body: events in columns (one vector per field),
 //! quantised to the precision the uplink will use (1e-7°, ms, 0.1 m, 0.01 m/s,
@@ -32,10 +39,16 @@ pub const SEGMENT_RECORDS: usize = 256;
 const RAW: u8 = 0;
 /// Layout byte of a value holding a deflated segment.
 const SEGMENT: u8 = 1;
+/// Layout byte of a deflated segment the disk budget has thinned.
+const THINNED: u8 = 2;
 /// First body format: positions only, seven optional fields.
 const BODY_V1: u8 = 1;
 /// Current body format: adds accuracy, the historic mark and non-position events.
 const BODY_V2: u8 = 2;
+/// V2 plus gone slots: written only when the disk budget rewrites a
+/// segment, so that a binary that predates it refuses the value (as
+/// damaged) rather than misreading a gone slot as a position.
+const BODY_V3: u8 = 3;
 
 /// A value in the log tree that cannot be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +81,14 @@ mod has {
     pub const HISTORIC: u16 = 256;
     /// Not a position: the event is the next entry of `others`.
     pub const OTHER: u16 = 512;
+    /// Removed by the disk budget: the slot holds nothing (body V3 only).
+    pub const GONE: u16 = 1024;
 }
 
 /// The columns of one value. `device` and `present` have an entry per
-/// event; the position columns one per position; optional columns one per
-/// position whose `present` bits say so; `others` one per other event.
+/// event (a gone slot's `device` entry is 0 and means nothing); the position
+/// columns one per position; optional columns one per position whose
+/// `present` bits say so; `others` one per other event.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Columns {
     devices: Vec<String>,
@@ -150,7 +166,7 @@ fn scale(v: f64, factor: f64) -> f64 {
 /// Encodes one event for immediate storage.
 pub fn encode_raw(event: &Event) -> Vec<u8> {
     let mut out = vec![RAW, BODY_V2];
-    append_body([event], &mut out);
+    append_body([Some(event)], &mut out);
     out
 }
 
@@ -159,20 +175,52 @@ pub fn is_raw(value: &[u8]) -> bool {
     value.first() == Some(&RAW)
 }
 
+/// Whether a value is a compacted segment (thinned or not): the writer
+/// never touches one again, so the disk budget may rewrite or delete it.
+pub fn is_segment(value: &[u8]) -> bool {
+    matches!(value.first(), Some(&SEGMENT | &THINNED))
+}
+
+/// Whether a value is a segment the disk budget has already thinned.
+pub fn is_thinned(value: &[u8]) -> bool {
+    value.first() == Some(&THINNED)
+}
+
 /// Encodes consecutive events as one deflated segment.
 pub fn encode_segment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
     let mut body = Vec::new();
-    append_body(events, &mut body);
-    let mut out = vec![SEGMENT, BODY_V2];
-    out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, 6));
+    append_body(events.into_iter().map(Some), &mut body);
+    deflated(SEGMENT, BODY_V2, &body)
+}
+
+/// Encodes a segment rewritten by the disk budget: `None` marks a gone slot.
+/// `thinned` records that it was thinned, so that it is not thinned twice.
+pub fn encode_rewritten<'a>(
+    slots: impl IntoIterator<Item = Option<&'a Event>>,
+    thinned: bool,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    append_body(slots, &mut body);
+    deflated(if thinned { THINNED } else { SEGMENT }, BODY_V3, &body)
+}
+
+fn deflated(layout: u8, version: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![layout, version];
+    out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(body, 6));
     out
 }
 
-/// Decodes a value into its events, in sequence order.
-pub fn decode(value: &[u8]) -> Result<Vec<Event>, SegmentError> {
+/// Decodes a value into its slots, in sequence order: `None` is an event
+/// the disk budget removed (its sequence number stays taken).
+pub fn decode(value: &[u8]) -> Result<Vec<Option<Event>>, SegmentError> {
     match value {
         [RAW, version @ (BODY_V1 | BODY_V2), body @ ..] => decode_body(*version, body),
-        [SEGMENT, version @ (BODY_V1 | BODY_V2), deflated @ ..] => {
+        [
+            SEGMENT,
+            version @ (BODY_V1 | BODY_V2 | BODY_V3),
+            deflated @ ..,
+        ]
+        | [THINNED, version @ BODY_V3, deflated @ ..] => {
             // The limit bounds what a damaged value can make us allocate.
             let body = miniz_oxide::inflate::decompress_to_vec_with_limit(
                 deflated,
@@ -186,11 +234,16 @@ pub fn decode(value: &[u8]) -> Result<Vec<Event>, SegmentError> {
     }
 }
 
-fn append_body<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut Vec<u8>) {
+fn append_body<'a>(slots: impl IntoIterator<Item = Option<&'a Event>>, out: &mut Vec<u8>) {
     let mut cols = Columns::default();
     let mut index: HashMap<&DeviceId, u32> = HashMap::new();
     let mut last: Vec<Quantised> = Vec::new();
-    for event in events {
+    for slot in slots {
+        let Some(event) = slot else {
+            cols.device.push(0);
+            cols.present.push(has::GONE);
+            continue;
+        };
         let device = event.device();
         let next = index.len() as u32;
         let dev = *index.entry(device).or_insert_with(|| {
@@ -268,19 +321,23 @@ fn append_position(cols: &mut Columns, prev: &mut Quantised, position: &Position
     present
 }
 
-fn decode_body(version: u8, body: &[u8]) -> Result<Vec<Event>, SegmentError> {
+fn decode_body(version: u8, body: &[u8]) -> Result<Vec<Option<Event>>, SegmentError> {
     let cols: Columns = if version == BODY_V1 {
         postcard::from_bytes::<ColumnsV1>(body)?.into()
     } else {
         postcard::from_bytes(body)?
     };
     let n = cols.device.len();
+    let gone = cols.present.iter().filter(|&&p| p & has::GONE != 0).count();
+    if gone > 0 && version != BODY_V3 {
+        return Err(SegmentError::Inconsistent("gone slot in a body before V3"));
+    }
     let others = cols
         .present
         .iter()
-        .filter(|&&p| p & has::OTHER != 0)
+        .filter(|&&p| p & has::GONE == 0 && p & has::OTHER != 0)
         .count();
-    let positions = n.saturating_sub(others);
+    let positions = n.saturating_sub(others).saturating_sub(gone);
     if cols.present.len() != n
         || others != cols.others.len()
         || [cols.time.len(), cols.lat.len(), cols.lon.len()]
@@ -298,12 +355,16 @@ fn decode_body(version: u8, body: &[u8]) -> Result<Vec<Event>, SegmentError> {
     let mut at = Cursors::default();
     let mut events = Vec::with_capacity(n);
     for i in 0..n {
+        let present = cols.present[i];
+        if present & has::GONE != 0 {
+            events.push(None);
+            continue;
+        }
         let dev = cols.device[i] as usize;
         let device = devices
             .get(dev)
             .ok_or(SegmentError::Inconsistent("device index out of range"))?
             .clone();
-        let present = cols.present[i];
         let event = if present & has::OTHER != 0 {
             let other = cols
                 .others
@@ -319,7 +380,7 @@ fn decode_body(version: u8, body: &[u8]) -> Result<Vec<Event>, SegmentError> {
                 historic: present & has::HISTORIC != 0,
             })
         };
-        events.push(event);
+        events.push(Some(event));
     }
     Ok(events)
 }
@@ -448,14 +509,23 @@ mod tests {
         let events: Vec<Event> = (0..300)
             .map(|i| position(if i % 3 == 0 { "a" } else { "bus-2" }, i))
             .collect();
-        let raw = decode(&encode_raw(&events[5])).unwrap();
+        let raw = present(&encode_raw(&events[5]));
         assert_eq!(raw.len(), 1);
         assert_close(&raw[0], &events[5]);
-        let seg = decode(&encode_segment(&events)).unwrap();
+        let seg = present(&encode_segment(&events));
         assert_eq!(seg.len(), events.len());
         for (got, want) in seg.iter().zip(&events) {
             assert_close(got, want);
         }
+    }
+
+    /// The events of a value that has no gone slots.
+    fn present(value: &[u8]) -> Vec<Event> {
+        decode(value)
+            .unwrap()
+            .into_iter()
+            .map(|slot| slot.expect("no gone slot"))
+            .collect()
     }
 
     /// Equal at the stored precision: 1e-7°, 0.1 m, ms; the rest exact here.
@@ -509,10 +579,10 @@ mod tests {
             }
         }
         for decoded in [
-            decode(&encode_segment(&events)).unwrap(),
+            present(&encode_segment(&events)),
             events
                 .iter()
-                .flat_map(|e| decode(&encode_raw(e)).unwrap())
+                .flat_map(|e| present(&encode_raw(e)))
                 .collect(),
         ] {
             assert_eq!(decoded.len(), events.len());
@@ -556,9 +626,11 @@ mod tests {
                     })
                     .collect(),
             };
+            let body = postcard::to_stdvec(&cols).unwrap();
             let mut value = vec![RAW, BODY_V2];
-            value.extend_from_slice(&postcard::to_stdvec(&cols).unwrap());
+            value.extend_from_slice(&body);
             let _ = decode(&value);
+            let _ = decode(&deflated(THINNED, BODY_V3, &body));
         }
     }
 
@@ -577,13 +649,58 @@ mod tests {
         let mut value = vec![SEGMENT, BODY_V1];
         let body = postcard::to_stdvec(&v1).unwrap();
         value.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, 6));
-        let events = decode(&value).unwrap();
+        let events = present(&value);
         let Event::Position(second) = &events[1] else {
             panic!("{events:?}")
         };
         assert_eq!(second.fix.lat, 52.000001);
         assert_eq!(second.fix.time.timestamp_millis(), 1_790_000_001_000);
         assert!(matches!(&events[0], Event::Position(p) if p.fix.sats == Some(9)));
+    }
+
+    #[test]
+    fn gone_slots_keep_their_place_and_the_rest_decodes_exactly() {
+        let events: Vec<Event> = (0..40)
+            .map(|i| position(if i % 4 == 0 { "a" } else { "b" }, i))
+            .collect();
+        let keep = |i: usize| i % 3 != 1 && i != 0;
+        for thinned in [false, true] {
+            let value = encode_rewritten(
+                events.iter().enumerate().map(|(i, e)| keep(i).then_some(e)),
+                thinned,
+            );
+            assert!(is_segment(&value) && !is_raw(&value));
+            assert_eq!(is_thinned(&value), thinned);
+            let slots = decode(&value).unwrap();
+            assert_eq!(slots.len(), events.len(), "gone slots keep their numbers");
+            for (i, (slot, want)) in slots.iter().zip(&events).enumerate() {
+                match slot {
+                    Some(got) => assert_close(got, want),
+                    None => assert!(!keep(i), "slot {i} lost"),
+                }
+            }
+            assert_eq!(
+                slots.iter().flatten().count(),
+                (0..40).filter(|&i| keep(i)).count()
+            );
+        }
+        // Nothing left: every slot gone, no device named.
+        let empty = encode_rewritten(events.iter().map(|_| None), false);
+        assert!(decode(&empty).unwrap().iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_gone_mark_in_an_older_body_is_damage() {
+        let cols = Columns {
+            device: vec![0],
+            present: vec![has::GONE],
+            ..Columns::default()
+        };
+        let body = postcard::to_stdvec(&cols).unwrap();
+        assert!(decode(&deflated(SEGMENT, BODY_V2, &body)).is_err());
+        assert!(decode(&deflated(SEGMENT, BODY_V3, &body)).is_ok());
+        // A thinned segment is always V3.
+        assert!(decode(&deflated(THINNED, BODY_V2, &body)).is_err());
     }
 
     #[test]

@@ -33,6 +33,9 @@ use transport::{FromTransport, ToTransport};
 /// crash in between only means re-sending what the receiver drops as
 /// duplicates.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// Longest the backlog waits for the live stream after an outage (should
+/// the head never become durable: a failing disk).
+const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// How long to wait before reading the store again after a read failed.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -41,6 +44,7 @@ pub fn start(
     config: &UplinkConfig,
     gateway: &str,
     store: Store,
+    head: watch::Receiver<u64>,
     durable: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
@@ -76,7 +80,7 @@ pub fn start(
         }
     };
     metrics::gauge!("fixgate_uplink_connected").set(0.0);
-    let uplink = Uplink::new(config, gateway, store, durable)?;
+    let uplink = Uplink::new(config, gateway, store, head, durable)?;
     tracing::info!(
         %peer,
         backlog = uplink.backlog(),
@@ -104,6 +108,8 @@ struct Uplink {
     store: Store,
     reader: Reader,
     durable: watch::Receiver<u64>,
+    /// The writer's head: what exists, durable or not yet.
+    head: watch::Receiver<u64>,
     max_records: usize,
     max_age: Duration,
     backlog_rate: f64,
@@ -126,10 +132,11 @@ struct Uplink {
     live_since: Option<Instant>,
     /// The backlog may send its next batch from then on (rate limit).
     backlog_at: Instant,
-    /// After a live-first jump the backlog waits for the first live batch:
-    /// devices whose latest position was not durable yet at the snapshot
-    /// get it there, still before any backlog.
-    backlog_held: bool,
+    /// After a live-first jump the backlog waits until the live stream has
+    /// passed the head of that moment (and at most [`HOLD_LIMIT`]): devices
+    /// whose latest position was not durable yet at the snapshot get it in
+    /// the first live batches, still before any backlog.
+    backlog_hold: Option<(u64, Instant)>,
     /// The connection's generation while one is up.
     connected: Option<u64>,
     down_since: Option<Instant>,
@@ -141,6 +148,7 @@ impl Uplink {
         config: &UplinkConfig,
         gateway: &str,
         store: Store,
+        head: watch::Receiver<u64>,
         durable: watch::Receiver<u64>,
     ) -> Result<Self, StoreError> {
         let acked = store.uplink_acked()?;
@@ -151,6 +159,7 @@ impl Uplink {
             reader: store.reader(),
             store,
             durable,
+            head,
             max_records: config.max_records,
             max_age: config.max_age,
             backlog_rate: f64::from(config.backlog_rate),
@@ -170,7 +179,7 @@ impl Uplink {
             live_next: None,
             live_since: None,
             backlog_at: now,
-            backlog_held: false,
+            backlog_hold: None,
             connected: None,
             down_since: None,
             store_retry_at: None,
@@ -301,7 +310,7 @@ impl Uplink {
         );
         if start.snapshot {
             self.snapshot(from, durable);
-            self.backlog_held = true;
+            self.backlog_hold = Some((*self.head.borrow(), Instant::now()));
         }
         self.live_next = Some(start.live_next);
     }
@@ -429,7 +438,6 @@ impl Uplink {
             };
             if next > durable {
                 self.live_since = None;
-                self.backlog_held = false;
                 return Ok(None);
             }
             if durable - next + 1 < self.max_records as u64 {
@@ -446,18 +454,23 @@ impl Uplink {
                 continue;
             }
             let set: Acked = std::iter::once(covers.clone()).collect();
-            self.backlog_held = false;
             return Ok(Some(self.queue(BatchKind::Live, covers, set, records)));
         }
     }
 
     fn next_backlog(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
-        if now < self.backlog_at || self.backlog_held {
+        if now < self.backlog_at {
             return Ok(None);
         }
         let Some(live_next) = self.live_next else {
             return Ok(None);
         };
+        if let Some((head, since)) = self.backlog_hold {
+            if live_next <= head && since.elapsed() < HOLD_LIMIT {
+                return Ok(None);
+            }
+            self.backlog_hold = None;
+        }
         let Some(gap) = plan::first_unsent(
             &self.acked,
             &self.in_flight,

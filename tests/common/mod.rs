@@ -105,6 +105,11 @@ impl Daemon {
         panic!("fixgate never became healthy:\n{}", self.log_text());
     }
 
+    /// Where the daemon logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// What the daemon logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -115,6 +120,19 @@ impl Daemon {
         signal(&self.child, nix::sys::signal::Signal::SIGTERM);
         let status = wait_timeout(&mut self.child, Duration::from_secs(20))
             .unwrap_or_else(|| panic!("fixgate ignored SIGTERM:\n{}", self.log_text()));
+        std::mem::forget(self);
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn child_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit on its own; its exit status.
+    pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
+        let status = wait_timeout(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("fixgate did not exit:\n{}", self.log_text()));
         std::mem::forget(self);
         status
     }
@@ -671,6 +689,22 @@ impl PtyReceiver {
         self.send(text.as_bytes());
         text
     }
+}
+
+/// Bytes a directory occupies: allocated blocks, not apparent lengths, as
+/// `du` counts them (what an SD card or a tmpfs loses).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The machine a benchmark ran on: architecture, CPU model, cores.
