@@ -1,6 +1,6 @@
 //! The `fixgate` command: the daemon and its tools.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,32 @@ enum Command {
     /// SIGINT or SIGTERM, `summary`. A batch is acknowledged only once its
     /// lines are flushed.
     Receive(Box<ReceiveArgs>),
+    /// Encode JSON Lines (from `fixgate nmea` or `fixgate decode`) as
+    /// length-delimited upstream batches on stdout.
+    Encode {
+        /// The JSON Lines; `-` or nothing reads standard input.
+        #[arg(value_name = "PATH|-")]
+        input: Option<PathBuf>,
+        /// Gateway id of the batches [default: the lines' own, else fixgate].
+        #[arg(long, value_name = "ID", value_parser = parse_id)]
+        gateway: Option<fixgate::fix::DeviceId>,
+        /// Device of lines that name none (as `fixgate nmea` prints them).
+        #[arg(long, value_name = "ID", value_parser = parse_id)]
+        device: Option<fixgate::fix::DeviceId>,
+        /// Records per batch.
+        #[arg(long, value_name = "N", default_value_t = fixgate::wire::DEFAULT_MAX_RECORDS,
+              value_parser = parse_max_records)]
+        max_records: usize,
+        /// Id of the first batch; the next ones count up.
+        #[arg(long, value_name = "ID", default_value_t = 1)]
+        batch_id: u64,
+    },
+    /// Decode length-delimited upstream batches into one JSON line per record.
+    Decode {
+        /// The batches; `-` or nothing reads standard input.
+        #[arg(value_name = "PATH|-")]
+        input: Option<PathBuf>,
+    },
 }
 
 /// Options of `fixgate simulate`.
@@ -360,6 +386,20 @@ fn readable_file(s: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot read {s}: {e}"))
 }
 
+/// A gateway or device id.
+fn parse_id(s: &str) -> Result<fixgate::fix::DeviceId, String> {
+    fixgate::fix::DeviceId::new(s).map_err(|e| e.to_string())
+}
+
+/// Records per batch: 1 to what a decoder accepts.
+fn parse_max_records(s: &str) -> Result<usize, String> {
+    let max = fixgate::wire::MAX_BATCH_RECORDS;
+    s.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a number from 1 to {max}"))
+}
+
 /// `lat,lon` in degrees.
 fn parse_center(s: &str) -> Result<(f64, f64), String> {
     let (lat, lon) = s
@@ -381,6 +421,22 @@ fn main() -> ExitCode {
         Command::Nmea { input } => nmea(input.as_deref()),
         Command::Simulate(args) => simulate(*args),
         Command::Receive(args) => receive(*args),
+        Command::Encode {
+            input,
+            gateway,
+            device,
+            max_records,
+            batch_id,
+        } => encode(
+            input.as_deref(),
+            &fixgate::wire::tools::EncodeOptions {
+                gateway,
+                device,
+                max_records,
+                first_id: batch_id,
+            },
+        ),
+        Command::Decode { input } => decode(input.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -419,18 +475,55 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn nmea(input: Option<&Path>) -> anyhow::Result<()> {
-    let reader: Box<dyn Read> = match input {
+/// A file, or standard input for `-` or nothing.
+fn open_input(input: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
+    Ok(match input {
         None => Box::new(std::io::stdin().lock()),
         Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
         Some(p) => Box::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
         ),
+    })
+}
+
+/// A reader that went away (`fixgate decode | head`) is not a failure of
+/// the tools that print to stdout.
+fn unless_stdout_closed<E: Into<anyhow::Error>>(result: Result<(), E>) -> anyhow::Result<()> {
+    let err = match result {
+        Ok(()) => return Ok(()),
+        Err(e) => e.into(),
     };
+    let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    let closed = err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || matches!(cause.downcast_ref(), Some(fixgate::wire::tools::ToolError::Io(e)) if broken(e))
+    });
+    if closed { Ok(()) } else { Err(err) }
+}
+
+fn nmea(input: Option<&Path>) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
-    fixgate::ingest::nmea::nmea_to_json_lines(reader, &mut out)?;
-    out.flush()?;
-    Ok(())
+    unless_stdout_closed(
+        fixgate::ingest::nmea::nmea_to_json_lines(open_input(input)?, &mut out)
+            .and_then(|_| out.flush()),
+    )
+}
+
+fn encode(
+    input: Option<&Path>,
+    options: &fixgate::wire::tools::EncodeOptions,
+) -> anyhow::Result<()> {
+    let input = BufReader::new(open_input(input)?);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    unless_stdout_closed(
+        fixgate::wire::tools::encode_json_lines(input, &mut out, options).map(drop),
+    )
+}
+
+fn decode(input: Option<&Path>) -> anyhow::Result<()> {
+    let input = BufReader::new(open_input(input)?);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    unless_stdout_closed(fixgate::wire::tools::decode_to_json_lines(input, &mut out).map(drop))
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

@@ -15,16 +15,24 @@ fn fixgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run fixgate");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("fixgate output")
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = stdin.unwrap_or_default().to_vec();
+    // Fed from a thread: a large input would otherwise fill the pipes both
+    // ways, each process waiting for the other to read.
+    let writer = std::thread::spawn(move || {
+        // A command that fails early stops reading: not the writer's error.
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("fixgate output");
+    writer.join().expect("stdin writer");
+    output
+}
+
+/// Runs a command that must succeed; its standard output.
+fn fixgate_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    let out = fixgate(args, stdin);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    out.stdout
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -144,4 +152,166 @@ fn nmea_reports_an_unreadable_file() {
     let out = fixgate(&["nmea", "/nonexistent/track.nmea"], None);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot open /nonexistent/track.nmea"));
+}
+
+/// `fixgate nmea` output for a simulated 1 Hz drive of `epochs` seconds.
+fn nmea_json_lines(epochs: usize) -> Vec<u8> {
+    let start = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let log = common::simulated_nmea(epochs, start, 3);
+    fixgate_ok(&["nmea"], Some(log.as_bytes()))
+}
+
+/// Whether two JSON numbers agree to within the wire's unit.
+fn close(a: &serde_json::Value, b: &serde_json::Value, unit: f64) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => (a - b).abs() <= unit / 2.0 + 1e-9,
+        _ => a == b,
+    }
+}
+
+#[test]
+fn nmea_encode_decode_keeps_every_fix_at_the_wire_precision() {
+    let fixes = nmea_json_lines(2500);
+    let encoded = fixgate_ok(
+        &["encode", "--device", "bus-7", "--gateway", "gw-test"],
+        Some(&fixes),
+    );
+    // 2,500 records in the default batching of 1,000.
+    let mut input = encoded.as_slice();
+    let mut sizes = Vec::new();
+    while let Some(batch) = fixgate::wire::read_delimited(&mut input).unwrap() {
+        sizes.push(fixgate::wire::decode(&batch).unwrap().records.len());
+    }
+    assert_eq!(sizes, [1000, 1000, 500]);
+
+    let decoded = fixgate_ok(&["decode"], Some(&encoded));
+    let parse = |bytes: &[u8]| -> Vec<serde_json::Value> {
+        text(bytes)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    };
+    let (want, got) = (parse(&fixes), parse(&decoded));
+    assert_eq!(want.len(), 2500);
+    assert_eq!(got.len(), want.len());
+    let units = [
+        ("lat", 1e-7),
+        ("lon", 1e-7),
+        ("alt", 0.1),
+        ("speed", 0.01),
+        ("hdop", 0.01),
+    ];
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(g["gateway"], "gw-test");
+        assert_eq!(g["device"], "bus-7");
+        assert_eq!(g["event"], "position");
+        assert_eq!(g["seq"], i as u64 + 1);
+        assert_eq!(g["time"], w["time"]);
+        assert_eq!(g["sats"], w["sats"]);
+        assert_eq!(g["mode"], w["mode"]);
+        for (key, unit) in units {
+            assert!(
+                close(&g[key], &w[key], unit),
+                "{key} of line {i}: {g} vs {w}"
+            );
+        }
+        let course = |v: &serde_json::Value| v["course"].as_f64().map(|c| c.rem_euclid(360.0));
+        let (gc, wc) = (course(g).unwrap(), course(w).unwrap());
+        let diff = (gc - wc).abs();
+        assert!(
+            diff.min(360.0 - diff) <= 0.05 + 1e-9,
+            "course of line {i}: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn decode_then_encode_gives_the_same_bytes() {
+    let fixes = nmea_json_lines(1200);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fixes.jsonl");
+    std::fs::write(&path, &fixes).unwrap();
+    let encoded = fixgate_ok(
+        &["encode", path.to_str().unwrap(), "--device", "gps0"],
+        None,
+    );
+    let decoded = fixgate_ok(&["decode", "-"], Some(&encoded));
+    assert!(
+        text(&decoded)
+            .starts_with(r#"{"gateway":"fixgate","seq":1,"event":"position","device":"gps0","#)
+    );
+    assert_eq!(fixgate_ok(&["encode"], Some(&decoded)), encoded);
+}
+
+#[test]
+fn encode_names_the_line_at_fault() {
+    let good = r#"{"device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#;
+    let cases = [
+        (format!("{good}\n\n{{\"device\":\"a\"\n"), "line 3: "),
+        (
+            format!("{good}\n{}\n", good.replace("\"lat\":1", "\"lat\":91")),
+            "line 2: latitude 91",
+        ),
+        (
+            format!("{{\"seq\":5,{}\n{{\"seq\":5,{}\n", &good[1..], &good[1..]),
+            "line 2: seq 5 does not follow 5",
+        ),
+        (
+            r#"{"time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#.to_owned(),
+            "line 1: no device",
+        ),
+        (
+            format!(
+                "{{\"gateway\":\"g1\",{}\n{{\"gateway\":\"g2\",{}\n",
+                &good[1..],
+                &good[1..]
+            ),
+            "line 2: gateway g2 differs from g1",
+        ),
+    ];
+    for (input, message) in cases {
+        let out = fixgate(&["encode"], Some(input.as_bytes()));
+        assert!(!out.status.success(), "{input}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{message:?} in {stderr}");
+    }
+    let out = fixgate(&["encode", "--max-records", "0"], Some(good.as_bytes()));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn decode_names_the_batch_at_fault() {
+    let fixes = nmea_json_lines(30);
+    let stream = fixgate_ok(
+        &["encode", "--device", "gps0", "--max-records", "10"],
+        Some(&fixes),
+    );
+
+    let truncated = fixgate(&["decode"], Some(&stream[..stream.len() - 3]));
+    assert!(!truncated.status.success());
+    assert!(
+        text(&truncated.stderr).contains("batch 3: truncated"),
+        "{}",
+        text(&truncated.stderr)
+    );
+    // The first two batches were printed before the damaged one.
+    assert_eq!(text(&truncated.stdout).lines().count(), 20);
+
+    let mut damaged = stream.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    let out = fixgate(&["decode"], Some(&damaged));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("batch 3: malformed batch: zlib checksum mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = fixgate(&["decode"], Some(b"\x03abc"));
+    assert!(
+        text(&out.stderr).contains("batch 1: unsupported batch version 97"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -1,22 +1,46 @@
 //! The upstream batch codec: what the gateway sends to the cloud.
 //!
-//! Pure: no tokio, no sled, no I/O beyond `std::io` streams, so that a cloud
-//! service can link this module (with [`crate::fix`]) and nothing else.
-//! `docs/wire-format.md` specifies the bytes for decoders in other languages.
-//!
-//! PLACEHOLDER ENCODING: the header and records are JSON here until the
-//! columnar codec lands; the public API below is the one that stays.
+//! Pure: no async runtime, no database, no I/O beyond `std::io` streams, so
+//! that a cloud service can link this module (with [`crate::fix`]) and
+//! nothing else. `docs/wire-format.md` specifies the bytes for decoders in
+//! other languages; in short: a version byte, a postcard header, then a zlib
+//! stream of the records in columns, each fix as scaled integers predicted
+//! from the same device's previous values.
+
+mod body;
+mod header;
+pub mod json;
+mod predict;
+mod quantise;
+pub mod tools;
+mod zlib;
+
+#[cfg(test)]
+mod tests;
 
 use std::io::{self, Read, Write};
 
-use crate::fix::Record;
+use crate::fix::{DeviceId, Event, Record};
 
-/// The format version written first in every batch.
-pub const VERSION: u8 = 0;
+pub use json::{JsonError, JsonRecord, parse_record_json, record_json};
+
+/// The format version written first in every batch. Version 0 was the
+/// development placeholder (JSON); no decoder reads it.
+pub const VERSION: u8 = 1;
 
 /// Records per batch unless configured otherwise (the daemon's default
 /// batching, also used by `fixgate encode`).
 pub const DEFAULT_MAX_RECORDS: usize = 1000;
+
+/// Most records a batch may hold: decoders refuse more, which bounds what a
+/// hostile batch can make them allocate.
+pub const MAX_BATCH_RECORDS: usize = 100_000;
+
+/// Inflated body bytes allowed per record (a record takes at most about 170),
+/// plus [`BODY_BYTES_BASE`]: a zlib bomb stops there.
+const BODY_BYTES_PER_RECORD: usize = 256;
+/// See [`BODY_BYTES_PER_RECORD`].
+const BODY_BYTES_BASE: usize = 1024;
 
 /// What a batch's sequence range means to the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +74,49 @@ pub struct Batch {
     pub records: Vec<Record>,
 }
 
+impl Batch {
+    /// Checks what [`decode`] will check, so a sender finds a bad batch
+    /// before the receiver refuses it: a valid gateway id, a non-empty range,
+    /// at most [`MAX_BATCH_RECORDS`] records in strictly increasing `seq`
+    /// within the range, and valid fixes.
+    pub fn check(&self) -> Result<(), WireError> {
+        let bad = |m: String| Err(WireError::Malformed(m));
+        if let Err(e) = DeviceId::new(&self.gateway) {
+            return bad(format!("gateway {:?}: {e}", self.gateway));
+        }
+        if self.first_seq > self.last_seq {
+            return bad(format!(
+                "sequence range {}..={} is empty",
+                self.first_seq, self.last_seq
+            ));
+        }
+        if self.records.len() > MAX_BATCH_RECORDS {
+            return bad(format!(
+                "{} records exceed {MAX_BATCH_RECORDS}",
+                self.records.len()
+            ));
+        }
+        let mut previous = None;
+        for (i, r) in self.records.iter().enumerate() {
+            if previous.is_some_and(|p| r.seq <= p)
+                || !(self.first_seq..=self.last_seq).contains(&r.seq)
+            {
+                return bad(format!(
+                    "record {i}: seq {} not increasing within the range",
+                    r.seq
+                ));
+            }
+            previous = Some(r.seq);
+            if let Event::Position(p) = &r.event {
+                if let Err(e) = p.fix.validate() {
+                    return bad(format!("record {i}: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Bytes that are not a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -61,83 +128,47 @@ pub enum WireError {
     Malformed(String),
 }
 
-/// Encodes a batch.
+/// Encodes a batch. A batch that fails [`Batch::check`] still encodes, but
+/// [`decode`] refuses the bytes. Values beyond the wire's ranges are clamped
+/// (see `docs/wire-format.md`).
 pub fn encode(batch: &Batch) -> Vec<u8> {
     let mut out = vec![VERSION];
-    let kind = match batch.kind {
-        BatchKind::Live => "live",
-        BatchKind::Backlog => "backlog",
-        BatchKind::Snapshot => "snapshot",
-    };
-    let header = serde_json::json!({
-        "gateway": batch.gateway, "id": batch.id, "kind": kind,
-        "first_seq": batch.first_seq, "last_seq": batch.last_seq,
-    });
-    out.extend_from_slice(header.to_string().as_bytes());
-    for r in &batch.records {
-        out.push(b'\n');
-        let (name, body) = match &r.event {
-            crate::fix::Event::Position(p) => ("position", serde_json::to_value(p)),
-            crate::fix::Event::Status(s) => ("status", serde_json::to_value(s)),
-        };
-        let line =
-            serde_json::json!({"seq": r.seq, "event": name, "body": body.unwrap_or_default()});
-        out.extend_from_slice(line.to_string().as_bytes());
-    }
+    header::write(batch, &mut out);
+    out.extend_from_slice(&zlib::compress(&body::write(
+        &batch.records,
+        batch.first_seq,
+    )));
     out
 }
 
-/// Decodes a batch, checking everything a damaged or hostile input could get wrong.
+/// Decodes a batch, checking everything a damaged or hostile input could get
+/// wrong: it returns an error, never panics, and allocates in proportion to
+/// the records the bytes really hold.
 pub fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
-    use crate::fix::{Event, Position, Status};
-    let bad = |e: serde_json::Error| WireError::Malformed(e.to_string());
-    let body = match bytes {
-        [VERSION, body @ ..] => body,
-        [v, ..] => return Err(WireError::Version(*v)),
-        [] => return Err(WireError::Malformed("empty".into())),
-    };
-    let mut lines = body.split(|&b| b == b'\n');
-    let header: serde_json::Value =
-        serde_json::from_slice(lines.next().unwrap_or_default()).map_err(bad)?;
-    let field = |k: &str| {
-        header
-            .get(k)
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| WireError::Malformed(format!("no {k}")))
-    };
-    let kind = match header.get("kind").and_then(|v| v.as_str()) {
-        Some("live") => BatchKind::Live,
-        Some("backlog") => BatchKind::Backlog,
-        Some("snapshot") => BatchKind::Snapshot,
-        _ => return Err(WireError::Malformed("kind".into())),
-    };
-    let mut records = Vec::new();
-    for line in lines {
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(bad)?;
-        let seq = v
-            .get("seq")
-            .and_then(|s| s.as_u64())
-            .ok_or_else(|| WireError::Malformed("seq".into()))?;
-        let body = v.get("body").cloned().unwrap_or_default();
-        let event = match v.get("event").and_then(|e| e.as_str()) {
-            Some("position") => {
-                Event::Position(serde_json::from_value::<Position>(body).map_err(bad)?)
-            }
-            Some("status") => Event::Status(serde_json::from_value::<Status>(body).map_err(bad)?),
-            _ => return Err(WireError::Malformed("event".into())),
-        };
-        records.push(Record { seq, event });
+    let (&version, rest) = bytes
+        .split_first()
+        .ok_or_else(|| WireError::Malformed("empty".into()))?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
     }
+    let (header, deflated) = header::read(rest).map_err(WireError::Malformed)?;
+    let limit = header
+        .records
+        .saturating_mul(BODY_BYTES_PER_RECORD)
+        .saturating_add(BODY_BYTES_BASE);
+    let body = zlib::inflate(deflated, limit).map_err(WireError::Malformed)?;
+    let expect = body::Expect {
+        records: header.records,
+        first_seq: header.first_seq,
+        last_seq: header.last_seq,
+    };
+    let records = body::read(&body, &expect).map_err(WireError::Malformed)?;
     Ok(Batch {
-        gateway: header
-            .get("gateway")
-            .and_then(|g| g.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        id: field("id")?,
-        kind,
-        first_seq: field("first_seq")?,
-        last_seq: field("last_seq")?,
+        gateway: header.gateway.as_str().to_owned(),
+        id: header.id,
+        kind: header.kind,
+        first_seq: header.first_seq,
+        last_seq: header.last_seq,
         records,
     })
 }
@@ -163,33 +194,33 @@ pub fn write_delimited(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     out.write_all(bytes)
 }
 
-/// Reads one length-prefixed batch; `None` at a clean end of input.
+/// Reads one length-prefixed batch; `None` at a clean end of input. Memory
+/// grows with the bytes that really arrive, not with what the prefix claims.
 pub fn read_delimited(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut len: u64 = 0;
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    // u128: ten 7-bit groups do not fit a u64, and excess bits must not vanish.
+    let mut len: u128 = 0;
     for i in 0..10 {
         let mut byte = [0u8];
-        if input.read(&mut byte)? == 0 {
-            if i == 0 {
-                return Ok(None);
-            }
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        match input.read_exact(&mut byte) {
+            Err(e) if i == 0 && e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            result => result?,
         }
-        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        len |= u128::from(byte[0] & 0x7f) << (7 * i);
         if byte[0] & 0x80 == 0 {
-            let len = usize::try_from(len).unwrap_or(usize::MAX);
-            if len > MAX_BATCH_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("batch of {len} bytes exceeds {MAX_BATCH_BYTES}"),
-                ));
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= MAX_BATCH_BYTES)
+                .ok_or_else(|| {
+                    invalid(format!("batch of {len} bytes exceeds {MAX_BATCH_BYTES}"))
+                })?;
+            let mut buf = Vec::new();
+            input.by_ref().take(len as u64).read_to_end(&mut buf)?;
+            if buf.len() < len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            let mut buf = vec![0; len];
-            input.read_exact(&mut buf)?;
             return Ok(Some(buf));
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "length prefix longer than 10 bytes",
-    ))
+    Err(invalid("length prefix longer than 10 bytes".into()))
 }

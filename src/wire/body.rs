@@ -1,0 +1,343 @@
+//! The body of a batch: its records as columns of small integers.
+//!
+//! One column per field rather than one row per record, because deflate does
+//! best on long runs of similar bytes: a column of near-zero residuals is
+//! mostly one repeated byte. Each column is a postcard sequence (a varint
+//! count, then the values), in the order of [`Columns`]; the decoder checks
+//! every count against what the earlier columns imply before reading it.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::predict::{Field, Predictor};
+use super::quantise::{self, WireFix};
+use crate::fix::{DeviceId, Event, FixMode, Position, Presence, Record, Status};
+
+/// The bits of a record's `flags`: which optional values it has, or that
+/// it is not a position at all.
+pub mod flag {
+    /// Has an altitude.
+    pub const ALT: u16 = 1;
+    /// Has a speed.
+    pub const SPEED: u16 = 2;
+    /// Has a course.
+    pub const COURSE: u16 = 4;
+    /// Has an HDOP.
+    pub const HDOP: u16 = 8;
+    /// Has a satellite count.
+    pub const SATS: u16 = 16;
+    /// A 3D fix (common, so it keeps the usual flags within one varint byte).
+    pub const MODE_3D: u16 = 32;
+    /// A 2D fix.
+    pub const MODE_2D: u16 = 64;
+    /// Has an accuracy.
+    pub const ACCURACY: u16 = 128;
+    /// A historic position.
+    pub const HISTORIC: u16 = 256;
+    /// Not a position: the record is the next entry of `others`, alone.
+    pub const OTHER: u16 = 512;
+    /// Every bit this version defines.
+    pub const KNOWN: u16 = 1023;
+}
+
+/// The optional fields, their flag and column, in column order.
+const OPTIONAL: [(u16, Field); 6] = [
+    (flag::ALT, Field::Alt),
+    (flag::SPEED, Field::Speed),
+    (flag::COURSE, Field::Course),
+    (flag::HDOP, Field::Hdop),
+    (flag::SATS, Field::Sats),
+    (flag::ACCURACY, Field::Accuracy),
+];
+
+/// Number of predicted value columns (one per [`Field`]).
+const FIELDS: usize = 9;
+
+/// Events that are not positions: rare, so each goes whole, in one column.
+/// New variants go at the end, so the numbers of the old ones never change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Other {
+    /// A [`Status`] change, time in milliseconds since the epoch.
+    Status { online: bool, time: i64 },
+}
+
+/// The body as written, field by field in wire order.
+#[derive(Debug, Default, Serialize)]
+struct Columns<'a> {
+    /// Device ids in order of first appearance; records refer to them by index.
+    devices: Vec<&'a str>,
+    /// Per record: index into `devices`.
+    device: Vec<u32>,
+    /// Per record: its seq minus the previous record's (the first: minus `first_seq`).
+    seq: Vec<u64>,
+    /// Per record: [`flag`] bits.
+    flags: Vec<u16>,
+    /// Per predicted field, in [`Field`] order: residuals of the records
+    /// that have the field.
+    values: [Vec<i64>; FIELDS],
+    /// Per record flagged [`flag::OTHER`]: the event.
+    others: Vec<Other>,
+}
+
+/// Serialises records (in increasing seq, from `first_seq` on) as a body.
+pub fn write(records: &[Record], first_seq: u64) -> Vec<u8> {
+    let mut cols = Columns::default();
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut predictor = Predictor::default();
+    let mut previous = first_seq;
+    for record in records {
+        let id = record.event.device().as_str();
+        let next = index.len() as u32;
+        let device = *index.entry(id).or_insert_with(|| {
+            cols.devices.push(id);
+            next
+        });
+        cols.device.push(device);
+        cols.seq.push(record.seq.wrapping_sub(previous));
+        previous = record.seq;
+        let flags = match &record.event {
+            Event::Position(p) => push_position(&mut cols, &mut predictor, device as usize, p),
+            Event::Status(s) => {
+                cols.others.push(Other::Status {
+                    online: s.status == Presence::Online,
+                    time: s.time.timestamp_millis(),
+                });
+                flag::OTHER
+            }
+        };
+        cols.flags.push(flags);
+    }
+    // Vectors of integers and strings always serialise.
+    postcard::to_stdvec(&cols).unwrap_or_default()
+}
+
+/// Adds a position's values to the columns; returns its flags.
+fn push_position(
+    cols: &mut Columns<'_>,
+    predictor: &mut Predictor,
+    device: usize,
+    position: &Position,
+) -> u16 {
+    let q = WireFix::from_fix(&position.fix);
+    let mut flags = match q.mode {
+        Some(FixMode::ThreeD) => flag::MODE_3D,
+        Some(FixMode::TwoD) => flag::MODE_2D,
+        None => 0,
+    };
+    if position.historic {
+        flags |= flag::HISTORIC;
+    }
+    let mut push = |field: Field, value: i64| {
+        let residual = predictor.residual(device, field, value);
+        cols.values[field as usize].push(residual);
+    };
+    push(Field::Time, q.time);
+    push(Field::Lat, q.lat);
+    push(Field::Lon, q.lon);
+    for (bit, field) in OPTIONAL {
+        if let Some(value) = optional(&q, field) {
+            flags |= bit;
+            push(field, value);
+        }
+    }
+    flags
+}
+
+fn optional(q: &WireFix, field: Field) -> Option<i64> {
+    match field {
+        Field::Alt => q.alt,
+        Field::Speed => q.speed,
+        Field::Course => q.course,
+        Field::Hdop => q.hdop,
+        Field::Sats => q.sats,
+        Field::Accuracy => q.accuracy,
+        Field::Time | Field::Lat | Field::Lon => None,
+    }
+}
+
+fn optional_mut(q: &mut WireFix, field: Field) -> Option<&mut Option<i64>> {
+    match field {
+        Field::Alt => Some(&mut q.alt),
+        Field::Speed => Some(&mut q.speed),
+        Field::Course => Some(&mut q.course),
+        Field::Hdop => Some(&mut q.hdop),
+        Field::Sats => Some(&mut q.sats),
+        Field::Accuracy => Some(&mut q.accuracy),
+        Field::Time | Field::Lat | Field::Lon => None,
+    }
+}
+
+/// The names of the value columns, for errors.
+const FIELD_NAMES: [&str; FIELDS] = [
+    "time", "lat", "lon", "alt", "speed", "course", "hdop", "sats", "accuracy",
+];
+
+/// What the header says the body must hold.
+pub struct Expect {
+    /// Number of records.
+    pub records: usize,
+    /// The batch's first sequence number.
+    pub first_seq: u64,
+    /// The batch's last sequence number.
+    pub last_seq: u64,
+}
+
+/// Reads a body back into records, checking every count, index, sequence
+/// number and value.
+pub fn read(body: &[u8], expect: &Expect) -> Result<Vec<Record>, String> {
+    let n = expect.records;
+    let mut input = body;
+    let devices: Vec<String> = column(&mut input, 0..=n, "devices")?;
+    let devices = devices
+        .iter()
+        .map(|d| DeviceId::new(d).map_err(|e| format!("device {d:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let device: Vec<u32> = column(&mut input, n..=n, "device")?;
+    let seq: Vec<u64> = column(&mut input, n..=n, "seq")?;
+    let flags: Vec<u16> = column(&mut input, n..=n, "flags")?;
+    let (counts, others) = counts(&flags)?;
+    let mut values = Vec::with_capacity(FIELDS);
+    for (count, name) in counts.into_iter().zip(FIELD_NAMES) {
+        values.push(column::<i64>(&mut input, count..=count, name)?.into_iter());
+    }
+    let others: Vec<Other> = column(&mut input, others..=others, "others")?;
+    if !input.is_empty() {
+        return Err(format!("{} bytes after the last column", input.len()));
+    }
+
+    let mut others = others.into_iter();
+    let mut predictor = Predictor::default();
+    let mut previous: Option<u64> = None;
+    let mut records = Vec::with_capacity(n);
+    for (i, ((&index, &delta), &flags)) in device.iter().zip(&seq).zip(&flags).enumerate() {
+        let at = |e: String| format!("record {i}: {e}");
+        let id = devices
+            .get(index as usize)
+            .ok_or_else(|| at(format!("device index {index} out of range")))?
+            .clone();
+        let seq = match previous {
+            None => expect.first_seq.checked_add(delta),
+            Some(p) if delta > 0 => p.checked_add(delta),
+            Some(_) => None,
+        }
+        .filter(|&s| s <= expect.last_seq)
+        .ok_or_else(|| at("seq not increasing within the batch's range".into()))?;
+        previous = Some(seq);
+        let event = if flags & flag::OTHER != 0 {
+            match others
+                .next()
+                .ok_or_else(|| at("others column too short".into()))?
+            {
+                Other::Status { online, time } => Event::Status(Status {
+                    device: id,
+                    status: if online {
+                        Presence::Online
+                    } else {
+                        Presence::Offline
+                    },
+                    time: quantise::time(time)
+                        .ok_or_else(|| at("status time out of range".into()))?,
+                }),
+            }
+        } else {
+            let mut take = |field: Field| {
+                let residual = values[field as usize]
+                    .next()
+                    .ok_or_else(|| format!("{} column too short", FIELD_NAMES[field as usize]))?;
+                predictor
+                    .value(index as usize, field, residual)
+                    .ok_or_else(|| format!("{} out of range", FIELD_NAMES[field as usize]))
+            };
+            let mut q = WireFix {
+                time: take(Field::Time).map_err(at)?,
+                lat: take(Field::Lat).map_err(at)?,
+                lon: take(Field::Lon).map_err(at)?,
+                alt: None,
+                speed: None,
+                course: None,
+                hdop: None,
+                sats: None,
+                accuracy: None,
+                mode: match flags & (flag::MODE_2D | flag::MODE_3D) {
+                    flag::MODE_2D => Some(FixMode::TwoD),
+                    flag::MODE_3D => Some(FixMode::ThreeD),
+                    _ => None,
+                },
+            };
+            for (bit, field) in OPTIONAL {
+                if flags & bit != 0 {
+                    let value = take(field).map_err(at)?;
+                    if let Some(slot) = optional_mut(&mut q, field) {
+                        *slot = Some(value);
+                    }
+                }
+            }
+            let fix = q.to_fix().map_err(|f| at(format!("{f} out of range")))?;
+            fix.validate().map_err(|e| at(e.to_string()))?;
+            Event::Position(Position {
+                device: id,
+                fix,
+                historic: flags & flag::HISTORIC != 0,
+            })
+        };
+        records.push(Record { seq, event });
+    }
+    Ok(records)
+}
+
+/// How many entries each value column and `others` must have, from the
+/// flags; refuses flags this version does not define.
+fn counts(flags: &[u16]) -> Result<([usize; FIELDS], usize), String> {
+    let mut counts = [0usize; FIELDS];
+    let mut others = 0;
+    for (i, &f) in flags.iter().enumerate() {
+        if f & !flag::KNOWN != 0
+            || f & (flag::MODE_2D | flag::MODE_3D) == flag::MODE_2D | flag::MODE_3D
+        {
+            return Err(format!("record {i}: flags {f:#x} undefined"));
+        }
+        if f & flag::OTHER != 0 {
+            if f != flag::OTHER {
+                return Err(format!("record {i}: flags {f:#x} on a non-position"));
+            }
+            others += 1;
+            continue;
+        }
+        for field in [Field::Time, Field::Lat, Field::Lon] {
+            counts[field as usize] += 1;
+        }
+        for (bit, field) in OPTIONAL {
+            if f & bit != 0 {
+                counts[field as usize] += 1;
+            }
+        }
+    }
+    Ok((counts, others))
+}
+
+/// Reads one column whose count must lie in `expected`, checked before any
+/// of it is allocated.
+fn column<T: DeserializeOwned>(
+    input: &mut &[u8],
+    expected: std::ops::RangeInclusive<usize>,
+    name: &str,
+) -> Result<Vec<T>, String> {
+    let (count, _) =
+        postcard::take_from_bytes::<u64>(input).map_err(|e| format!("{name} column: {e}"))?;
+    if !usize::try_from(count).is_ok_and(|c| expected.contains(&c)) {
+        let (min, max) = expected.into_inner();
+        let want = if min == max {
+            format!("{max}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(format!(
+            "{name} column has {count} entries, expected {want}"
+        ));
+    }
+    let (values, rest) =
+        postcard::take_from_bytes::<Vec<T>>(input).map_err(|e| format!("{name} column: {e}"))?;
+    *input = rest;
+    Ok(values)
+}

@@ -1,0 +1,181 @@
+//! Records as JSON Lines, for the tools (`fixgate decode` prints them,
+//! `fixgate encode` reads them back): the event's own JSON, as the feed sends
+//! it, with `gateway`, `seq` and `event` in front.
+
+use serde_json::{Map, Value};
+
+use crate::fix::{DeviceId, DeviceIdError, Event, InvalidFix, Position, Record, Status};
+
+/// One record as one line of JSON (no newline), e.g.
+/// `{"gateway":"gw-1","seq":7,"event":"position","device":"bus-1","time":…}`.
+pub fn record_json(gateway: &str, record: &Record) -> String {
+    // Plain structs of strings and numbers: serialising cannot fail.
+    let gateway = serde_json::to_string(gateway).unwrap_or_default();
+    let event = record.event.to_json().unwrap_or_default();
+    let fields = event.strip_prefix('{').unwrap_or("}");
+    let comma = if fields.starts_with('}') { "" } else { "," };
+    format!(
+        r#"{{"gateway":{gateway},"seq":{},"event":"{}"{comma}{fields}"#,
+        record.seq,
+        record.event.name()
+    )
+}
+
+/// A line read back: the event, and the gateway and seq if the line had them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonRecord {
+    /// `gateway`, if present.
+    pub gateway: Option<DeviceId>,
+    /// `seq`, if present.
+    pub seq: Option<u64>,
+    /// The event.
+    pub event: Event,
+}
+
+/// Why a line is not a record.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// Not a JSON object, or a field of the wrong type.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// `gateway` is not a valid id.
+    #[error("gateway: {0}")]
+    Gateway(DeviceIdError),
+    /// A field of the wrong type.
+    #[error("`{0}` has the wrong type")]
+    Type(&'static str),
+    /// `event` names no event this build knows.
+    #[error("unknown event {0:?}")]
+    UnknownEvent(String),
+    /// No `device`, and no default was given.
+    #[error("no device (give one for lines without)")]
+    NoDevice,
+    /// The fix is not valid.
+    #[error("{0}")]
+    Fix(#[from] InvalidFix),
+}
+
+/// Parses a line of [`record_json`], of the feed's event JSON, or a bare fix
+/// as `fixgate nmea` prints it (then `default_device` names the device).
+/// Without an `event` field, a line with `status` is a status, else a position.
+pub fn parse_record_json(
+    line: &str,
+    default_device: Option<&DeviceId>,
+) -> Result<JsonRecord, JsonError> {
+    let mut object: Map<String, Value> = serde_json::from_str(line)?;
+    let gateway = match object.remove("gateway") {
+        None => None,
+        Some(Value::String(g)) => Some(DeviceId::new(&g).map_err(JsonError::Gateway)?),
+        Some(_) => return Err(JsonError::Type("gateway")),
+    };
+    let seq = match object.remove("seq") {
+        None => None,
+        Some(v) => Some(v.as_u64().ok_or(JsonError::Type("seq"))?),
+    };
+    let status = match object.remove("event") {
+        None => object.contains_key("status"),
+        Some(Value::String(e)) if e == "position" => false,
+        Some(Value::String(e)) if e == "status" => true,
+        Some(Value::String(e)) => return Err(JsonError::UnknownEvent(e)),
+        Some(_) => return Err(JsonError::Type("event")),
+    };
+    if !object.contains_key("device") {
+        let device = default_device.ok_or(JsonError::NoDevice)?;
+        object.insert("device".into(), device.as_str().into());
+    }
+    let object = Value::Object(object);
+    let event = if status {
+        Event::Status(serde_json::from_value::<Status>(object)?)
+    } else {
+        let position = serde_json::from_value::<Position>(object)?;
+        position.fix.validate()?;
+        Event::Position(position)
+    };
+    Ok(JsonRecord {
+        gateway,
+        seq,
+        event,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fix::{Fix, FixMode, Presence};
+    use chrono::{TimeZone, Utc};
+
+    fn position() -> Event {
+        let mut fix = Fix::new(
+            Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
+            52.0907123,
+            5.1214,
+        );
+        fix.mode = Some(FixMode::ThreeD);
+        fix.speed = Some(8.25);
+        Event::Position(Position {
+            device: DeviceId::new("bus-1").unwrap(),
+            fix,
+            historic: true,
+        })
+    }
+
+    #[test]
+    fn a_record_line_is_the_event_json_with_gateway_seq_and_kind_in_front() {
+        let line = record_json(
+            "gw-1",
+            &Record {
+                seq: 7,
+                event: position(),
+            },
+        );
+        assert_eq!(
+            line,
+            r#"{"gateway":"gw-1","seq":7,"event":"position","device":"bus-1","time":"2026-11-23T12:00:00.000Z","lat":52.0907123,"lon":5.1214,"speed":8.25,"mode":3,"historic":true}"#
+        );
+        let back = parse_record_json(&line, None).unwrap();
+        assert_eq!(back.gateway.unwrap().as_str(), "gw-1");
+        assert_eq!(back.seq, Some(7));
+        assert_eq!(back.event, position());
+    }
+
+    #[test]
+    fn statuses_bare_fixes_and_bad_lines() {
+        let status = Event::Status(Status {
+            device: DeviceId::new("bus-2").unwrap(),
+            status: Presence::Offline,
+            time: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
+        });
+        let line = record_json(
+            "gw",
+            &Record {
+                seq: 1,
+                event: status.clone(),
+            },
+        );
+        assert_eq!(parse_record_json(&line, None).unwrap().event, status);
+        let feed_line = status.to_json().unwrap();
+        assert_eq!(parse_record_json(&feed_line, None).unwrap().event, status);
+
+        let bare = r#"{"time":"2026-11-23T12:00:00.000Z","lat":1.5,"lon":2.5}"#;
+        assert!(matches!(
+            parse_record_json(bare, None),
+            Err(JsonError::NoDevice)
+        ));
+        let dev = DeviceId::new("gps0").unwrap();
+        let parsed = parse_record_json(bare, Some(&dev)).unwrap();
+        assert_eq!(parsed.event.device(), &dev);
+        assert_eq!((parsed.gateway, parsed.seq), (None, None));
+
+        for bad in [
+            "[1]",
+            "{",
+            r#"{"event":"geofence","device":"a"}"#,
+            r#"{"seq":-1,"device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
+            r#"{"gateway":"a b","device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
+            r#"{"device":"a","time":"2026-11-23T12:00:00Z","lat":91,"lon":2}"#,
+            r#"{"device":"a/b","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
+        ] {
+            assert!(parse_record_json(bad, Some(&dev)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The units of the wire: each fix value as a scaled integer, and back.
+//!
+//! One place for the scales and ranges, so the encoder, the decoder and
+//! `docs/wire-format.md` agree. Values outside a range are clamped on the way
+//! in (a valid fix may carry an absurd altitude or speed; the batch must still
+//! encode) and refused on the way out (only a damaged batch holds them).
+
+use chrono::{DateTime, Utc};
+
+use crate::fix::{Fix, FixMode};
+
+/// Units of latitude and longitude per degree (1e-7°, about 1 cm).
+pub const PER_DEGREE: f64 = 1e7;
+/// Units of altitude per metre (0.1 m).
+pub const ALT_PER_METRE: f64 = 10.0;
+/// Units of speed per metre per second (0.01 m/s).
+pub const SPEED_PER_MPS: f64 = 100.0;
+/// Units of course per degree (0.1°).
+pub const COURSE_PER_DEGREE: f64 = 10.0;
+/// Units of HDOP per unit of HDOP (0.01).
+pub const HDOP_SCALE: f64 = 100.0;
+/// Units of accuracy per metre (0.1 m).
+pub const ACCURACY_PER_METRE: f64 = 10.0;
+
+/// A full turn of course in wire units: courses are kept in `0..COURSE_TURN`.
+pub const COURSE_TURN: i64 = 3600;
+/// Largest latitude in wire units (90°).
+pub const LAT_MAX: i64 = 900_000_000;
+/// Largest longitude in wire units (180°).
+pub const LON_MAX: i64 = 1_800_000_000;
+/// Altitude range in wire units (an `i32` of decimetres, ±214,748 km).
+pub const ALT_RANGE: (i64, i64) = (i32::MIN as i64, i32::MAX as i64);
+/// Range of speed, HDOP and accuracy in wire units (a `u32`).
+pub const UNSIGNED_RANGE: (i64, i64) = (0, u32::MAX as i64);
+
+/// A position's fix as wire integers; `None` is an absent value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireFix {
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    pub time: i64,
+    /// Latitude, 1e-7°.
+    pub lat: i64,
+    /// Longitude, 1e-7°.
+    pub lon: i64,
+    /// Altitude, 0.1 m.
+    pub alt: Option<i64>,
+    /// Speed over ground, 0.01 m/s.
+    pub speed: Option<i64>,
+    /// Course over ground, 0.1°, in `0..3600`.
+    pub course: Option<i64>,
+    /// HDOP, 0.01.
+    pub hdop: Option<i64>,
+    /// Satellites used.
+    pub sats: Option<i64>,
+    /// Horizontal accuracy, 0.1 m.
+    pub accuracy: Option<i64>,
+    /// 2D or 3D, if the source said.
+    pub mode: Option<FixMode>,
+}
+
+/// Rounds to the nearest unit and clamps into `range` (NaN becomes 0).
+fn scaled(v: f64, per_unit: f64, (min, max): (i64, i64)) -> i64 {
+    // `as` saturates at the i64 bounds, so the clamp sees every value.
+    ((v * per_unit).round() as i64).clamp(min, max)
+}
+
+impl WireFix {
+    /// The fix reduced to wire units. Time is truncated to the millisecond,
+    /// a course of 359.95° or more wraps to 0.
+    pub fn from_fix(fix: &Fix) -> Self {
+        Self {
+            time: fix.time.timestamp_millis(),
+            lat: scaled(fix.lat, PER_DEGREE, (-LAT_MAX, LAT_MAX)),
+            lon: scaled(fix.lon, PER_DEGREE, (-LON_MAX, LON_MAX)),
+            alt: fix.alt.map(|v| scaled(v, ALT_PER_METRE, ALT_RANGE)),
+            speed: fix.speed.map(|v| scaled(v, SPEED_PER_MPS, UNSIGNED_RANGE)),
+            course: fix
+                .course
+                .map(|v| scaled(v, COURSE_PER_DEGREE, (0, COURSE_TURN)) % COURSE_TURN),
+            hdop: fix.hdop.map(|v| scaled(v, HDOP_SCALE, UNSIGNED_RANGE)),
+            sats: fix.sats.map(i64::from),
+            accuracy: fix
+                .accuracy
+                .map(|v| scaled(v, ACCURACY_PER_METRE, UNSIGNED_RANGE)),
+            mode: fix.mode,
+        }
+    }
+
+    /// The fix these integers stand for; names the first value out of range.
+    pub fn to_fix(self) -> Result<Fix, &'static str> {
+        let within = |v: i64, (min, max): (i64, i64), name| {
+            if (min..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(name)
+            }
+        };
+        let optional = |v: Option<i64>, range, per_unit: f64, name| {
+            v.map(|v| within(v, range, name).map(|v| v as f64 / per_unit))
+                .transpose()
+        };
+        Ok(Fix {
+            time: time(self.time).ok_or("time")?,
+            lat: within(self.lat, (-LAT_MAX, LAT_MAX), "lat")? as f64 / PER_DEGREE,
+            lon: within(self.lon, (-LON_MAX, LON_MAX), "lon")? as f64 / PER_DEGREE,
+            alt: optional(self.alt, ALT_RANGE, ALT_PER_METRE, "alt")?,
+            speed: optional(self.speed, UNSIGNED_RANGE, SPEED_PER_MPS, "speed")?,
+            course: optional(
+                self.course,
+                (0, COURSE_TURN - 1),
+                COURSE_PER_DEGREE,
+                "course",
+            )?,
+            hdop: optional(self.hdop, UNSIGNED_RANGE, HDOP_SCALE, "hdop")?,
+            sats: self
+                .sats
+                .map(|v| u8::try_from(v).map_err(|_| "sats"))
+                .transpose()?,
+            mode: self.mode,
+            accuracy: optional(
+                self.accuracy,
+                UNSIGNED_RANGE,
+                ACCURACY_PER_METRE,
+                "accuracy",
+            )?,
+        })
+    }
+}
+
+/// A time from milliseconds since the epoch, if chrono can represent it.
+pub fn time(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+}
