@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::dedupe::Summary;
 use crate::fix::{Event, Position, Record, Status};
-use crate::wire::{Batch, BatchKind};
+use crate::wire::Batch;
 
 /// The event's own fields, then where it came from.
 #[derive(Serialize)]
@@ -45,17 +45,8 @@ pub fn record_line(batch: &Batch, record: &Record) -> serde_json::Result<String>
         seq: record.seq,
         gateway: &batch.gateway,
         batch: batch.id,
-        kind: kind_name(batch.kind),
+        kind: batch.kind.name(),
     })
-}
-
-/// The lower-case name of a batch kind, as the output shows it.
-pub fn kind_name(kind: BatchKind) -> &'static str {
-    match kind {
-        BatchKind::Live => "live",
-        BatchKind::Backlog => "backlog",
-        BatchKind::Snapshot => "snapshot",
-    }
 }
 
 /// `{"gap":{"gateway":…,"from":…,"to":…,"batch":…}}`: numbers of
@@ -124,6 +115,7 @@ mod tests {
     use super::*;
     use crate::fix::{DeviceId, Fix, Presence};
     use crate::receive::dedupe::Gap;
+    use crate::wire::BatchKind;
     use chrono::{TimeZone, Utc};
 
     fn batch(kind: BatchKind) -> Batch {

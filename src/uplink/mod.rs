@@ -264,7 +264,7 @@ impl Uplink {
                     metrics::histogram!("fixgate_uplink_ack_seconds")
                         .record(sent.elapsed().as_secs_f64());
                 }
-                metrics::counter!("fixgate_uplink_acked_records_total", "kind" => kind_name(flight.kind))
+                metrics::counter!("fixgate_uplink_acked_records_total", "kind" => flight.kind.name())
                     .increment(flight.records as u64);
                 if let Some(first) = self.acked.iter().next() {
                     metrics::gauge!("fixgate_uplink_acked_seq").set(*first.end() as f64);
@@ -409,7 +409,7 @@ impl Uplink {
                 metrics::counter!("fixgate_uplink_resent_total").increment(1);
             }
             flight.attempts += 1;
-            metrics::counter!("fixgate_uplink_batches_total", "kind" => kind_name(flight.kind))
+            metrics::counter!("fixgate_uplink_batches_total", "kind" => flight.kind.name())
                 .increment(1);
             metrics::counter!("fixgate_uplink_bytes_total").increment(flight.bytes.len() as u64);
             to.send(ToTransport::Send {
@@ -514,7 +514,7 @@ impl Uplink {
         let count = records.len();
         let batch = plan::batch(kind, &self.gateway, id, range, records);
         let bytes = Arc::new(wire::encode(&batch));
-        metrics::counter!("fixgate_uplink_records_total", "kind" => kind_name(kind))
+        metrics::counter!("fixgate_uplink_records_total", "kind" => kind.name())
             .increment(count as u64);
         for r in covers.iter() {
             self.in_flight.insert(r.clone());
@@ -548,13 +548,5 @@ impl Uplink {
                 self.persisted_at = Instant::now();
             }
         }
-    }
-}
-
-fn kind_name(kind: BatchKind) -> &'static str {
-    match kind {
-        BatchKind::Live => "live",
-        BatchKind::Backlog => "backlog",
-        BatchKind::Snapshot => "snapshot",
     }
 }

@@ -57,6 +57,17 @@ pub enum BatchKind {
     Snapshot,
 }
 
+impl BatchKind {
+    /// The lower-case name logs, metrics and JSON output use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Backlog => "backlog",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
 /// One upstream message: a gateway's records, in sequence order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
