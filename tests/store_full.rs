@@ -208,6 +208,9 @@ fn the_store_never_grows_past_its_cap_and_a_restart_reads_back_what_it_holds() {
     assert!(size <= cap as f64, "sled counts {size} B");
     assert!(daemon.child_running(), "{}", daemon.log_text());
     assert!(get(daemon.port, "/api/devices").unwrap().contains("bus-20"));
+    // One line per change of state (normal, thinning, dropping), not per pass.
+    let changes = daemon.log_text().matches("store budget: ").count();
+    assert!((1..=3).contains(&changes), "{changes} state changes logged");
     eprintln!(
         "cap {cap} B: largest {largest} B on disk; thinned {thinned}, dropped {dropped} of 1,000,000"
     );

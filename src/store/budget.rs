@@ -87,6 +87,10 @@ enum Phase {
     DropEvents,
 }
 
+/// How long passes must stay better than the state reported before a
+/// better one is: one line per real change, not per pass.
+const SETTLE: Duration = Duration::from_secs(60);
+
 /// Least time between two passes brought forward by growth.
 const MIN_SPACING: Duration = Duration::from_millis(250);
 
@@ -105,6 +109,8 @@ pub struct Budget {
     last_logical: u64,
     /// The target of the last pass.
     last_target: u64,
+    /// When a pass last was as bad as [`Budget::state`].
+    held_since: std::time::Instant,
 }
 
 impl Budget {
@@ -119,6 +125,7 @@ impl Budget {
             path,
             last_logical: 0,
             last_target: u64::MAX,
+            held_since: std::time::Instant::now(),
         }
     }
 
@@ -151,8 +158,8 @@ impl Budget {
         };
         if plan.to_free > 0 {
             self.free(plan.to_free, &mut pass)?;
-            self.report(&pass, &plan);
         }
+        self.report(&pass, &plan);
         let usage = self.store.usage();
         self.last_logical = usage.bytes;
         metrics::gauge!("fixgate_store_buffered_records").set(usage.records as f64);
@@ -307,7 +314,9 @@ impl Budget {
         Ok(())
     }
 
-    /// Logs a change of state, once.
+    /// Logs a change of state, once. A worse state is reported at once; a
+    /// better one only after [`SETTLE`] without a pass as bad as the last:
+    /// at the cap, passes that thin and passes that drop alternate.
     fn report(&mut self, pass: &Pass, plan: &Plan) {
         let state = if pass.dropped_positions + pass.dropped_events > 0 {
             State::Dropping
@@ -316,8 +325,15 @@ impl Budget {
         } else {
             State::Normal
         };
-        tracing::debug!(?pass, ratio = self.planner.ratio(), "store budget pass");
-        if state == self.state {
+        if pass.freed > 0 {
+            tracing::debug!(?pass, ratio = self.planner.ratio(), "store budget pass");
+        }
+        let now = std::time::Instant::now();
+        if state >= self.state {
+            self.held_since = now;
+        }
+        let settled = now.duration_since(self.held_since) >= SETTLE;
+        if state == self.state || (state < self.state && !settled) {
             return;
         }
         self.state = state;
@@ -721,6 +737,35 @@ mod tests {
         );
         assert_eq!(budget.state(), State::Thinning);
         assert!(!budget.due());
+    }
+
+    #[test]
+    fn a_worse_state_is_reported_at_once_a_better_one_once_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut budget = Budget::new(open(dir.path()), policy(true));
+        let plan = Plan {
+            cap: 1,
+            target: 1,
+            to_free: 1,
+        };
+        let dropping = Pass {
+            dropped_positions: 1,
+            ..Pass::default()
+        };
+        let thinning = Pass {
+            thinned: 1,
+            ..Pass::default()
+        };
+        budget.report(&dropping, &plan);
+        assert_eq!(budget.state(), State::Dropping);
+        budget.report(&thinning, &plan);
+        budget.report(&Pass::default(), &plan);
+        assert_eq!(budget.state(), State::Dropping, "not after one better pass");
+        budget.held_since -= SETTLE;
+        budget.report(&thinning, &plan);
+        assert_eq!(budget.state(), State::Thinning);
+        budget.report(&dropping, &plan);
+        assert_eq!(budget.state(), State::Dropping);
     }
 
     #[test]
