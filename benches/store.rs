@@ -13,9 +13,6 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use chrono::{TimeZone, Utc};
-use fixgate::fix::{DeviceId, Event, Position};
-use fixgate::sim::Fleet;
 use fixgate::store::{Store, StoreOptions, segment};
 
 use common::machine;
@@ -29,7 +26,7 @@ fn main() {
     let total: usize = if full { 1_000_000 } else { 20_000 };
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
-    let events = fleet_events(total);
+    let events = common::fleet_events(VEHICLES, total);
 
     let (store, _) = Store::open(&StoreOptions {
         path: path.clone(),
@@ -116,28 +113,6 @@ fn main() {
         read as f64 / started.elapsed().as_secs_f64()
     );
     assert_eq!(read, total, "every appended fix reads back");
-}
-
-fn fleet_events(total: usize) -> Vec<Event> {
-    let mut fleet = Fleet::new(VEHICLES, (52.0907, 5.1214), 42);
-    let ids: Vec<DeviceId> = (1..=VEHICLES)
-        .map(|i| DeviceId::new(&format!("bus-{i}")).expect("id"))
-        .collect();
-    let start = Utc
-        .with_ymd_and_hms(2026, 11, 23, 6, 0, 0)
-        .single()
-        .expect("time");
-    let mut events = Vec::with_capacity(total);
-    let mut t = 0i64;
-    while events.len() < total {
-        let time = start + chrono::Duration::seconds(t);
-        for (fix, device) in fleet.step(1.0, time).into_iter().zip(&ids) {
-            events.push(Event::Position(Position::new(device.clone(), fix)));
-        }
-        t += 1;
-    }
-    events.truncate(total);
-    events
 }
 
 fn dir_size(path: &Path) -> u64 {
