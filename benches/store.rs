@@ -17,9 +17,7 @@ mod common;
 
 use std::time::Instant;
 
-use chrono::{TimeZone, Utc};
-use fixgate::fix::{DeviceId, Event, Position};
-use fixgate::sim::Fleet;
+use fixgate::fix::Event;
 use fixgate::store::budget::{Budget, Limits, Policy, Thin};
 use fixgate::store::{Store, StoreOptions, segment};
 
@@ -34,7 +32,7 @@ fn main() {
     let total: usize = if full { 1_000_000 } else { 20_000 };
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
-    let events = fleet_events(total);
+    let events = common::fleet_events(VEHICLES, total);
 
     let (store, _) = Store::open(&StoreOptions {
         path: path.clone(),
@@ -205,26 +203,4 @@ fn budget_at_work(events: &[Event], cap_mib: u64) {
         largest <= cap && final_dir <= cap,
         "the store outgrew its cap"
     );
-}
-
-fn fleet_events(total: usize) -> Vec<Event> {
-    let mut fleet = Fleet::new(VEHICLES, (52.0907, 5.1214), 42);
-    let ids: Vec<DeviceId> = (1..=VEHICLES)
-        .map(|i| DeviceId::new(&format!("bus-{i}")).expect("id"))
-        .collect();
-    let start = Utc
-        .with_ymd_and_hms(2026, 11, 23, 6, 0, 0)
-        .single()
-        .expect("time");
-    let mut events = Vec::with_capacity(total);
-    let mut t = 0i64;
-    while events.len() < total {
-        let time = start + chrono::Duration::seconds(t);
-        for (fix, device) in fleet.step(1.0, time).into_iter().zip(&ids) {
-            events.push(Event::Position(Position::new(device.clone(), fix)));
-        }
-        t += 1;
-    }
-    events.truncate(total);
-    events
 }

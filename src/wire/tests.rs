@@ -420,6 +420,13 @@ impl Default for Forge {
 }
 
 impl Forge {
+    /// The default with one change.
+    fn changed(change: impl FnOnce(&mut Self)) -> Self {
+        let mut forge = Self::default();
+        change(&mut forge);
+        forge
+    }
+
     /// The same position twice, one seq apart.
     fn twice(mut self) -> Self {
         self.device = vec![0, 0];
@@ -484,34 +491,15 @@ fn a_forged_body_decodes_when_consistent() {
 fn inconsistent_bodies_are_refused_with_a_reason() {
     use body::flag;
     let cases: [(&str, Forge); 21] = [
-        (
-            "device index",
-            Forge {
-                device: vec![1],
-                ..Forge::default()
-            },
-        ),
-        (
-            "bad device id",
-            Forge {
-                devices: vec!["a b"],
-                ..Forge::default()
-            },
-        ),
+        ("device index", Forge::changed(|f| f.device = vec![1])),
+        ("bad device id", Forge::changed(|f| f.devices = vec!["a b"])),
         (
             "more devices than records",
-            Forge {
-                devices: vec!["a", "b"],
-                ..Forge::default()
-            },
+            Forge::changed(|f| f.devices = vec!["a", "b"]),
         ),
         (
             "seq beyond the range",
-            Forge {
-                seq: vec![5],
-                last_seq: 3,
-                ..Forge::default()
-            },
+            Forge::changed(|f| (f.seq, f.last_seq) = (vec![5], 3)),
         ),
         (
             "seq not increasing",
@@ -522,25 +510,12 @@ fn inconsistent_bodies_are_refused_with_a_reason() {
         ),
         (
             "seq overflow",
-            Forge {
-                seq: vec![u64::MAX],
-                last_seq: u64::MAX,
-                ..Forge::default()
-            },
+            Forge::changed(|f| (f.seq, f.last_seq) = (vec![u64::MAX], u64::MAX)),
         ),
-        (
-            "undefined flags",
-            Forge {
-                flags: vec![1024],
-                ..Forge::default()
-            },
-        ),
+        ("undefined flags", Forge::changed(|f| f.flags = vec![1024])),
         (
             "both modes",
-            Forge {
-                flags: vec![flag::MODE_2D | flag::MODE_3D],
-                ..Forge::default()
-            },
+            Forge::changed(|f| f.flags = vec![flag::MODE_2D | flag::MODE_3D]),
         ),
         (
             "flags on a status",
@@ -551,10 +526,7 @@ fn inconsistent_bodies_are_refused_with_a_reason() {
         ),
         (
             "missing optional column",
-            Forge {
-                flags: vec![flag::ALT],
-                ..Forge::default()
-            },
+            Forge::changed(|f| f.flags = vec![flag::ALT]),
         ),
         ("extra optional column", Forge::default().with(0, 3, 1)),
         ("latitude", Forge::default().with(0, 1, 900_000_001)),
@@ -569,26 +541,13 @@ fn inconsistent_bodies_are_refused_with_a_reason() {
         ("position time", Forge::default().with(0, 0, i64::MAX)),
         (
             "count in the header",
-            Forge {
-                records: 2,
-                last_seq: 2,
-                ..Forge::default()
-            },
+            Forge::changed(|f| (f.records, f.last_seq) = (2, 2)),
         ),
         (
             "an other without its record",
-            Forge {
-                others: vec![(0, true, 0)],
-                ..Forge::default()
-            },
+            Forge::changed(|f| f.others = vec![(0, true, 0)]),
         ),
-        (
-            "trailing bytes",
-            Forge {
-                tail: vec![0],
-                ..Forge::default()
-            },
-        ),
+        ("trailing bytes", Forge::changed(|f| f.tail = vec![0])),
     ];
     for (what, forge) in cases {
         let err = decode(&forge.bytes()).expect_err(what);

@@ -640,6 +640,30 @@ pub fn simulated_nmea(epochs: usize, start: chrono::DateTime<chrono::Utc>, seed:
     text
 }
 
+/// `total` position events of `vehicles` simulated vehicles (`bus-1`…) at
+/// 1 Hz, interleaved as a gateway stores them, from 2026-11-23T06:00:00Z.
+pub fn fleet_events(vehicles: usize, total: usize) -> Vec<fixgate::fix::Event> {
+    use fixgate::fix::{DeviceId, Event, Position};
+    let mut fleet = fixgate::sim::Fleet::new(vehicles, (52.0907, 5.1214), 42);
+    let ids: Vec<DeviceId> = (1..=vehicles)
+        .map(|i| DeviceId::new(&format!("bus-{i}")).expect("id"))
+        .collect();
+    let start = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 23, 6, 0, 0)
+        .single()
+        .expect("time");
+    let mut events = Vec::with_capacity(total);
+    let mut t = 0i64;
+    while events.len() < total {
+        let time = start + chrono::Duration::seconds(t);
+        for (fix, device) in fleet.step(1.0, time).into_iter().zip(&ids) {
+            events.push(Event::Position(Position::new(device.clone(), fix)));
+        }
+        t += 1;
+    }
+    events.truncate(total);
+    events
+}
+
 /// The receiver's end of a pty, and the symlink the daemon knows it by.
 pub struct PtyReceiver {
     master: File,
