@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod labels;
 pub mod log_limit;
 pub mod logging;
+pub mod mqtt_client;
 pub mod pipeline;
 pub mod presence;
 pub mod receive;

@@ -385,9 +385,10 @@ impl Default for Embedded {
     }
 }
 
-/// An existing broker to subscribe to (`[mqtt]` with `broker = "external"`).
+/// How to reach an MQTT broker the gateway connects to as a client: the
+/// external intake broker and the upstream one take the same keys.
 #[derive(Debug, Clone, PartialEq)]
-pub struct External {
+pub struct MqttBroker {
     /// Broker host name or address.
     pub host: String,
     /// Broker port (1883, or 8883 with TLS).
@@ -400,15 +401,13 @@ pub struct External {
     pub username: Option<String>,
     /// MQTT password.
     pub password: Option<String>,
-    /// Stable client id, so the broker keeps our session across reconnects.
+    /// Client id; each use has its own default.
     pub client_id: Option<String>,
-    /// Subscribe as `$share/<group>/<filter>` so gateways split the devices.
-    pub share_group: Option<String>,
     /// MQTT keep-alive interval.
     pub keep_alive: Duration,
 }
 
-impl Default for External {
+impl Default for MqttBroker {
     fn default() -> Self {
         Self {
             host: "localhost".to_owned(),
@@ -418,10 +417,19 @@ impl Default for External {
             username: None,
             password: None,
             client_id: None,
-            share_group: None,
             keep_alive: Duration::from_secs(30),
         }
     }
+}
+
+/// An existing broker to subscribe to (`[mqtt]` with `broker = "external"`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct External {
+    /// Where it is; the client id defaults to `fixgate-<gateway.id>`, stable so
+    /// that the broker keeps our session across reconnects.
+    pub broker: MqttBroker,
+    /// Subscribe as `$share/<group>/<filter>` so gateways split the devices.
+    pub share_group: Option<String>,
 }
 
 /// One `[[mqtt.topic]]`: a topic pattern, how it names devices and its payload format.
@@ -549,41 +557,20 @@ pub enum UplinkTransport {
 /// The upstream MQTT broker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkMqtt {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port (1883, or 8883 with TLS).
-    pub port: u16,
-    /// Connect with TLS (rustls, ring).
-    pub tls: bool,
-    /// PEM CA bundle to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
+    /// Where it is; the client id defaults to `fixgate-<gateway.id>-up`.
+    pub broker: MqttBroker,
     /// Client certificate and key (AWS IoT and similar brokers).
     pub client_cert: Option<crate::tls::ClientCert>,
-    /// MQTT username.
-    pub username: Option<String>,
-    /// MQTT password.
-    pub password: Option<String>,
-    /// Client id; default `fixgate-<gateway.id>-up`.
-    pub client_id: Option<String>,
     /// Topic; `{gateway}` is replaced by the gateway id.
     pub topic: String,
-    /// MQTT keep-alive interval.
-    pub keep_alive: Duration,
 }
 
 impl Default for UplinkMqtt {
     fn default() -> Self {
         Self {
-            host: "localhost".to_owned(),
-            port: 1883,
-            tls: false,
-            ca_file: None,
+            broker: MqttBroker::default(),
             client_cert: None,
-            username: None,
-            password: None,
-            client_id: None,
             topic: "fixgate/{gateway}/batches".to_owned(),
-            keep_alive: Duration::from_secs(30),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use super::{Reader, Section, Value, a};
-use crate::config::{Broker, Devices, Embedded, External, Http, Mqtt, Topic};
+use crate::config::{Broker, Devices, Embedded, External, Http, Mqtt, MqttBroker, Topic};
 use crate::filter::FilterOptions;
 use crate::fix::DeviceId;
 use crate::ingest::payload::Format;
@@ -114,38 +114,10 @@ impl Reader<'_> {
     }
 
     fn external(&mut self, s: &Section<'_, '_>) -> External {
-        let mut e = External::default();
-        if let Some((host, span)) = self.string(s, "host") {
-            if host.is_empty() {
-                self.report(&span, format!("{} must not be empty", s.key("host")));
-            } else {
-                e.host = host.to_owned();
-            }
-        }
-        if let Some(tls) = self.boolean(s, "tls") {
-            e.tls = tls;
-            if tls {
-                e.port = 8883;
-            }
-        }
-        if let Some(port) = self.integer(s, "port", 1..=65_535) {
-            e.port = port;
-        }
-        if let Some((path, _)) = self.path(s, "ca_file") {
-            e.ca_file = Some(path);
-        }
-        e.username = self.string(s, "username").map(|(t, _)| t.to_owned());
-        e.password = self.string(s, "password").map(|(t, _)| t.to_owned());
-        if let Some((id, span)) = self.string(s, "client_id") {
-            if id.is_empty() || !id.is_ascii() {
-                self.report(
-                    &span,
-                    format!("{} must be a non-empty ASCII string", s.key("client_id")),
-                );
-            } else {
-                e.client_id = Some(id.to_owned());
-            }
-        }
+        let mut e = External {
+            broker: self.mqtt_broker(s),
+            share_group: None,
+        };
         if let Some((group, span)) = self.string(s, "share_group") {
             if group.is_empty() || group.contains(['/', '+', '#']) {
                 self.report(
@@ -159,11 +131,47 @@ impl Reader<'_> {
                 e.share_group = Some(group.to_owned());
             }
         }
+        e
+    }
+
+    /// The keys of a broker the gateway connects to: `host`, `port`, `tls`,
+    /// `ca_file`, `username`, `password`, `client_id`, `keep_alive`.
+    pub(super) fn mqtt_broker(&mut self, s: &Section<'_, '_>) -> MqttBroker {
+        let mut b = MqttBroker::default();
+        if let Some((host, span)) = self.string(s, "host") {
+            if host.is_empty() {
+                self.report(&span, format!("{} must not be empty", s.key("host")));
+            } else {
+                b.host = host.to_owned();
+            }
+        }
+        if let Some(tls) = self.boolean(s, "tls") {
+            b.tls = tls;
+            if tls {
+                b.port = 8883;
+            }
+        }
+        if let Some(port) = self.integer(s, "port", 1..=65_535) {
+            b.port = port;
+        }
+        b.ca_file = self.path(s, "ca_file").map(|(p, _)| p);
+        b.username = self.string(s, "username").map(|(t, _)| t.to_owned());
+        b.password = self.string(s, "password").map(|(t, _)| t.to_owned());
+        if let Some((id, span)) = self.string(s, "client_id") {
+            if id.is_empty() || !id.is_ascii() {
+                self.report(
+                    &span,
+                    format!("{} must be a non-empty ASCII string", s.key("client_id")),
+                );
+            } else {
+                b.client_id = Some(id.to_owned());
+            }
+        }
         let keep_alive = Duration::from_secs(5)..=Duration::from_secs(3600);
         if let Some((d, _)) = self.duration(s, "keep_alive", keep_alive) {
-            e.keep_alive = d;
+            b.keep_alive = d;
         }
-        e
+        b
     }
 
     fn topic(&mut self, s: &Section<'_, '_>) -> Option<Topic> {

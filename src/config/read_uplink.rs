@@ -115,26 +115,12 @@ impl Reader<'_> {
     }
 
     fn uplink_mqtt(&mut self, s: &Section<'_, '_>) -> UplinkMqtt {
-        let mut m = UplinkMqtt::default();
-        if let Some((host, span)) = self.string(s, "host") {
-            if host.is_empty() {
-                self.report(&span, format!("{} must not be empty", s.key("host")));
-            } else {
-                m.host = host.to_owned();
-            }
-        }
-        if let Some(tls) = self.boolean(s, "tls") {
-            m.tls = tls;
-            if tls {
-                m.port = 8883;
-            }
-        }
-        if let Some(port) = self.integer(s, "port", 1..=65_535) {
-            m.port = port;
-        }
-        m.ca_file = self.path(s, "ca_file").map(|(p, _)| p);
-        m.client_cert = self.client_cert(s);
-        if !m.tls {
+        let mut m = UplinkMqtt {
+            broker: self.mqtt_broker(s),
+            client_cert: self.client_cert(s),
+            ..UplinkMqtt::default()
+        };
+        if !m.broker.tls {
             for key in TLS {
                 if let Some(value) = s.get(key) {
                     self.report(
@@ -142,18 +128,6 @@ impl Reader<'_> {
                         format!("{} needs {} = true", s.key(key), s.key("tls")),
                     );
                 }
-            }
-        }
-        m.username = self.string(s, "username").map(|(t, _)| t.to_owned());
-        m.password = self.string(s, "password").map(|(t, _)| t.to_owned());
-        if let Some((id, span)) = self.string(s, "client_id") {
-            if id.is_empty() || !id.is_ascii() {
-                self.report(
-                    &span,
-                    format!("{} must be a non-empty ASCII string", s.key("client_id")),
-                );
-            } else {
-                m.client_id = Some(id.to_owned());
             }
         }
         if let Some((topic, span)) = self.string(s, "topic") {
@@ -168,10 +142,6 @@ impl Reader<'_> {
             } else {
                 m.topic = topic.to_owned();
             }
-        }
-        let keep_alive = Duration::from_secs(5)..=Duration::from_secs(3600);
-        if let Some((d, _)) = self.duration(s, "keep_alive", keep_alive) {
-            m.keep_alive = d;
         }
         m
     }

@@ -264,7 +264,10 @@ offline_after = "30s"
     let Broker::External(e) = &config.mqtt.broker else {
         panic!("{:?}", config.mqtt.broker)
     };
-    assert_eq!((e.host.as_str(), e.port, e.tls), ("broker.lan", 8883, true));
+    assert_eq!(
+        (e.broker.host.as_str(), e.broker.port, e.broker.tls),
+        ("broker.lan", 8883, true)
+    );
     assert_eq!(e.share_group.as_deref(), Some("depot"));
     assert_eq!(config.mqtt.topics.len(), 1);
     assert_eq!(config.mqtt.topics[0].pattern.filter(), "t/+/+");
@@ -314,7 +317,7 @@ retry_max = "1m"
         panic!("{:?}", config.uplink.transport);
     };
     assert_eq!(
-        (m.host.as_str(), m.port, m.tls),
+        (m.broker.host.as_str(), m.broker.port, m.broker.tls),
         ("iot.example.com", 8883, true)
     );
     assert_eq!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::transport::{FromTransport, ToTransport};
+use super::transport::{self, FromTransport, ToTransport};
 use crate::backoff::Backoff;
 use crate::config::UplinkHttp;
 use crate::tls::TlsError;
@@ -136,17 +136,8 @@ pub async fn run(
             Some(_) => None,
         };
         if let Some(reason) = failure {
-            if tx
-                .send(FromTransport::Lost { generation, reason })
-                .await
-                .is_err()
-            {
+            if !transport::lost(&tx, generation, reason, &mut backoff, &shutdown).await {
                 return;
-            }
-            let wait = backoff.next_wait();
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
             }
             generation += 1;
             if tx

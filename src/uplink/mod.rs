@@ -65,7 +65,7 @@ pub fn start(
                 from_tx,
                 shutdown.clone(),
             ));
-            format!("mqtt://{}:{}/{topic}", m.host, m.port)
+            format!("mqtt://{}:{}/{topic}", m.broker.host, m.broker.port)
         }
         UplinkTransport::Http(h) => {
             let endpoint = http::Endpoint::new(h)?;
@@ -120,8 +120,6 @@ struct Uplink {
     acked: Acked,
     acked_dirty: bool,
     persisted_at: Instant,
-    /// Union of the flights' `covers`.
-    in_flight: Acked,
     flights: BTreeMap<u64, Flight>,
     next_token: u64,
     next_batch_id: u64,
@@ -151,7 +149,15 @@ impl Uplink {
         head: watch::Receiver<u64>,
         durable: watch::Receiver<u64>,
     ) -> Result<Self, StoreError> {
-        let acked = store.uplink_acked()?;
+        let acked = store.uplink_acked().unwrap_or_else(|err| {
+            // Forgetting what was acknowledged only means sending it again
+            // (receivers drop duplicates); refusing to start would send nothing.
+            metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+            tracing::error!(
+                "uplink: acknowledged ranges unreadable, sending everything held again: {err}"
+            );
+            Acked::new()
+        });
         let first_seq = store.first_seq()?;
         let now = Instant::now();
         Ok(Self {
@@ -169,7 +175,6 @@ impl Uplink {
             acked,
             acked_dirty: false,
             persisted_at: now,
-            in_flight: Acked::new(),
             flights: BTreeMap::new(),
             next_token: 1,
             // Unique across restarts without storing a counter.
@@ -186,9 +191,20 @@ impl Uplink {
         })
     }
 
-    /// Durable records not acknowledged yet.
+    /// Sequence numbers handed to a batch not yet acknowledged: the union of
+    /// the flights' `covers` (at most `max_in_flight` plus a snapshot).
+    fn in_flight(&self) -> Acked {
+        self.flights
+            .values()
+            .flat_map(|f| f.covers.iter().cloned())
+            .collect()
+    }
+
+    /// Stored records not acknowledged yet (the store's ledger counts what
+    /// is really held: thinned and dropped numbers are not backlog). Its
+    /// gauge is the budget's `fixgate_store_buffered_records`.
     fn backlog(&self) -> u64 {
-        plan::unacked(&self.acked, self.first_seq, *self.durable.borrow())
+        self.store.backlog_given(&self.acked).records
     }
 
     async fn run(
@@ -198,7 +214,6 @@ impl Uplink {
         shutdown: CancellationToken,
     ) {
         let mut watching = true;
-        let mut gauges_at = Instant::now();
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -218,10 +233,6 @@ impl Uplink {
             }
             if self.acked_dirty && self.persisted_at.elapsed() >= PERSIST_EVERY {
                 self.persist();
-            }
-            if gauges_at.elapsed() >= Duration::from_secs(1) {
-                gauges_at = Instant::now();
-                metrics::gauge!("fixgate_uplink_backlog_records").set(self.backlog() as f64);
             }
         }
         if self.acked_dirty {
@@ -257,7 +268,6 @@ impl Uplink {
                 };
                 for range in flight.covers.iter() {
                     self.acked.insert(range.clone());
-                    self.in_flight.remove(range.clone());
                 }
                 self.acked_dirty = true;
                 if let Some(sent) = flight.sent {
@@ -326,6 +336,7 @@ impl Uplink {
                 return;
             }
         };
+        let in_flight = self.in_flight();
         let mut records: Vec<Record> = devices
             .into_iter()
             .filter_map(|d| {
@@ -333,7 +344,7 @@ impl Uplink {
                 let fix = d.fix?;
                 let fresh = (from..=durable).contains(&seq)
                     && !self.acked.contains(&seq)
-                    && !self.in_flight.contains(&seq);
+                    && !in_flight.contains(&seq);
                 fresh.then(|| Record {
                     seq,
                     event: Event::Position(Position::new(d.device, fix)),
@@ -473,7 +484,7 @@ impl Uplink {
         }
         let Some(gap) = plan::first_unsent(
             &self.acked,
-            &self.in_flight,
+            &self.in_flight(),
             self.first_seq,
             live_next.saturating_sub(1),
         ) else {
@@ -516,9 +527,6 @@ impl Uplink {
         let bytes = Arc::new(wire::encode(&batch));
         metrics::counter!("fixgate_uplink_records_total", "kind" => kind.name())
             .increment(count as u64);
-        for r in covers.iter() {
-            self.in_flight.insert(r.clone());
-        }
         let token = self.next_token;
         self.next_token += 1;
         self.flights.insert(

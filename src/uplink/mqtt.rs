@@ -10,17 +10,14 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration,
-    Transport,
-};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::transport::{FromTransport, ToTransport};
+use super::transport::{self, FromTransport, ToTransport};
 use crate::backoff::Backoff;
 use crate::config::UplinkMqtt;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 
 /// Builds the client options once; TLS files are read now, so that a bad
 /// path fails at start-up rather than on every reconnect.
@@ -29,25 +26,17 @@ pub fn options(
     gateway: &str,
     max_in_flight: usize,
 ) -> Result<MqttOptions, TlsError> {
-    let client_id = config
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("fixgate-{gateway}-up"));
-    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    let mut options = crate::mqtt_client::options(
+        &config.broker,
+        format!("fixgate-{gateway}-up"),
+        config.client_cert.as_ref(),
+    )?;
     options
-        .set_keep_alive(config.keep_alive)
         // A publisher has nothing for a broker session to keep: the core
         // re-sends what is unacknowledged on every new connection.
         .set_clean_session(true)
         .set_inflight(u16::try_from(max_in_flight).unwrap_or(u16::MAX))
         .set_max_packet_size(64 * 1024, crate::wire::MAX_BATCH_BYTES + 1024);
-    if let Some(user) = &config.username {
-        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
-    }
-    if config.tls {
-        let tls = tls::client_config(config.ca_file.as_deref(), config.client_cert.as_ref())?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    }
     Ok(options)
 }
 
@@ -82,18 +71,9 @@ pub async fn run(
                 reason
             }
         };
-        if tx
-            .send(FromTransport::Lost { generation, reason })
-            .await
-            .is_err()
-        {
+        tracing::debug!(%peer, "uplink: connection {generation} lost: {reason}");
+        if !transport::lost(&tx, generation, reason, &mut backoff, &shutdown).await {
             return;
-        }
-        let wait = backoff.next_wait();
-        tracing::debug!(%peer, retry_in = ?wait, "uplink: reconnecting");
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

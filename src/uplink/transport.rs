@@ -8,6 +8,11 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+
 /// From the core to the transport.
 #[derive(Debug)]
 pub enum ToTransport {
@@ -47,4 +52,28 @@ pub enum FromTransport {
         /// Why, for the log.
         reason: String,
     },
+}
+
+/// Reports the loss of connection `generation`, then waits out the next
+/// back-off. `false` when the daemon is stopping (or the core is gone).
+pub async fn lost(
+    tx: &mpsc::Sender<FromTransport>,
+    generation: u64,
+    reason: String,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> bool {
+    if tx
+        .send(FromTransport::Lost { generation, reason })
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let wait = backoff.next_wait();
+    tracing::debug!(retry_in = ?wait, "uplink: trying again");
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
 }

@@ -10,12 +10,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use tokio_util::sync::CancellationToken;
 
 use super::Messages;
+use crate::backoff::Backoff;
 use crate::config::External;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 
 /// Largest MQTT packet read. Far above any accepted payload on purpose: a
 /// packet over rumqttc's limit drops the connection, and the broker would
@@ -38,35 +39,25 @@ pub fn start(
     mut messages: Messages,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send + use<>, TlsError> {
-    let client_id = config
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("fixgate-{gateway}"));
-    let mut options = MqttOptions::new(client_id.clone(), config.host.clone(), config.port);
+    let mut options =
+        crate::mqtt_client::options(&config.broker, format!("fixgate-{gateway}"), None)?;
+    let client_id = options.client_id();
     options
-        .set_keep_alive(config.keep_alive)
         .set_clean_session(false)
         // A message is acknowledged only once its fixes are in the
         // pipeline's queue: one that arrived just before a shutdown or a
         // crash is delivered again by the broker, not lost.
         .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET, 64 * 1024);
-    if let Some(user) = &config.username {
-        options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
-    }
-    if config.tls {
-        let tls = tls::client_config(config.ca_file.as_deref(), None)?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    }
     let filters: Vec<String> = messages
         .filters()
         .iter()
         .map(|f| shared(f, config.share_group.as_deref()))
         .collect();
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let host = format!("{}:{}", config.host, config.port);
+    let host = format!("{}:{}", config.broker.host, config.broker.port);
     Ok(async move {
-        let mut back_off = Duration::from_millis(500);
+        let mut back_off = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut connected = false;
         // The first failure of a run of them is a warning, the rest debug:
         // a broker that stays away must not flood the journal.
@@ -92,7 +83,7 @@ pub fn start(
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     connected = true;
                     warned = false;
-                    back_off = Duration::from_millis(500);
+                    back_off.reset();
                     metrics::gauge!("fixgate_mqtt_connected").set(1.0);
                     tracing::info!(broker = %host, client_id, session_present = ack.session_present, "connected to the MQTT broker");
                     // Subscribing again on a kept session is harmless, and
@@ -144,9 +135,8 @@ pub fn start(
                     // from being hammered.
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(back_off) => {}
+                        _ = tokio::time::sleep(back_off.next_wait()) => {}
                     }
-                    back_off = (back_off * 2).min(Duration::from_secs(30));
                 }
             }
         }
