@@ -34,24 +34,31 @@ pub enum DeviceIdError {
     BadChar(char),
 }
 
+/// Checks an identifier (of a device or a fence): 1 to 64 bytes of
+/// `A-Z a-z 0-9 . _ : -`.
+fn check_id(id: &str) -> Result<(), DeviceIdError> {
+    if id.is_empty() {
+        return Err(DeviceIdError::Empty);
+    }
+    if id.len() > DEVICE_ID_MAX {
+        return Err(DeviceIdError::TooLong);
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(DeviceIdError::BadChar(c));
+    }
+    Ok(())
+}
+
 impl DeviceId {
     /// Checks and wraps a device id: 1 to 64 bytes of `A-Z a-z 0-9 . _ : -`.
     ///
     /// The character set keeps ids safe in URLs, MQTT topics, metric labels
     /// and log lines without escaping.
     pub fn new(id: &str) -> Result<Self, DeviceIdError> {
-        if id.is_empty() {
-            return Err(DeviceIdError::Empty);
-        }
-        if id.len() > DEVICE_ID_MAX {
-            return Err(DeviceIdError::TooLong);
-        }
-        if let Some(c) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-        {
-            return Err(DeviceIdError::BadChar(c));
-        }
+        check_id(id)?;
         Ok(Self(Arc::from(id)))
     }
 
@@ -81,6 +88,50 @@ impl fmt::Display for DeviceId {
 }
 
 impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Identifier of a geofence, under the same rules as a [`DeviceId`] (they
+/// go into the same URLs, topics, labels and logs).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FenceId(Arc<str>);
+
+impl FenceId {
+    /// Checks and wraps a fence id: 1 to 64 bytes of `A-Z a-z 0-9 . _ : -`.
+    pub fn new(id: &str) -> Result<Self, DeviceIdError> {
+        check_id(id)?;
+        Ok(Self(Arc::from(id)))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for FenceId {
+    type Error = DeviceIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(&s)
+    }
+}
+
+impl From<FenceId> for String {
+    fn from(f: FenceId) -> Self {
+        f.0.to_string()
+    }
+}
+
+impl fmt::Display for FenceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for FenceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
     }
@@ -273,6 +324,92 @@ pub struct Status {
     pub time: DateTime<Utc>,
 }
 
+/// What a device did with respect to a fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Crossing {
+    /// It came inside.
+    Enter,
+    /// It left.
+    Exit,
+    /// It has been inside for the fence's dwell time (once per visit).
+    Dwell,
+    /// It went faster than the fence's speed limit inside it (once per
+    /// stretch above the limit).
+    Speeding,
+}
+
+impl Crossing {
+    /// The lower-case name, as in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enter => "enter",
+            Self::Exit => "exit",
+            Self::Dwell => "dwell",
+            Self::Speeding => "speeding",
+        }
+    }
+
+    /// The number the store and the wire format keep (stable: never reuse one).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Enter => 0,
+            Self::Exit => 1,
+            Self::Dwell => 2,
+            Self::Speeding => 3,
+        }
+    }
+
+    /// The crossing of a stored or received code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Enter,
+            1 => Self::Exit,
+            2 => Self::Dwell,
+            3 => Self::Speeding,
+            _ => return None,
+        })
+    }
+}
+
+/// A geofence event: what the feed calls a `geofence` event. Caused by one
+/// fix, stored with it and carrying its time and place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Geofence {
+    /// The device.
+    pub device: DeviceId,
+    /// The fence.
+    pub fence: FenceId,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub crossing: Crossing,
+    /// The time of the fix that caused it.
+    #[serde(with = "time_ms")]
+    pub time: DateTime<Utc>,
+    /// Where that fix was (degrees WGS84).
+    pub lat: f64,
+    /// Where that fix was (degrees WGS84).
+    pub lon: f64,
+    /// The fix's speed in m/s (`speeding` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    /// The fence's speed limit in m/s (`speeding` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// When the visit began (`dwell`, `speeding` and `exit`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time_ms::serialize_opt",
+        deserialize_with = "time_ms::deserialize_opt"
+    )]
+    pub since: Option<DateTime<Utc>>,
+    /// Caused by a historic fix: found late, in its place in the device's
+    /// past; it never changed what the gateway holds as the device's zones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub historic: bool,
+}
+
 /// Something that happened to a device, as stored and as delivered on the feed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -299,7 +436,8 @@ impl Event {
         }
     }
 
-    /// When it happened: the fix time of a position, the gateway's time of a status change.
+    /// When it happened: the fix time of a position or of the fix that
+    /// caused a geofence event, the gateway's time of a status change.
     pub fn time(&self) -> DateTime<Utc> {
         match self {
             Self::Position(p) => p.fix.time,
@@ -388,6 +526,13 @@ pub mod time_ms {
         }
     }
 
+    /// Serde deserializer of an optional time (pair it with `default`).
+    pub fn deserialize_opt<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        deserialize(d).map(Some)
+    }
+
     /// Serde deserializer accepting any RFC 3339 time, converted to UTC.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
@@ -435,6 +580,32 @@ mod tests {
         );
         let back: Position = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn geofence_json_names_the_crossing_type_and_omits_what_it_lacks() {
+        let g = Geofence {
+            device: DeviceId::new("bus-1").unwrap(),
+            fence: FenceId::new("depot").unwrap(),
+            crossing: Crossing::Exit,
+            time: fix().time,
+            lat: 44.0,
+            lon: -121.5,
+            speed: None,
+            limit: None,
+            since: Some(Utc.with_ymd_and_hms(2015, 3, 18, 17, 0, 0).unwrap()),
+            historic: true,
+        };
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(
+            json,
+            r#"{"device":"bus-1","fence":"depot","type":"exit","time":"2015-03-18T17:19:26.000Z","lat":44.0,"lon":-121.5,"since":"2015-03-18T17:00:00.000Z","historic":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Geofence>(&json).unwrap(), g);
+        for c in [Crossing::Enter, Crossing::Exit, Crossing::Dwell, Crossing::Speeding] {
+            assert_eq!(Crossing::from_code(c.code()), Some(c));
+        }
+        assert_eq!(Crossing::from_code(4), None);
     }
 
     #[test]
