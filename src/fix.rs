@@ -602,7 +602,12 @@ mod tests {
             r#"{"device":"bus-1","fence":"depot","type":"exit","time":"2015-03-18T17:19:26.000Z","lat":44.0,"lon":-121.5,"since":"2015-03-18T17:00:00.000Z","historic":true}"#
         );
         assert_eq!(serde_json::from_str::<Geofence>(&json).unwrap(), g);
-        for c in [Crossing::Enter, Crossing::Exit, Crossing::Dwell, Crossing::Speeding] {
+        for c in [
+            Crossing::Enter,
+            Crossing::Exit,
+            Crossing::Dwell,
+            Crossing::Speeding,
+        ] {
             assert_eq!(Crossing::from_code(c.code()), Some(c));
         }
         assert_eq!(Crossing::from_code(4), None);

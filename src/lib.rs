@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod feed;
 pub mod filter;
 pub mod fix;
+pub mod geofence;
 pub mod ingest;
 pub mod labels;
 pub mod log_limit;

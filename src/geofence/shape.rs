@@ -1,0 +1,550 @@
+//! A fence's outline and the one question the state machine asks of it: how
+//! far inside (or outside) is this point, in metres.
+//!
+//! Areas follow GeoJSON (RFC 7946): edges are straight lines in the
+//! longitude/latitude plane, so "inside" is decided there, with `geo`. Each
+//! area gets its own plane at load, with longitudes unwrapped around its
+//! first vertex, so that a fence across the antimeridian (drawn either way:
+//! one ring reaching past ±180°, or split in two at it) is one shape. Its
+//! coordinates are scaled to metres at the fence's middle latitude, which
+//! keeps containment exact (the scaling is affine) and makes boundary
+//! distances cheap. East-west distances away from that latitude are off by
+//! the ratio of the cosines, so depths are scaled down by it where it is
+//! below one: the error only ever makes the hysteresis ask for a little more.
+//!
+//! Near the poles a longitude/latitude plane stops meaning anything, so area
+//! vertices are limited to |lat| ≤ [`MAX_AREA_LAT`] and an area to less than
+//! [`MAX_LON_SPAN`] of longitude; both are checked at load. Circles are
+//! measured on the sphere (haversine) and work anywhere, poles included.
+
+use geo::{Contains, Distance, Euclidean, Haversine, LineString, MultiPolygon, Point, Polygon};
+
+/// Metres per degree of latitude on geo's mean Earth radius.
+const METRES_PER_DEGREE: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
+/// The mean Earth radius geo's haversine uses, in metres.
+const EARTH_RADIUS: f64 = 6_371_008.8;
+
+/// Highest |latitude| of an area's vertex: beyond it a degree of longitude
+/// is under 9 km and the plane's distances are no longer worth trusting.
+pub const MAX_AREA_LAT: f64 = 85.0;
+/// An area must span less than this many degrees of longitude: beyond half
+/// the globe "the inside" is ambiguous.
+pub const MAX_LON_SPAN: f64 = 180.0;
+/// Largest circle radius, in metres.
+pub const MAX_RADIUS_M: f64 = 1_000_000.0;
+
+/// A fence's outline as it was given, in degrees (x = longitude, y = latitude).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outline {
+    /// Polygons, each an exterior ring and holes.
+    Area(MultiPolygon<f64>),
+    /// A circle on the sphere.
+    Circle {
+        /// Centre latitude, degrees.
+        lat: f64,
+        /// Centre longitude, degrees.
+        lon: f64,
+        /// Radius in metres.
+        radius_m: f64,
+    },
+}
+
+/// Why an outline cannot be a fence.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShapeError {
+    /// No polygon at all.
+    #[error("the area has no polygon")]
+    Empty,
+    /// A ring with too few positions.
+    #[error(
+        "polygon {polygon}, ring {ring}: a ring needs at least 3 distinct positions, found {found}"
+    )]
+    ShortRing {
+        /// Index of the polygon (from 0).
+        polygon: usize,
+        /// Index of the ring: 0 the exterior, then the holes.
+        ring: usize,
+        /// Distinct positions found.
+        found: usize,
+    },
+    /// A coordinate that is not a number in range.
+    #[error(
+        "polygon {polygon}: position [{lon}, {lat}] is not a longitude in [-180, 180] and a latitude in [-90, 90]"
+    )]
+    Coordinate {
+        /// Index of the polygon.
+        polygon: usize,
+        /// The longitude as given.
+        lon: f64,
+        /// The latitude as given.
+        lat: f64,
+    },
+    /// An area vertex too near a pole.
+    #[error(
+        "polygon {polygon}: latitude {lat} is beyond ±{MAX_AREA_LAT}°; near the poles use a circle"
+    )]
+    Polar {
+        /// Index of the polygon.
+        polygon: usize,
+        /// The latitude.
+        lat: f64,
+    },
+    /// An area spanning too much longitude.
+    #[error(
+        "the area spans {span:.1}° of longitude; fences must span less than {MAX_LON_SPAN}° (split a wider one)"
+    )]
+    TooWide {
+        /// The span in degrees.
+        span: f64,
+    },
+    /// A circle whose centre or radius is out of range.
+    #[error(
+        "circle: centre [{lon}, {lat}] must be a longitude in [-180, 180] and a latitude in [-90, 90], radius {radius_m} m in (0, {MAX_RADIUS_M}]"
+    )]
+    Circle {
+        /// Centre latitude.
+        lat: f64,
+        /// Centre longitude.
+        lon: f64,
+        /// Radius in metres.
+        radius_m: f64,
+    },
+}
+
+/// A checked outline, ready to answer [`Shape::depth`].
+#[derive(Debug, Clone)]
+pub struct Shape {
+    outline: Outline,
+    geometry: Geometry,
+    envelope: Envelope,
+}
+
+/// The outline in the form `depth` works on.
+#[derive(Debug, Clone)]
+enum Geometry {
+    /// An area in its own plane, in metres.
+    Area {
+        /// Latitude of the plane's origin.
+        lat0: f64,
+        /// Longitude of the plane's origin (may lie beyond ±180).
+        lon0: f64,
+        /// Metres per degree of longitude at `lat0`.
+        kx: f64,
+        /// `cos(lat0)`, for the distance correction.
+        cos0: f64,
+        /// The polygons in the plane.
+        plane: MultiPolygon<f64>,
+        /// Every ring of `plane`, for boundary distances.
+        rings: Vec<LineString<f64>>,
+    },
+    /// A circle on the sphere.
+    Circle { centre: Point<f64>, radius_m: f64 },
+}
+
+/// A bounding box in degrees. `lon_min..lon_max` may reach beyond ±180 for a
+/// shape across the antimeridian (never by more than 360 in all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Envelope {
+    /// Southern edge.
+    pub lat_min: f64,
+    /// Northern edge.
+    pub lat_max: f64,
+    /// Western edge (may be below -180).
+    pub lon_min: f64,
+    /// Eastern edge (may be above 180).
+    pub lon_max: f64,
+}
+
+impl Shape {
+    /// Checks an outline and prepares it.
+    pub fn new(outline: Outline) -> Result<Self, ShapeError> {
+        let (geometry, envelope) = match &outline {
+            Outline::Area(polygons) => area(polygons)?,
+            Outline::Circle { lat, lon, radius_m } => circle(*lat, *lon, *radius_m)?,
+        };
+        Ok(Self {
+            outline,
+            geometry,
+            envelope,
+        })
+    }
+
+    /// The outline as given.
+    pub fn outline(&self) -> &Outline {
+        &self.outline
+    }
+
+    /// Where the shape lies, in degrees.
+    pub fn envelope(&self) -> Envelope {
+        self.envelope
+    }
+
+    /// How far inside the shape a point is, in metres: positive inside,
+    /// negative outside, its magnitude the distance to the nearest boundary
+    /// (never more than the true distance). A point on the boundary is 0.
+    pub fn depth(&self, lat: f64, lon: f64) -> f64 {
+        match &self.geometry {
+            Geometry::Circle { centre, radius_m } => {
+                radius_m - Haversine.distance(*centre, Point::new(lon, lat))
+            }
+            Geometry::Area {
+                lat0,
+                lon0,
+                kx,
+                cos0,
+                plane,
+                rings,
+            } => {
+                let p = Point::new(wrap(lon - lon0) * kx, (lat - lat0) * METRES_PER_DEGREE);
+                let distance = rings
+                    .iter()
+                    .map(|ring| Euclidean.distance(&p, ring))
+                    .fold(f64::INFINITY, f64::min);
+                // East-west metres here are cos(lat)/cos(lat0) of the plane's.
+                let correction = (lat.to_radians().cos() / cos0).min(1.0);
+                let distance = distance * correction;
+                if plane.contains(&p) {
+                    distance
+                } else {
+                    -distance
+                }
+            }
+        }
+    }
+}
+
+/// Longitude difference folded into `[-180, 180)`.
+fn wrap(delta: f64) -> f64 {
+    (delta + 180.0).rem_euclid(360.0) - 180.0
+}
+
+fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError> {
+    let first = polygons
+        .0
+        .first()
+        .and_then(|p| p.exterior().0.first())
+        .ok_or(ShapeError::Empty)?;
+    let anchor = first.x;
+    // Check every position and unwrap longitudes around the first vertex.
+    let mut unwrapped = Vec::with_capacity(polygons.0.len());
+    let mut lat_min = f64::INFINITY;
+    let mut lat_max = f64::NEG_INFINITY;
+    let mut lon_min = f64::INFINITY;
+    let mut lon_max = f64::NEG_INFINITY;
+    for (i, polygon) in polygons.0.iter().enumerate() {
+        let mut rings = Vec::with_capacity(1 + polygon.interiors().len());
+        for (r, ring) in std::iter::once(polygon.exterior())
+            .chain(polygon.interiors())
+            .enumerate()
+        {
+            let mut coords = Vec::with_capacity(ring.0.len());
+            for c in &ring.0 {
+                let (lon, lat) = (c.x, c.y);
+                if !(lon.is_finite()
+                    && lat.is_finite()
+                    && (-180.0..=180.0).contains(&lon)
+                    && (-90.0..=90.0).contains(&lat))
+                {
+                    return Err(ShapeError::Coordinate {
+                        polygon: i,
+                        lon,
+                        lat,
+                    });
+                }
+                if lat.abs() > MAX_AREA_LAT {
+                    return Err(ShapeError::Polar { polygon: i, lat });
+                }
+                let lon = anchor + wrap(lon - anchor);
+                lat_min = lat_min.min(lat);
+                lat_max = lat_max.max(lat);
+                lon_min = lon_min.min(lon);
+                lon_max = lon_max.max(lon);
+                coords.push(geo::coord! { x: lon, y: lat });
+            }
+            let mut distinct = coords.clone();
+            distinct.dedup();
+            if distinct.len() > 1 && distinct.first() == distinct.last() {
+                distinct.pop();
+            }
+            if distinct.len() < 3 {
+                return Err(ShapeError::ShortRing {
+                    polygon: i,
+                    ring: r,
+                    found: distinct.len(),
+                });
+            }
+            rings.push(LineString::new(coords));
+        }
+        let exterior = rings.remove(0);
+        unwrapped.push(Polygon::new(exterior, rings));
+    }
+    let span = lon_max - lon_min;
+    if span >= MAX_LON_SPAN {
+        return Err(ShapeError::TooWide { span });
+    }
+    let lat0 = (lat_min + lat_max) / 2.0;
+    let lon0 = (lon_min + lon_max) / 2.0;
+    let cos0 = lat0.to_radians().cos();
+    let kx = METRES_PER_DEGREE * cos0;
+    let to_plane = |c: &geo::Coord<f64>| {
+        geo::coord! {
+            x: (c.x - lon0) * kx,
+            y: (c.y - lat0) * METRES_PER_DEGREE,
+        }
+    };
+    let plane: Vec<Polygon<f64>> = unwrapped
+        .iter()
+        .map(|p| {
+            let ring = |r: &LineString<f64>| LineString::new(r.0.iter().map(to_plane).collect());
+            Polygon::new(ring(p.exterior()), p.interiors().iter().map(ring).collect())
+        })
+        .collect();
+    // Parts that touch (an area split at the antimeridian, as RFC 7946
+    // asks) become one, so that the seam is not a boundary.
+    let plane = if plane.len() > 1 {
+        geo::unary_union(&plane).0
+    } else {
+        plane
+    };
+    let rings = plane
+        .iter()
+        .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
+        .cloned()
+        .collect();
+    Ok((
+        Geometry::Area {
+            lat0,
+            lon0,
+            kx,
+            cos0,
+            plane: MultiPolygon::new(plane),
+            rings,
+        },
+        Envelope {
+            lat_min,
+            lat_max,
+            lon_min,
+            lon_max,
+        },
+    ))
+}
+
+fn circle(lat: f64, lon: f64, radius_m: f64) -> Result<(Geometry, Envelope), ShapeError> {
+    let ok = lat.is_finite()
+        && lon.is_finite()
+        && (-90.0..=90.0).contains(&lat)
+        && (-180.0..=180.0).contains(&lon)
+        && radius_m > 0.0
+        && radius_m <= MAX_RADIUS_M;
+    if !ok {
+        return Err(ShapeError::Circle { lat, lon, radius_m });
+    }
+    let envelope = reach_box(lat, lon, radius_m);
+    Ok((
+        Geometry::Circle {
+            centre: Point::new(lon, lat),
+            radius_m,
+        },
+        envelope,
+    ))
+}
+
+/// The box in degrees holding every point within `metres` of a point on the
+/// sphere (a spherical cap); all longitudes when the cap holds a pole.
+pub fn reach_box(lat: f64, lon: f64, metres: f64) -> Envelope {
+    let angle = (metres / EARTH_RADIUS).min(std::f64::consts::PI);
+    let dlat = angle.to_degrees();
+    let lat_min = lat - dlat;
+    let lat_max = lat + dlat;
+    if lat_max >= 90.0 || lat_min <= -90.0 {
+        return Envelope {
+            lat_min: lat_min.max(-90.0),
+            lat_max: lat_max.min(90.0),
+            lon_min: -180.0,
+            lon_max: 180.0,
+        };
+    }
+    // The widest longitude offset of a cap of this angle around this latitude.
+    let dlon = (angle.sin() / lat.to_radians().cos())
+        .clamp(-1.0, 1.0)
+        .asin()
+        .to_degrees();
+    Envelope {
+        lat_min,
+        lat_max,
+        lon_min: lon - dlon,
+        lon_max: lon + dlon,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geo::polygon;
+
+    /// Metres north of a latitude, in degrees.
+    fn north(m: f64) -> f64 {
+        m / METRES_PER_DEGREE
+    }
+
+    /// A square of `side` metres centred on (lat, lon), in degrees.
+    fn square(lat: f64, lon: f64, side: f64) -> Polygon<f64> {
+        let dy = north(side / 2.0);
+        let dx = dy / lat.to_radians().cos();
+        polygon![
+            (x: lon - dx, y: lat - dy),
+            (x: lon + dx, y: lat - dy),
+            (x: lon + dx, y: lat + dy),
+            (x: lon - dx, y: lat + dy),
+            (x: lon - dx, y: lat - dy),
+        ]
+    }
+
+    fn area_of(p: Vec<Polygon<f64>>) -> Shape {
+        Shape::new(Outline::Area(MultiPolygon::new(p))).unwrap()
+    }
+
+    #[test]
+    fn depth_is_the_distance_to_the_nearest_edge_signed_inside_positive() {
+        let s = area_of(vec![square(52.0, 5.0, 200.0)]);
+        assert!((s.depth(52.0, 5.0) - 100.0).abs() < 0.5);
+        assert!((s.depth(52.0 + north(90.0), 5.0) - 10.0).abs() < 0.5);
+        assert!((s.depth(52.0 + north(130.0), 5.0) + 30.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn a_hole_is_outside_and_its_edge_is_a_boundary() {
+        let outer = square(52.0, 5.0, 400.0);
+        let hole = square(52.0, 5.0, 100.0);
+        let s = area_of(vec![Polygon::new(
+            outer.exterior().clone(),
+            vec![hole.exterior().clone()],
+        )]);
+        assert!(
+            (s.depth(52.0, 5.0) + 50.0).abs() < 0.5,
+            "{}",
+            s.depth(52.0, 5.0)
+        );
+        assert!((s.depth(52.0 + north(100.0), 5.0) - 50.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn multipolygon_parts_each_count() {
+        let s = area_of(vec![square(52.0, 5.0, 100.0), square(52.01, 5.0, 100.0)]);
+        assert!(s.depth(52.0, 5.0) > 0.0);
+        assert!(s.depth(52.01, 5.0) > 0.0);
+        assert!(s.depth(52.005, 5.0) < -400.0);
+    }
+
+    #[test]
+    fn an_area_across_the_antimeridian_is_one_shape_either_way_it_is_drawn() {
+        // One ring from 179.99 to "180.01" written as -179.99.
+        let ring = polygon![
+            (x: 179.99, y: -17.0), (x: -179.99, y: -17.0),
+            (x: -179.99, y: -16.99), (x: 179.99, y: -16.99),
+            (x: 179.99, y: -17.0),
+        ];
+        // The same area split at the antimeridian, as RFC 7946 recommends.
+        let split = vec![
+            polygon![(x: 179.99, y: -17.0), (x: 180.0, y: -17.0), (x: 180.0, y: -16.99), (x: 179.99, y: -16.99), (x: 179.99, y: -17.0)],
+            polygon![(x: -180.0, y: -17.0), (x: -179.99, y: -17.0), (x: -179.99, y: -16.99), (x: -180.0, y: -16.99), (x: -180.0, y: -17.0)],
+        ];
+        for s in [area_of(vec![ring]), area_of(split)] {
+            for lon in [179.995, 180.0, -180.0, -179.995] {
+                let d = s.depth(-16.995, lon);
+                assert!(d > 400.0, "{lon}: {d}");
+            }
+            assert!(s.depth(-16.995, 179.98) < -1000.0);
+            assert!(s.depth(-16.995, -179.98) < -1000.0);
+            assert!(s.depth(-16.995, 0.0) < -1.0e6);
+            let e = s.envelope();
+            assert!((e.lon_max - e.lon_min - 0.02).abs() < 1e-9, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn areas_near_the_poles_or_wider_than_half_the_globe_are_refused() {
+        let polar = square(86.0, 5.0, 1000.0);
+        assert!(matches!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![polar]))),
+            Err(ShapeError::Polar { .. })
+        ));
+        let wide = polygon![(x: -100.0, y: 0.0), (x: 0.0, y: 1.0), (x: 100.0, y: 0.0), (x: -100.0, y: 0.0)];
+        assert!(matches!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![wide]))),
+            Err(ShapeError::TooWide { .. })
+        ));
+        let short = polygon![(x: 0.0, y: 0.0), (x: 1.0, y: 0.0), (x: 0.0, y: 0.0)];
+        assert!(matches!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![short]))),
+            Err(ShapeError::ShortRing { found: 2, .. })
+        ));
+        assert_eq!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![]))).unwrap_err(),
+            ShapeError::Empty
+        );
+    }
+
+    #[test]
+    fn a_circle_on_a_pole_works_and_its_box_holds_every_longitude() {
+        let s = Shape::new(Outline::Circle {
+            lat: 90.0,
+            lon: 0.0,
+            radius_m: 1000.0,
+        })
+        .unwrap();
+        for lon in [-180.0, -90.0, 0.0, 45.0, 179.9] {
+            assert!((s.depth(90.0 - north(400.0), lon) - 600.0).abs() < 1.0);
+            assert!(s.depth(90.0 - north(1100.0), lon) < -99.0);
+        }
+        let e = s.envelope();
+        assert_eq!((e.lon_min, e.lon_max, e.lat_max), (-180.0, 180.0, 90.0));
+    }
+
+    #[test]
+    fn a_circles_box_holds_the_circle() {
+        for (lat, lon) in [(0.0, 0.0), (60.0, 179.999), (-70.0, -179.9), (89.0, 10.0)] {
+            let r = 5000.0;
+            let s = Shape::new(Outline::Circle {
+                lat,
+                lon,
+                radius_m: r,
+            })
+            .unwrap();
+            let e = s.envelope();
+            // Points just inside the circle in eight directions lie in the box.
+            for k in 0..8 {
+                let bearing = f64::from(k) * 45.0;
+                let p = geo::Destination::destination(
+                    &Haversine,
+                    Point::new(lon, lat),
+                    bearing,
+                    r * 0.999,
+                );
+                let (plon, plat) = (p.x(), p.y());
+                assert!(s.depth(plat, plon) > 0.0);
+                assert!(plat >= e.lat_min && plat <= e.lat_max);
+                let inside_lon = [plon, plon + 360.0, plon - 360.0]
+                    .iter()
+                    .any(|l| *l >= e.lon_min && *l <= e.lon_max);
+                assert!(
+                    inside_lon,
+                    "({lat},{lon}) bearing {bearing}: {plon} not in {e:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn far_from_the_planes_latitude_depths_are_never_overstated() {
+        // A tall area: 52°N to 54°N.
+        let s = area_of(vec![polygon![
+            (x: 5.0, y: 52.0), (x: 5.1, y: 52.0), (x: 5.1, y: 54.0), (x: 5.0, y: 54.0), (x: 5.0, y: 52.0)
+        ]]);
+        // Near the top, 100 m west of the eastern edge (true metres).
+        let lat: f64 = 53.9;
+        let lon = 5.1 - 100.0 / (METRES_PER_DEGREE * lat.to_radians().cos());
+        let d = s.depth(lat, lon);
+        assert!(d > 95.0 && d <= 100.0 + 1e-6, "{d}");
+    }
+}
