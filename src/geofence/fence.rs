@@ -22,3 +22,15 @@ pub struct Fence {
     /// Free properties, passed through to `/api/geofences` untouched.
     pub properties: serde_json::Map<String, serde_json::Value>,
 }
+
+impl PartialEq for Fence {
+    /// Fences are equal when everything given for them is.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.shape.outline() == other.shape.outline()
+            && self.speed_limit == other.speed_limit
+            && self.dwell == other.dwell
+            && self.properties == other.properties
+    }
+}

@@ -11,3 +11,32 @@ pub mod shape;
 pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
+
+/// How the state machine judges fixes: the hysteresis that keeps a receiver
+/// parked on a boundary from flapping in and out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Consecutive fixes inside that make an enter even when their error
+    /// circles are not wholly inside (and consecutive fixes at least
+    /// `exit_margin_m` outside that make an exit).
+    pub enter_fixes: u32,
+    /// How far beyond the boundary, in metres, a fix's error circle must be
+    /// for an exit.
+    pub exit_margin_m: f64,
+    /// A fix's error radius is its reported accuracy, or else its HDOP times
+    /// this many metres (the receiver's range error)...
+    pub hdop_error_m: f64,
+    /// ... or else this many metres.
+    pub default_error_m: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            enter_fixes: 3,
+            exit_margin_m: 10.0,
+            hdop_error_m: 5.0,
+            default_error_m: 10.0,
+        }
+    }
+}
