@@ -6,10 +6,14 @@
 
 pub mod fence;
 pub mod index;
+pub mod machine;
 pub mod shape;
+#[cfg(test)]
+mod tests;
 
 pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
+pub use machine::{Machine, Zones, ZonesError};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
 
 /// How the state machine judges fixes: the hysteresis that keeps a receiver
@@ -17,11 +21,10 @@ pub use shape::{Envelope, Outline, Shape, ShapeError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Consecutive fixes inside that make an enter even when their error
-    /// circles are not wholly inside (and consecutive fixes at least
-    /// `exit_margin_m` outside that make an exit).
+    /// circles are not wholly inside.
     pub enter_fixes: u32,
     /// How far beyond the boundary, in metres, a fix's error circle must be
-    /// for an exit.
+    /// for an exit: more than a parked receiver's jitter.
     pub exit_margin_m: f64,
     /// A fix's error radius is its reported accuracy, or else its HDOP times
     /// this many metres (the receiver's range error)...

@@ -1,0 +1,455 @@
+//! Scenarios of the state machine: plain values in, events out.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use geo::{MultiPolygon, Polygon, polygon};
+
+use super::*;
+use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence};
+
+/// Metres per degree of latitude (as the shapes use).
+const M: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
+const LAT: f64 = 52.0;
+const LON: f64 = 5.0;
+
+/// A point `north` and `east` metres from (LAT, LON).
+fn at(north: f64, east: f64) -> (f64, f64) {
+    (LAT + north / M, LON + east / (M * LAT.to_radians().cos()))
+}
+
+/// A square ring of `half` metres either side of (LAT, LON) + offset.
+fn square(half: f64) -> Polygon<f64> {
+    let (s, w) = at(-half, -half);
+    let (n, e) = at(half, half);
+    polygon![(x: w, y: s), (x: e, y: s), (x: e, y: n), (x: w, y: n), (x: w, y: s)]
+}
+
+fn fence(id: &str, outline: Outline) -> Fence {
+    Fence {
+        id: FenceId::new(id).unwrap(),
+        name: None,
+        shape: Shape::new(outline).unwrap(),
+        speed_limit: None,
+        dwell: None,
+        properties: Default::default(),
+    }
+}
+
+/// The "yard": a 200 m square around (LAT, LON).
+fn yard() -> Fence {
+    fence(
+        "yard",
+        Outline::Area(MultiPolygon::new(vec![square(100.0)])),
+    )
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
+}
+
+/// A fix `secs` after t0 at a point given in metres; HDOP 1 (5 m error).
+fn fix(secs: i64, north: f64, east: f64) -> Fix {
+    let (lat, lon) = at(north, east);
+    let mut f = Fix::new(t0() + chrono::Duration::seconds(secs), lat, lon);
+    f.hdop = Some(1.0);
+    f
+}
+
+struct Run {
+    set: FenceSet,
+    options: Options,
+    machine: Machine,
+    device: DeviceId,
+    scratch: Vec<usize>,
+}
+
+impl Run {
+    fn new(fences: Vec<Fence>) -> Self {
+        Self {
+            set: FenceSet::new(fences).unwrap(),
+            options: Options::default(),
+            machine: Machine::default(),
+            device: DeviceId::new("bus-1").unwrap(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn live(&mut self, fix: &Fix) -> Vec<Geofence> {
+        let mut out = Vec::new();
+        self.machine.live(
+            &self.device,
+            fix,
+            &self.set,
+            &self.options,
+            &mut self.scratch,
+            &mut out,
+        );
+        out
+    }
+
+    fn historic(&mut self, fix: &Fix) -> Vec<Geofence> {
+        let mut out = Vec::new();
+        self.machine.historic(
+            &self.device,
+            fix,
+            &self.set,
+            &self.options,
+            &mut self.scratch,
+            &mut out,
+        );
+        out
+    }
+
+    /// Every fix in turn; the events as (seconds after t0, fence, crossing).
+    fn all(&mut self, fixes: &[Fix]) -> Vec<(i64, String, Crossing)> {
+        fixes
+            .iter()
+            .flat_map(|f| self.live(f))
+            .map(|e| {
+                (
+                    (e.time - t0()).num_seconds(),
+                    e.fence.to_string(),
+                    e.crossing,
+                )
+            })
+            .collect()
+    }
+}
+
+/// A drive along the east-west axis from `from` to `to` metres east, one
+/// fix per second at 10 m/s.
+fn drive(start: i64, from: f64, to: f64) -> Vec<Fix> {
+    let steps = ((to - from).abs() / 10.0) as i64;
+    let dir = (to - from).signum();
+    (0..=steps)
+        .map(|i| fix(start + i, 0.0, from + dir * 10.0 * i as f64))
+        .collect()
+}
+
+#[test]
+fn driving_through_enters_once_and_exits_once() {
+    let mut run = Run::new(vec![yard()]);
+    let events = run.all(&drive(0, -300.0, 300.0));
+    // Enter at the first fix whose 5 m error circle is inside: 110 m after
+    // the -100 m edge is t=21 (east = -90); exit once 15 m beyond the east
+    // edge (t=42, east = 120).
+    assert_eq!(
+        events,
+        vec![
+            (21, "yard".into(), Crossing::Enter),
+            (42, "yard".into(), Crossing::Exit)
+        ]
+    );
+}
+
+#[test]
+fn exit_reports_when_the_visit_began() {
+    let mut run = Run::new(vec![yard()]);
+    let events: Vec<Geofence> = drive(0, -300.0, 300.0)
+        .iter()
+        .flat_map(|f| run.live(f))
+        .collect();
+    assert_eq!(events[1].crossing, Crossing::Exit);
+    assert_eq!(events[1].since, Some(events[0].time));
+    assert!(!events[1].historic);
+}
+
+#[test]
+fn a_receiver_parked_on_a_boundary_does_not_flap() {
+    let mut run = Run::new(vec![yard()]);
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Parked on the east edge for two hours, jittering ±8 m (the margin is
+    // 10 m and the error radius 5 m), HDOP 1.
+    let fixes: Vec<Fix> = (0..7200)
+        .map(|s| fix(s, rng.f64() * 16.0 - 8.0, 100.0 + rng.f64() * 16.0 - 8.0))
+        .collect();
+    let events = run.all(&fixes);
+    // Three fixes in a row inside happen soon enough: one enter, no exit.
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].2, Crossing::Enter);
+    // Then it drives away: one exit.
+    let away = run.all(&drive(7200, 100.0, 400.0));
+    assert_eq!(
+        away.iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![Crossing::Exit]
+    );
+}
+
+#[test]
+fn a_receiver_parked_just_outside_jittering_across_the_edge_enters_at_most_once() {
+    let mut run = Run::new(vec![yard()]);
+    let mut rng = fastrand::Rng::with_seed(3);
+    // 4 m outside the east edge, jittering ±8 m east-west: a third of the
+    // fixes fall inside, never by the 5 m error radius, never 10 m outside.
+    let fixes: Vec<Fix> = (0..7200)
+        .map(|s| fix(s, 0.0, 104.0 + rng.f64() * 16.0 - 8.0))
+        .collect();
+    let events = run.all(&fixes);
+    assert!(events.len() <= 1, "{events:?}");
+    assert!(events.iter().all(|e| e.2 == Crossing::Enter));
+}
+
+#[test]
+fn a_poor_fix_enters_only_after_enough_fixes_inside() {
+    let mut run = Run::new(vec![yard()]);
+    // Accuracy 500 m: the error circle is never inside a 200 m yard.
+    let poor = |s: i64, east: f64| {
+        let mut f = fix(s, 0.0, east);
+        f.accuracy = Some(500.0);
+        f
+    };
+    assert_eq!(run.all(&[poor(0, 0.0), poor(1, 0.0)]), vec![]);
+    assert_eq!(
+        run.all(&[poor(2, 0.0)]),
+        vec![(2, "yard".into(), Crossing::Enter)]
+    );
+    // Leaving needs the whole 500 m circle 10 m beyond the edge.
+    assert_eq!(
+        run.all(&[poor(3, 500.0), poor(4, 500.0), poor(5, 500.0)]),
+        vec![]
+    );
+    assert_eq!(
+        run.all(&[poor(6, 700.0)]),
+        vec![(6, "yard".into(), Crossing::Exit)]
+    );
+}
+
+#[test]
+fn a_hole_is_left_and_entered_like_a_boundary() {
+    let outer = square(200.0);
+    let hole = square(50.0);
+    let ring = Polygon::new(outer.exterior().clone(), vec![hole.exterior().clone()]);
+    let mut run = Run::new(vec![fence(
+        "ring",
+        Outline::Area(MultiPolygon::new(vec![ring])),
+    )]);
+    let events = run.all(&drive(0, -150.0, 150.0));
+    let kinds: Vec<(i64, Crossing)> = events.iter().map(|e| (e.0, e.2)).collect();
+    // In at -150 (50 m inside); out 15 m into the hole (east -35, so the
+    // fix at -30); in again 5 m past its far edge (55, so the fix at 60).
+    assert_eq!(
+        kinds,
+        vec![
+            (0, Crossing::Enter),
+            (12, Crossing::Exit),
+            (21, Crossing::Enter)
+        ]
+    );
+}
+
+#[test]
+fn crossing_from_one_fence_into_a_touching_one_exits_before_entering() {
+    let west = {
+        let (s, w) = at(-100.0, -200.0);
+        let (n, e) = at(100.0, 0.0);
+        polygon![(x: w, y: s), (x: e, y: s), (x: e, y: n), (x: w, y: n), (x: w, y: s)]
+    };
+    let east = {
+        let (s, w) = at(-100.0, 0.0);
+        let (n, e) = at(100.0, 200.0);
+        polygon![(x: w, y: s), (x: e, y: s), (x: e, y: n), (x: w, y: n), (x: w, y: s)]
+    };
+    let mut run = Run::new(vec![
+        fence("west", Outline::Area(MultiPolygon::new(vec![west]))),
+        fence("east", Outline::Area(MultiPolygon::new(vec![east]))),
+    ]);
+    // A 15 m error circle jumping 20 m across the shared edge.
+    let f = |s: i64, e: f64| {
+        let mut f = fix(s, 0.0, e);
+        f.accuracy = Some(5.0);
+        f
+    };
+    assert_eq!(
+        run.all(&[f(0, -100.0)]),
+        vec![(0, "west".into(), Crossing::Enter)]
+    );
+    assert_eq!(
+        run.all(&[f(1, 100.0)]),
+        vec![
+            (1, "west".into(), Crossing::Exit),
+            (1, "east".into(), Crossing::Enter)
+        ]
+    );
+}
+
+#[test]
+fn dwell_fires_once_per_visit_after_the_dwell_time() {
+    let mut yard = yard();
+    yard.dwell = Some(Duration::from_secs(60));
+    let mut run = Run::new(vec![yard]);
+    let mut fixes: Vec<Fix> = (0..300).map(|s| fix(s, 0.0, 0.0)).collect();
+    fixes.extend(drive(300, 0.0, 300.0));
+    fixes.extend(drive(400, 300.0, 0.0));
+    fixes.extend((431..600).map(|s| fix(s, 0.0, 0.0)));
+    let events = run.all(&fixes);
+    let kinds: Vec<(i64, Crossing)> = events.iter().map(|e| (e.0, e.2)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, Crossing::Enter),
+            (60, Crossing::Dwell),
+            (312, Crossing::Exit),
+            (421, Crossing::Enter),
+            (481, Crossing::Dwell),
+        ]
+    );
+}
+
+#[test]
+fn speeding_fires_once_per_stretch_above_the_limit_inside_only() {
+    let mut yard = yard();
+    yard.speed_limit = Some(5.0);
+    let mut run = Run::new(vec![yard]);
+    let speed = |s: i64, east: f64, v: f64| {
+        let mut f = fix(s, 0.0, east);
+        f.speed = Some(v);
+        f
+    };
+    let fixes = [
+        speed(0, -500.0, 20.0), // outside: nothing
+        speed(1, 0.0, 6.0),     // enter, and over the limit
+        speed(2, 5.0, 5.2),     // still over: no repeat
+        speed(3, 10.0, 4.8),    // under the limit, above 90% of it: still one stretch
+        speed(4, 12.0, 6.0),    // no repeat
+        speed(5, 13.0, 3.0),    // clearly under: the stretch ends
+        speed(6, 14.0, 7.0),    // a new stretch
+    ];
+    let events: Vec<Geofence> = fixes.iter().flat_map(|f| run.live(f)).collect();
+    let kinds: Vec<(i64, Crossing)> = events
+        .iter()
+        .map(|e| ((e.time - t0()).num_seconds(), e.crossing))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, Crossing::Enter),
+            (1, Crossing::Speeding),
+            (6, Crossing::Speeding)
+        ]
+    );
+    assert_eq!((events[1].speed, events[1].limit), (Some(6.0), Some(5.0)));
+}
+
+#[test]
+fn restored_zones_cause_no_spurious_enter_or_exit() {
+    let mut yard = yard();
+    yard.dwell = Some(Duration::from_secs(600));
+    let mut run = Run::new(vec![yard]);
+    assert_eq!(run.all(&[fix(0, 0.0, 0.0)]).len(), 1);
+    let bytes = run.machine.zones().encode();
+    // A restart: a fresh machine from the stored bytes.
+    run.machine = Machine::new(Zones::decode(&bytes).unwrap());
+    assert_eq!(run.all(&[fix(10, 0.0, 0.0), fix(11, 1.0, 0.0)]), vec![]);
+    // The visit's start survived: dwell counts from the first enter.
+    assert_eq!(
+        run.all(&[fix(599, 0.0, 0.0), fix(600, 0.0, 0.0)]),
+        vec![(600, "yard".into(), Crossing::Dwell)]
+    );
+    let inside: Vec<_> = run.machine.zones().inside().collect();
+    assert_eq!(inside.len(), 1);
+    assert_eq!(inside[0].1, Some(t0()));
+}
+
+#[test]
+fn stored_zones_of_another_version_or_garbage_are_errors() {
+    assert!(matches!(Zones::decode(&[]), Err(ZonesError::Version(None))));
+    assert!(matches!(
+        Zones::decode(&[9, 0]),
+        Err(ZonesError::Version(Some(9)))
+    ));
+    assert!(matches!(Zones::decode(&[1, 200]), Err(ZonesError::Body(_))));
+}
+
+#[test]
+fn only_changes_of_side_dwell_or_speeding_ask_to_be_persisted() {
+    let mut run = Run::new(vec![yard()]);
+    let mut out = Vec::new();
+    let mut persist = |run: &mut Run, f: &Fix| {
+        run.machine.live(
+            &run.device,
+            f,
+            &run.set,
+            &run.options,
+            &mut run.scratch,
+            &mut out,
+        )
+    };
+    assert!(!persist(&mut run, &fix(0, 0.0, -500.0)));
+    assert!(persist(&mut run, &fix(1, 0.0, 0.0)));
+    assert!(!persist(&mut run, &fix(2, 0.0, 1.0)));
+    assert!(!persist(&mut run, &fix(3, 0.0, 2.0)));
+    assert!(persist(&mut run, &fix(4, 0.0, 500.0)));
+}
+
+#[test]
+fn late_fixes_are_evaluated_in_their_place_marked_historic_and_leave_the_live_state_alone() {
+    let mut run = Run::new(vec![yard()]);
+    // Live: inside from t=100 on.
+    assert_eq!(run.all(&[fix(100, 0.0, 0.0)]).len(), 1);
+    // Late fixes from before: outside at t=10..20, then driving in at t=30.
+    let mut late: Vec<Geofence> = Vec::new();
+    for s in 10..20 {
+        late.extend(run.historic(&fix(s, 0.0, -500.0)));
+    }
+    late.extend(run.historic(&fix(30, 0.0, 0.0)));
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].crossing, Crossing::Enter);
+    assert!(late[0].historic);
+    assert_eq!(late[0].time, t0() + chrono::Duration::seconds(30));
+    // A late fix from inside the live visit (t=150, after the live enter)
+    // adds nothing: the journal says the device was already in.
+    assert_eq!(run.historic(&fix(150, 0.0, 0.0)), vec![]);
+    // The live state is untouched: still in, since t=100, and a live fix
+    // far away is the one exit.
+    let zones: Vec<_> = run.machine.zones().inside().collect();
+    assert_eq!(zones[0].1, Some(t0() + chrono::Duration::seconds(100)));
+    let exit = run.all(&[fix(200, 0.0, 900.0)]);
+    assert_eq!(exit, vec![(200, "yard".into(), Crossing::Exit)]);
+}
+
+#[test]
+fn a_late_fix_outside_during_a_live_visit_is_a_historic_exit() {
+    let mut run = Run::new(vec![yard()]);
+    run.all(&[fix(100, 0.0, 0.0)]);
+    run.all(&[fix(500, 0.0, 0.0)]);
+    // The device was seen far away at t=300 after all.
+    let late = run.historic(&fix(300, 0.0, 900.0));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].crossing, Crossing::Exit);
+    assert!(late[0].historic);
+    assert_eq!(late[0].since, Some(t0() + chrono::Duration::seconds(100)));
+    assert_eq!(run.machine.zones().inside().count(), 1);
+}
+
+#[test]
+fn a_removed_fence_drops_its_state_without_events() {
+    let mut run = Run::new(vec![yard()]);
+    run.all(&[fix(0, 0.0, 0.0)]);
+    run.set = FenceSet::new(vec![]).unwrap();
+    assert_eq!(run.all(&[fix(1, 0.0, 0.0)]), vec![]);
+    assert_eq!(run.machine.zones().inside().count(), 0);
+    assert!(run.machine.zones().is_empty());
+}
+
+#[test]
+fn circles_enter_and_exit_by_distance_from_the_centre() {
+    let (lat, lon) = at(0.0, 0.0);
+    let mut run = Run::new(vec![fence(
+        "gate",
+        Outline::Circle {
+            lat,
+            lon,
+            radius_m: 50.0,
+        },
+    )]);
+    let events = run.all(&drive(0, -200.0, 200.0));
+    // In once 5 m inside (east = -40 at t=16); out at 65 m (t=27, east 70).
+    assert_eq!(
+        events,
+        vec![
+            (16, "gate".into(), Crossing::Enter),
+            (27, "gate".into(), Crossing::Exit)
+        ]
+    );
+}
