@@ -181,6 +181,11 @@ impl Machine {
         &self.live
     }
 
+    /// True when the machine holds nothing: no fence tracked, no replay.
+    pub fn is_idle(&self) -> bool {
+        self.live.tracks.is_empty() && self.replay.is_none()
+    }
+
     /// Evaluates a live fix, later than every live fix before it. Adds the
     /// events it causes to `out`; returns true when the live state to
     /// persist changed.

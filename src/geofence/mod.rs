@@ -10,11 +10,13 @@ pub mod machine;
 pub mod shape;
 #[cfg(test)]
 mod tests;
+pub mod tracker;
 
 pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
 pub use machine::{Machine, Zones, ZonesError};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
+pub use tracker::{Rules, Tracker};
 
 /// How the state machine judges fixes: the hysteresis that keeps a receiver
 /// parked on a boundary from flapping in and out.

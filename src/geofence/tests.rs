@@ -1,5 +1,6 @@
 //! Scenarios of the state machine: plain values in, events out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -452,4 +453,45 @@ fn circles_enter_and_exit_by_distance_from_the_centre() {
             (27, "gate".into(), Crossing::Exit)
         ]
     );
+}
+
+#[test]
+fn the_tracker_keeps_a_pending_enter_and_persists_only_live_changes() {
+    let rules = Arc::new(Rules {
+        fences: FenceSet::new(vec![yard()]).unwrap(),
+        options: Options::default(),
+    });
+    let mut tracker = Tracker::new(rules);
+    let device = DeviceId::new("bus-1").unwrap();
+    // Poor fixes inside: the enter needs three of them in a row.
+    let poor = |s: i64| {
+        let mut f = fix(s, 0.0, 0.0);
+        f.accuracy = Some(500.0);
+        crate::fix::Position::new(device.clone(), f)
+    };
+    for s in 0..2 {
+        let (events, persist) = tracker.observe(&poor(s));
+        assert_eq!(events.count(), 0);
+        assert!(persist.is_none());
+    }
+    let (events, persist) = tracker.observe(&poor(2));
+    assert_eq!(
+        events.map(|e| e.crossing).collect::<Vec<_>>(),
+        vec![Crossing::Enter]
+    );
+    let stored = Zones::decode(&persist.unwrap()).unwrap();
+    assert_eq!(stored.inside().count(), 1);
+    // A historic fix far away: a historic exit, nothing to persist.
+    let mut late = poor(1);
+    late.fix.lat += 0.1;
+    late.historic = true;
+    let (events, persist) = tracker.observe(&late);
+    let events: Vec<Geofence> = events.collect();
+    assert!(persist.is_none());
+    assert_eq!(
+        events.len(),
+        0,
+        "before the live enter the device was outside: {events:?}"
+    );
+    assert_eq!(tracker.zones(&device).unwrap().inside().count(), 1);
 }

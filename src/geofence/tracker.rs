@@ -1,0 +1,106 @@
+//! Every device's state machine against the current fences: what the
+//! pipeline's writer holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::fix::{DeviceId, Geofence, Position};
+
+use super::{FenceSet, Machine, Options, Zones};
+
+/// The fences and the hysteresis in force; replaced whole on reload.
+#[derive(Debug, Default)]
+pub struct Rules {
+    /// The fences, indexed.
+    pub fences: FenceSet,
+    /// How fixes are judged against them.
+    pub options: Options,
+}
+
+/// Devices' machines. Only devices that are, or were, in a fence have one.
+#[derive(Debug)]
+pub struct Tracker {
+    rules: Arc<Rules>,
+    machines: HashMap<DeviceId, Machine>,
+    scratch: Vec<usize>,
+    events: Vec<Geofence>,
+}
+
+impl Tracker {
+    /// A tracker with no device state yet.
+    pub fn new(rules: Arc<Rules>) -> Self {
+        Self {
+            rules,
+            machines: HashMap::new(),
+            scratch: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    /// Puts new rules in force. Devices keep their state by fence id: a
+    /// changed fence is judged anew from the next fix, a removed one is
+    /// dropped from the device's zones without an event.
+    pub fn set_rules(&mut self, rules: Arc<Rules>) {
+        self.rules = rules;
+    }
+
+    /// Resumes a device from its stored zones.
+    pub fn seed(&mut self, device: DeviceId, zones: Zones) {
+        if !zones.is_empty() {
+            self.machines.insert(device, Machine::new(zones));
+        }
+    }
+
+    /// Drops a device's state from memory (it stays in the store).
+    pub fn forget(&mut self, device: &DeviceId) {
+        self.machines.remove(device);
+    }
+
+    /// The live zones of a device, if it has any.
+    pub fn zones(&self, device: &DeviceId) -> Option<&Zones> {
+        self.machines.get(device).map(Machine::zones)
+    }
+
+    /// Judges an accepted position, live or historic. Returns the events it
+    /// causes, and for a live one that changed the device's zones, their new
+    /// stored form.
+    pub fn observe(
+        &mut self,
+        position: &Position,
+    ) -> (std::vec::Drain<'_, Geofence>, Option<Vec<u8>>) {
+        self.events.clear();
+        let mut persist = None;
+        if !self.rules.fences.is_empty() || self.machines.contains_key(&position.device) {
+            let machine = self.machines.entry(position.device.clone()).or_default();
+            let Rules { fences, options } = &*self.rules;
+            if position.historic {
+                machine.historic(
+                    &position.device,
+                    &position.fix,
+                    fences,
+                    options,
+                    &mut self.scratch,
+                    &mut self.events,
+                );
+            } else if machine.live(
+                &position.device,
+                &position.fix,
+                fences,
+                options,
+                &mut self.scratch,
+                &mut self.events,
+            ) {
+                persist = Some(machine.zones().encode());
+            }
+            if machine.is_idle() {
+                self.machines.remove(&position.device);
+            }
+        }
+        (self.events.drain(..), persist)
+    }
+}
