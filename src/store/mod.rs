@@ -9,6 +9,8 @@
 //! * `D` + device id → that device's live position and its sequence number
 //!   (historic positions never replace it);
 //! * `S` + device id → that device's last status change;
+//! * `G` + device id → that device's geofence state (the tracker's bytes,
+//!   opaque here), written in the batch of the fix that changed it;
 //! * `M` + name → metadata (the first sequence number of this store).
 //!
 //! Exactly one [`Writer`] appends; any number of [`Reader`]s read by sequence
@@ -36,6 +38,7 @@ use ledger::{Entry, Kind, Ledger, Usage};
 const LOG: u8 = b'L';
 const DEVICE: u8 = b'D';
 const STATUS: u8 = b'S';
+const ZONES: u8 = b'G';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
 const META_UPLINK_ACKED: &[u8] = b"Muplink_acked";
@@ -155,6 +158,10 @@ pub struct DeviceState {
         serialize_with = "crate::fix::time_ms::serialize_opt"
     )]
     pub since: Option<DateTime<Utc>>,
+    /// Its geofence state as the tracker stored it (see
+    /// [`crate::geofence::Zones`]); opaque to the store.
+    #[serde(skip)]
+    pub zones: Option<Vec<u8>>,
 }
 
 impl DeviceState {
@@ -165,6 +172,7 @@ impl DeviceState {
             fix: None,
             status: None,
             since: None,
+            zones: None,
         }
     }
 
@@ -466,7 +474,9 @@ fn state_key(prefix: u8, device: &DeviceId) -> Vec<u8> {
 fn describe_key(key: &[u8]) -> String {
     match key.first() {
         Some(&LOG) => seq_of_key(key).map_or_else(|| format!("{key:?}"), |s| format!("seq {s}")),
-        Some(&DEVICE) | Some(&STATUS) | Some(&META) => String::from_utf8_lossy(key).into_owned(),
+        Some(&DEVICE) | Some(&STATUS) | Some(&ZONES) | Some(&META) => {
+            String::from_utf8_lossy(key).into_owned()
+        }
         _ => format!("{key:?}"),
     }
 }
@@ -517,6 +527,23 @@ fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: E
             state.since = Some(s.time);
         }
     }
+}
+
+/// Adds a `G` record to its device's state. A key that is not a device id
+/// (it cannot be written so) is skipped: the state is only geofence
+/// hysteresis, not worth refusing to open the store for.
+fn merge_zones(states: &mut BTreeMap<DeviceId, DeviceState>, key: &[u8], value: Vec<u8>) {
+    let Some(device) = std::str::from_utf8(&key[1..])
+        .ok()
+        .and_then(|id| DeviceId::new(id).ok())
+    else {
+        tracing::warn!("store: skipping geofence state under a bad key {key:?}");
+        return;
+    };
+    states
+        .entry(device.clone())
+        .or_insert_with(|| DeviceState::empty(device))
+        .zones = Some(value);
 }
 
 /// The one appender: gives each event the next sequence number.
@@ -580,7 +607,21 @@ impl Writer {
     /// Returns the sequence number of the last one. Not durable until the next
     /// [`Store::flush`]. On error nothing changed and the call can be retried.
     pub fn append(&mut self, events: &[Event]) -> Result<u64, StoreError> {
+        self.append_with_zones(events, &[])
+    }
+
+    /// [`Writer::append`], storing devices' new geofence state in the same
+    /// atomic batch as the events (the fixes and geofence events) that
+    /// changed it, so that after a crash the state and the events agree.
+    pub fn append_with_zones(
+        &mut self,
+        events: &[Event],
+        zones: &[(DeviceId, Vec<u8>)],
+    ) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
+        for (device, bytes) in zones {
+            batch.insert(state_key(ZONES, device), bytes.as_slice());
+        }
         let mut seq = self.next_seq;
         // What the ledger learns once the batch is applied.
         let mut entries = Vec::with_capacity(events.len() + 1);
@@ -787,6 +828,10 @@ impl Reader {
                 merge_device(&mut states, seq, event);
             }
         }
+        for item in self.db.scan_prefix([ZONES]) {
+            let (key, value) = item?;
+            merge_zones(&mut states, &key, value.to_vec());
+        }
         Ok(states.into_values().collect())
     }
 
@@ -799,6 +844,10 @@ impl Reader {
                 let (seq, event) = decode_device(&key, &value)?;
                 merge_device(&mut states, seq, event);
             }
+        }
+        let key = state_key(ZONES, device);
+        if let Some(value) = self.db.get(&key)? {
+            merge_zones(&mut states, &key, value.to_vec());
         }
         Ok(states.into_values().next())
     }
@@ -839,6 +888,43 @@ mod tests {
 
     fn seqs(records: &[Record]) -> Vec<u64> {
         records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn geofence_state_is_kept_per_device_beside_its_fix_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = DeviceId::new("bus-1").unwrap();
+        {
+            let (store, _) = Store::open(&options(dir.path())).unwrap();
+            let mut writer = store.writer().unwrap();
+            writer
+                .append_with_zones(&[event("bus-1", 1)], &[(bus.clone(), vec![1, 2, 3])])
+                .unwrap();
+            writer
+                .append_with_zones(&[event("bus-1", 2)], &[(bus.clone(), vec![1, 4])])
+                .unwrap();
+            // A device known only by its zones still has a state.
+            writer
+                .append_with_zones(&[], &[(DeviceId::new("van-2").unwrap(), vec![1])])
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let (store, report) = Store::open(&options(dir.path())).unwrap();
+        let zones: Vec<_> = report
+            .devices
+            .iter()
+            .map(|d| (d.device.as_str(), d.zones.clone()))
+            .collect();
+        assert_eq!(
+            zones,
+            vec![("bus-1", Some(vec![1, 4])), ("van-2", Some(vec![1]))]
+        );
+        let one = store.reader().device(&bus).unwrap().unwrap();
+        assert_eq!(one.zones, Some(vec![1, 4]));
+        // Zones are not events: the log holds the two fixes only.
+        let records = store.reader().read_after(0, 10).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(one.seq, Some(records[1].seq));
     }
 
     #[test]
