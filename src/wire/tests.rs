@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::fix::{DeviceId, Fix, FixMode, Position, Presence, Status};
+use crate::fix::{DeviceId, Fix, FixMode, Geofence, Position, Presence, Status};
 
 /// The files of this module, as the compiler sees them.
 const SOURCES: [(&str, &str); 10] = [
@@ -197,6 +197,15 @@ fn quantised(batch: &Batch) -> Batch {
                 Event::Status(s) => Event::Status(Status {
                     time: ms(s.time),
                     ..s.clone()
+                }),
+                Event::Geofence(g) => Event::Geofence(Geofence {
+                    time: ms(g.time),
+                    lat: q(g.lat, 1e7),
+                    lon: q(g.lon, 1e7),
+                    speed: g.speed.map(|v| q(v, 100.0)),
+                    limit: g.limit.map(|v| q(v, 100.0)),
+                    since: g.since.map(ms),
+                    ..g.clone()
                 }),
             },
         })
