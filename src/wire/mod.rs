@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_RECORDS: usize = 1000;
 /// hostile batch can make them allocate.
 pub const MAX_BATCH_RECORDS: usize = 100_000;
 
-/// Inflated body bytes allowed per record (a record takes at most about 170),
+/// Inflated body bytes allowed per record (a record takes at most about 190),
 /// plus [`BODY_BYTES_BASE`]: a zlib bomb stops there.
 const BODY_BYTES_PER_RECORD: usize = 256;
 /// See [`BODY_BYTES_PER_RECORD`].
