@@ -644,15 +644,21 @@ mod tests {
                 events.push(status("b", i % 2 == 0, i));
             }
         }
+        assert_round_trips(&events);
+    }
+
+    /// Events come back from one segment and from raw values one by one,
+    /// at the stored precision.
+    fn assert_round_trips(events: &[Event]) {
         for decoded in [
-            present(&encode_segment(&events)),
+            present(&encode_segment(events)),
             events
                 .iter()
                 .flat_map(|e| present(&encode_raw(e)))
                 .collect(),
         ] {
             assert_eq!(decoded.len(), events.len());
-            for (got, want) in decoded.iter().zip(&events) {
+            for (got, want) in decoded.iter().zip(events) {
                 assert_close(got, want);
             }
         }
@@ -706,18 +712,7 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, Event::Geofence(g) if g.historic))
         );
-        for decoded in [
-            present(&encode_segment(&events)),
-            events
-                .iter()
-                .flat_map(|e| present(&encode_raw(e)))
-                .collect(),
-        ] {
-            assert_eq!(decoded.len(), events.len());
-            for (got, want) in decoded.iter().zip(&events) {
-                assert_close(got, want);
-            }
-        }
+        assert_round_trips(&events);
         // The budget's rewrite keeps the geofence events it does not remove.
         let keep = |e: &Event| !matches!(e, Event::Position(_));
         let value = encode_rewritten(events.iter().map(|e| keep(e).then_some(e)), false);
