@@ -410,6 +410,40 @@ pub struct Geofence {
     pub historic: bool,
 }
 
+impl Geofence {
+    /// Checks the numbers as [`Fix::validate`] checks a fix's: a place on
+    /// Earth, speed and limit finite and not negative.
+    pub fn validate(&self) -> Result<(), InvalidFix> {
+        let fix = Fix {
+            speed: self.speed,
+            ..Fix::new(self.time, self.lat, self.lon)
+        };
+        fix.validate()?;
+        if !self.limit.is_none_or(|l| l.is_finite() && l >= 0.0) {
+            return Err(InvalidFix::Field("limit"));
+        }
+        Ok(())
+    }
+
+    /// A `speeding` event of `device` in fence `depot` with every optional
+    /// value set, for the tests of the modules that store and send events.
+    #[cfg(test)]
+    pub(crate) fn example(device: &str, time: DateTime<Utc>) -> Self {
+        Self {
+            device: DeviceId::new(device).expect("valid device id"),
+            fence: FenceId::new("depot").expect("valid fence id"),
+            crossing: Crossing::Speeding,
+            time,
+            lat: 52.0907123,
+            lon: 5.1214456,
+            speed: Some(14.37),
+            limit: Some(8.33),
+            since: Some(time - chrono::Duration::seconds(95)),
+            historic: false,
+        }
+    }
+}
+
 /// Something that happened to a device, as stored and as delivered on the feed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -417,6 +451,8 @@ pub enum Event {
     Position(Position),
     /// A change of presence.
     Status(Status),
+    /// A fence entered, left, dwelt in or sped through.
+    Geofence(Geofence),
 }
 
 impl Event {
@@ -425,6 +461,7 @@ impl Event {
         match self {
             Self::Position(_) => "position",
             Self::Status(_) => "status",
+            Self::Geofence(_) => "geofence",
         }
     }
 
@@ -433,6 +470,7 @@ impl Event {
         match self {
             Self::Position(p) => &p.device,
             Self::Status(s) => &s.device,
+            Self::Geofence(g) => &g.device,
         }
     }
 
@@ -442,6 +480,7 @@ impl Event {
         match self {
             Self::Position(p) => p.fix.time,
             Self::Status(s) => s.time,
+            Self::Geofence(g) => g.time,
         }
     }
 
@@ -450,6 +489,7 @@ impl Event {
         match self {
             Self::Position(p) => serde_json::to_string(p),
             Self::Status(s) => serde_json::to_string(s),
+            Self::Geofence(g) => serde_json::to_string(g),
         }
     }
 }
@@ -611,6 +651,40 @@ mod tests {
             assert_eq!(Crossing::from_code(c.code()), Some(c));
         }
         assert_eq!(Crossing::from_code(4), None);
+    }
+
+    #[test]
+    fn geofence_validate_names_the_bad_value() {
+        let g = Geofence::example("bus-1", fix().time);
+        assert_eq!(g.validate(), Ok(()));
+        let bad = |change: fn(&mut Geofence)| {
+            let mut g = g.clone();
+            change(&mut g);
+            g.validate()
+        };
+        assert_eq!(bad(|g| g.lat = -90.5), Err(InvalidFix::Latitude(-90.5)));
+        assert!(matches!(
+            bad(|g| g.lon = f64::INFINITY),
+            Err(InvalidFix::Longitude(_))
+        ));
+        assert_eq!(
+            bad(|g| g.speed = Some(-0.1)),
+            Err(InvalidFix::Field("speed"))
+        );
+        assert_eq!(
+            bad(|g| g.limit = Some(f64::NAN)),
+            Err(InvalidFix::Field("limit"))
+        );
+    }
+
+    #[test]
+    fn a_geofence_event_is_named_timed_and_sent_as_its_own_json() {
+        let g = Geofence::example("bus-1", fix().time);
+        let event = Event::Geofence(g.clone());
+        assert_eq!(event.name(), "geofence");
+        assert_eq!(event.device().as_str(), "bus-1");
+        assert_eq!(event.time(), fix().time);
+        assert_eq!(event.to_json().unwrap(), serde_json::to_string(&g).unwrap());
     }
 
     #[test]

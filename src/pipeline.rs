@@ -224,6 +224,10 @@ fn shed(events: &[Event], checks: &mut Checks) {
                 metrics::counter!("fixgate_store_errors_total", "op" => "status_dropped")
                     .increment(1);
             }
+            Event::Geofence(_) => {
+                metrics::counter!("fixgate_store_errors_total", "op" => "geofence_dropped")
+                    .increment(1);
+            }
         }
     }
 }

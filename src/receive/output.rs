@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::dedupe::Summary;
-use crate::fix::{Event, Position, Record, Status};
+use crate::fix::{Event, Geofence, Position, Record, Status};
 use crate::wire::Batch;
 
 /// The event's own fields, then where it came from.
@@ -28,6 +28,7 @@ struct RecordLine<'a> {
 enum Body<'a> {
     Position(&'a Position),
     Status(&'a Status),
+    Geofence(&'a Geofence),
 }
 
 /// One record of `batch` as a line of JSON (no newline): the event as the
@@ -38,6 +39,7 @@ pub fn record_line(batch: &Batch, record: &Record) -> serde_json::Result<String>
     let body = match event {
         Event::Position(p) => Body::Position(p),
         Event::Status(s) => Body::Status(s),
+        Event::Geofence(g) => Body::Geofence(g),
     };
     serde_json::to_string(&RecordLine {
         body,
@@ -162,6 +164,26 @@ mod tests {
             )
             .unwrap(),
             r#"{"device":"bus-2","status":"offline","time":"2026-05-01T12:00:00.000Z","event":"status","seq":40,"gateway":"gw-1","batch":7,"kind":"live"}"#
+        );
+    }
+
+    #[test]
+    fn a_geofence_line_names_its_event_after_its_crossing_type() {
+        let time = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        let mut g = Geofence::example("bus-3", time);
+        (g.speed, g.limit, g.since) = (None, None, None);
+        g.crossing = crate::fix::Crossing::Enter;
+        let line = record_line(
+            &batch(BatchKind::Live),
+            &Record {
+                seq: 42,
+                event: Event::Geofence(g),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"device":"bus-3","fence":"depot","type":"enter","time":"2026-05-01T12:00:00.000Z","lat":52.0907123,"lon":5.1214456,"event":"geofence","seq":42,"gateway":"gw-1","batch":7,"kind":"live"}"#
         );
     }
 

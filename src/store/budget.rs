@@ -10,7 +10,7 @@
 //! 2. thinning of positions nobody has acknowledged ([`thin`]), each segment
 //!    once;
 //! 3. dropping positions;
-//! 4. dropping the other events (status changes) last.
+//! 4. dropping the other events (status changes, geofence events) last.
 //!
 //! It only ever rewrites or deletes compacted segments, which the writer
 //! never touches again; the writer's raw tail is left alone. Every change is
@@ -278,7 +278,7 @@ impl Budget {
             Phase::Thin => thin::keep(slots, first, protected, self.policy.thin),
             Phase::DropPositions => slots
                 .iter()
-                .map(|s| matches!(s, Some(Event::Status(_))))
+                .map(|s| matches!(s, Some(Event::Status(_) | Event::Geofence(_))))
                 .collect(),
             Phase::DropEvents => vec![false; slots.len()],
         }
@@ -408,7 +408,7 @@ impl Batch {
                         (Phase::History, _) => &mut removed.deleted_acked,
                         (Phase::Thin, _) => &mut removed.thinned,
                         (_, Event::Position(_)) => &mut removed.dropped_positions,
-                        (_, Event::Status(_)) => &mut removed.dropped_events,
+                        (_, Event::Status(_) | Event::Geofence(_)) => &mut removed.dropped_events,
                     };
                     *n += 1;
                 }
@@ -540,7 +540,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::{DeviceId, Fix, Position, Presence, Status};
+    use crate::fix::{DeviceId, Fix, Geofence, Position, Presence, Status};
     use crate::store::StoreOptions;
     use chrono::{TimeZone, Utc};
     use std::sync::Arc;
@@ -684,6 +684,45 @@ mod tests {
             base + n,
             "numbers are never reused"
         );
+    }
+
+    #[test]
+    fn dropping_positions_leaves_statuses_and_geofence_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut writer = store.writer().unwrap();
+        // Every status change followed by a geofence event.
+        let mut events = events(0, 4 * SEG);
+        for i in (100..events.len()).step_by(100) {
+            let time = events[i].time();
+            events[i] = Event::Geofence(Geofence::example("a", time));
+        }
+        writer.append(&events).unwrap();
+        let mut budget = Budget::new(store.clone(), policy(true));
+        let mut pass = Pass::default();
+        budget
+            .sweep(
+                Phase::DropPositions,
+                u64::MAX,
+                &Acked::new(),
+                &HashSet::new(),
+                &mut pass,
+            )
+            .unwrap();
+        let is_position = |e: &Event| matches!(e, Event::Position(_));
+        let positions = events.iter().filter(|e| is_position(e)).count();
+        assert_eq!(pass.dropped_positions, positions as u64);
+        assert_eq!(pass.dropped_events, 0);
+        let left: Vec<Event> = store
+            .reader()
+            .read_after(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        let others: Vec<Event> = events.into_iter().filter(|e| !is_position(e)).collect();
+        assert!(others.iter().any(|e| matches!(e, Event::Geofence(_))));
+        assert_eq!(left, others);
     }
 
     #[test]

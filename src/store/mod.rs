@@ -526,6 +526,8 @@ fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: E
             state.status = Some(s.status);
             state.since = Some(s.time);
         }
+        // Not device state: `append` never stores one under `D` or `S`.
+        Event::Geofence(_) => {}
     }
 }
 
@@ -637,6 +639,8 @@ impl Writer {
                 Event::Status(s) => {
                     batch.insert(state_key(STATUS, &s.device), encode_device(seq, event));
                 }
+                // Logged only: what a device's zones are is not kept here.
+                Event::Geofence(_) => {}
             }
             seq += 1;
         }
@@ -856,7 +860,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::{Fix, FixMode};
+    use crate::fix::{Fix, FixMode, Geofence};
     use chrono::{TimeZone, Utc};
 
     fn options(dir: &Path) -> StoreOptions {
@@ -1134,6 +1138,27 @@ mod tests {
         assert_eq!(json["status"], "offline");
         assert_eq!(json["since"], "2026-01-01T01:00:00.000Z");
         assert_eq!(json["fix"]["lat"], 52.0001);
+    }
+
+    #[test]
+    fn geofence_events_are_logged_but_are_not_device_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let mut writer = store.writer().unwrap();
+        let live = writer.append(&[event("a", 10)]).unwrap();
+        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 10).unwrap();
+        let crossings = [
+            Event::Geofence(Geofence::example("a", time)),
+            Event::Geofence(Geofence::example("only-fenced", time)),
+        ];
+        writer.append(&crossings).unwrap();
+        let devices = store.reader().devices().unwrap();
+        assert_eq!(devices.len(), 1, "a geofence event makes no device");
+        assert_eq!(devices[0].seq, Some(live));
+        assert_eq!((devices[0].status, devices[0].since), (None, None));
+        let logged = store.reader().read_after(live, 10).unwrap();
+        let events: Vec<Event> = logged.into_iter().map(|r| r.event).collect();
+        assert_eq!(events, crossings);
     }
 
     #[test]

@@ -22,14 +22,17 @@
 //! A segment is then deflated: columns of small, similar varints compress far
 //! better than rows of mixed fields. Sequence numbers are implicit: the key
 //! gives the first, the rest follow one by one. Rare events that are not
-//! positions (status changes) are stored whole in one `others` column.
+//! positions (status changes, geofence events) are stored whole in one
+//! `others` column.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::fix::{DeviceId, Event, Fix, FixMode, Position, Presence, Status};
+use crate::fix::{
+    Crossing, DeviceId, Event, FenceId, Fix, FixMode, Geofence, Position, Presence, Status,
+};
 
 /// Events per compacted segment: large enough to compress well, small enough
 /// that a reader decodes little it does not need.
@@ -107,11 +110,69 @@ struct Columns {
 }
 
 /// Rare events, stored whole: they are too few to gain from columns. New
-/// variants go at the end, so older values keep decoding.
+/// variants go at the end, so older values keep decoding (postcard numbers
+/// variants by position; a binary that predates a variant refuses a value
+/// holding it as damaged rather than misreading it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Other {
     /// A [`Status`] change; time in ms since the epoch.
     Status { online: bool, time: i64 },
+    /// A [`Geofence`] event.
+    Geofence(StoredGeofence),
+}
+
+/// A geofence event at the precision of positions: times in ms since the
+/// epoch, degrees in 1e-7°, speeds in 0.01 m/s, the crossing as its
+/// [`Crossing::code`]. Not delta-coded: such events are rare.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredGeofence {
+    fence: String,
+    crossing: u8,
+    time: i64,
+    lat: i32,
+    lon: i32,
+    speed: Option<u32>,
+    limit: Option<u32>,
+    since: Option<i64>,
+    historic: bool,
+}
+
+impl StoredGeofence {
+    /// The event reduced to the integers that are stored.
+    fn new(g: &Geofence) -> Self {
+        let speed = |v: f64| scale(v, 100.0) as u32;
+        Self {
+            fence: g.fence.as_str().to_owned(),
+            crossing: g.crossing.code(),
+            time: g.time.timestamp_millis(),
+            lat: scale(g.lat, 1e7) as i32,
+            lon: scale(g.lon, 1e7) as i32,
+            speed: g.speed.map(speed),
+            limit: g.limit.map(speed),
+            since: g.since.map(|t| t.timestamp_millis()),
+            historic: g.historic,
+        }
+    }
+
+    /// The event back; refuses a fence id or a crossing code this build
+    /// would not have written.
+    fn decode(&self, device: DeviceId) -> Result<Geofence, SegmentError> {
+        let speed = |v: u32| f64::from(v) / 100.0;
+        Ok(Geofence {
+            device,
+            fence: FenceId::new(&self.fence)
+                .map_err(|_| SegmentError::Inconsistent("bad fence id"))?,
+            crossing: Crossing::from_code(self.crossing)
+                .ok_or(SegmentError::Inconsistent("unknown crossing code"))?,
+            time: millis(self.time)?,
+            lat: f64::from(self.lat) / 1e7,
+            lon: f64::from(self.lon) / 1e7,
+            speed: self.speed.map(speed),
+            limit: self.limit.map(speed),
+            since: self.since.map(millis).transpose()?,
+            historic: self.historic,
+        })
+    }
 }
 
 /// The V1 body, read so that stores written before V2 stay readable.
@@ -261,6 +322,10 @@ fn append_body<'a>(slots: impl IntoIterator<Item = Option<&'a Event>>, out: &mut
                 });
                 has::OTHER
             }
+            Event::Geofence(g) => {
+                cols.others.push(Other::Geofence(StoredGeofence::new(g)));
+                has::OTHER
+            }
         };
         cols.present.push(present);
     }
@@ -386,16 +451,17 @@ fn decode_body(version: u8, body: &[u8]) -> Result<Vec<Option<Event>>, SegmentEr
 }
 
 fn decode_other(device: DeviceId, other: &Other) -> Result<Event, SegmentError> {
-    match *other {
+    match other {
         Other::Status { online, time } => Ok(Event::Status(Status {
             device,
-            status: if online {
+            status: if *online {
                 Presence::Online
             } else {
                 Presence::Offline
             },
-            time: millis(time)?,
+            time: millis(*time)?,
         })),
+        Other::Geofence(g) => g.decode(device).map(Event::Geofence),
     }
 }
 
@@ -578,18 +644,139 @@ mod tests {
                 events.push(status("b", i % 2 == 0, i));
             }
         }
+        assert_round_trips(&events);
+    }
+
+    /// Events come back from one segment and from raw values one by one,
+    /// at the stored precision.
+    fn assert_round_trips(events: &[Event]) {
         for decoded in [
-            present(&encode_segment(&events)),
+            present(&encode_segment(events)),
             events
                 .iter()
                 .flat_map(|e| present(&encode_raw(e)))
                 .collect(),
         ] {
             assert_eq!(decoded.len(), events.len());
-            for (got, want) in decoded.iter().zip(&events) {
+            for (got, want) in decoded.iter().zip(events) {
                 assert_close(got, want);
             }
         }
+    }
+
+    /// A geofence event of `device` caused by the fix `position(device, i)`
+    /// would have; what it carries depends on its crossing.
+    fn geofence(device: &str, i: i64, crossing: Crossing) -> Event {
+        let Event::Position(p) = position(device, i) else {
+            unreachable!("position() makes positions")
+        };
+        let mut g = Geofence::example(device, p.fix.time);
+        // At the stored precision already, so that it must come back equal.
+        let stored = |degrees: f64| (degrees * 1e7).round() / 1e7;
+        (g.crossing, g.historic) = (crossing, i % 4 == 1);
+        (g.lat, g.lon) = (stored(p.fix.lat), stored(p.fix.lon));
+        if crossing != Crossing::Speeding {
+            (g.speed, g.limit) = (None, None);
+        }
+        if crossing == Crossing::Enter {
+            g.since = None;
+        }
+        Event::Geofence(g)
+    }
+
+    #[test]
+    fn geofence_events_round_trip_among_positions_and_statuses() {
+        let crossings = [
+            Crossing::Enter,
+            Crossing::Dwell,
+            Crossing::Speeding,
+            Crossing::Exit,
+        ];
+        let mut events = Vec::new();
+        for i in 0..80 {
+            let device = if i % 3 == 0 { "a" } else { "bus-2" };
+            events.push(position(device, i));
+            if i % 5 == 2 {
+                events.push(geofence(device, i, crossings[(i / 5) as usize % 4]));
+            }
+            if i % 11 == 0 {
+                events.push(Event::Status(Status {
+                    device: DeviceId::new(device).unwrap(),
+                    status: Presence::Online,
+                    time: Utc.timestamp_millis_opt(1_790_000_000_000 + i).unwrap(),
+                }));
+            }
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Geofence(g) if g.historic))
+        );
+        assert_round_trips(&events);
+        // The budget's rewrite keeps the geofence events it does not remove.
+        let keep = |e: &Event| !matches!(e, Event::Position(_));
+        let value = encode_rewritten(events.iter().map(|e| keep(e).then_some(e)), false);
+        let slots = decode(&value).unwrap();
+        let want: Vec<&Event> = events.iter().filter(|e| keep(e)).collect();
+        assert_eq!(slots.iter().flatten().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn a_geofence_event_with_an_unknown_crossing_or_a_bad_fence_is_damage() {
+        let Event::Geofence(g) = geofence("a", 1, Crossing::Exit) else {
+            unreachable!("geofence() makes geofence events")
+        };
+        let forged = |change: fn(&mut StoredGeofence)| {
+            let mut stored = StoredGeofence::new(&g);
+            change(&mut stored);
+            let cols = Columns {
+                devices: vec!["a".into()],
+                device: vec![0],
+                present: vec![has::OTHER],
+                others: vec![Other::Geofence(stored)],
+                ..Columns::default()
+            };
+            decode(&deflated(
+                SEGMENT,
+                BODY_V2,
+                &postcard::to_stdvec(&cols).unwrap(),
+            ))
+        };
+        assert!(
+            matches!(&forged(|_| {}).unwrap()[..], [Some(Event::Geofence(back))] if *back == g)
+        );
+        for (what, change) in [
+            (
+                "unknown crossing code",
+                (|s| s.crossing = 4) as fn(&mut StoredGeofence),
+            ),
+            ("bad fence id", |s| s.fence = "a/b".into()),
+            ("bad fence id", |s| s.fence.clear()),
+            ("time out of range", |s| s.since = Some(i64::MAX)),
+        ] {
+            assert!(
+                matches!(forged(change), Err(SegmentError::Inconsistent(w)) if w == what),
+                "{what}"
+            );
+        }
+    }
+
+    /// A raw status as the binaries before geofence events wrote it: the
+    /// status keeps its variant number, so these bytes still decode.
+    #[test]
+    fn a_status_written_before_geofence_events_still_decodes() {
+        let hex = "000201056275732d31010001800400000000000000000001000180b083c59868";
+        let value: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let status = Event::Status(Status {
+            device: DeviceId::new("bus-1").unwrap(),
+            status: Presence::Online,
+            time: Utc.timestamp_millis_opt(1_790_000_000_000).unwrap(),
+        });
+        assert_eq!(present(&value), vec![status.clone()]);
+        assert_eq!(encode_raw(&status), value, "statuses are written as before");
     }
 
     /// Flipped bytes mostly fail to inflate; these reach the column checks.
@@ -620,10 +807,7 @@ mod tests {
                 sats: (0..rng.usize(0..n + 2)).map(|_| rng.u8(..)).collect(),
                 accuracy: (0..rng.usize(0..n + 2)).map(|_| rng.u32(..)).collect(),
                 others: (0..rng.usize(0..3))
-                    .map(|_| Other::Status {
-                        online: rng.bool(),
-                        time: rng.i64(..),
-                    })
+                    .map(|_| random_other(&mut rng))
                     .collect(),
             };
             let body = postcard::to_stdvec(&cols).unwrap();
@@ -632,6 +816,29 @@ mod tests {
             let _ = decode(&value);
             let _ = decode(&deflated(THINNED, BODY_V3, &body));
         }
+    }
+
+    /// A status, or a geofence event with a fence id and crossing code that
+    /// may be invalid.
+    fn random_other(rng: &mut fastrand::Rng) -> Other {
+        if rng.bool() {
+            return Other::Status {
+                online: rng.bool(),
+                time: rng.i64(..),
+            };
+        }
+        let maybe = |rng: &mut fastrand::Rng| rng.bool().then(|| rng.u32(..));
+        Other::Geofence(StoredGeofence {
+            fence: ["depot", "", "a b"][rng.usize(0..3)].into(),
+            crossing: rng.u8(0..6),
+            time: rng.i64(..),
+            lat: rng.i32(..),
+            lon: rng.i32(..),
+            speed: maybe(rng),
+            limit: maybe(rng),
+            since: rng.bool().then(|| rng.i64(..)),
+            historic: rng.bool(),
+        })
     }
 
     #[test]

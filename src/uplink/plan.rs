@@ -184,4 +184,19 @@ mod tests {
         let b = batch(BatchKind::Live, "gw", 2, 7..=7, vec![r]);
         assert!(matches!(&b.records[0].event, Event::Position(p) if !p.historic));
     }
+
+    #[test]
+    fn backlog_batches_leave_geofence_events_as_they_are() {
+        use crate::fix::Geofence;
+        use chrono::{TimeZone, Utc};
+        // Its own `historic` says whether its fix was late; a backlog only
+        // means the uplink was, which changes nothing about the crossing.
+        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let r = Record {
+            seq: 8,
+            event: Event::Geofence(Geofence::example("a", time)),
+        };
+        let b = batch(BatchKind::Backlog, "gw", 1, 5..=9, vec![r.clone()]);
+        assert_eq!(b.records, vec![r]);
+    }
 }

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::predict::{Field, Predictor};
 use super::quantise::{self, WireFix};
-use crate::fix::{DeviceId, Event, FixMode, Position, Presence, Record, Status};
+use crate::fix::{
+    Crossing, DeviceId, Event, FenceId, FixMode, Geofence, Position, Presence, Record, Status,
+};
 
 /// The bits of a record's `flags`: which optional values it has, or that
 /// it is not a position at all.
@@ -60,6 +62,83 @@ const FIELDS: usize = 9;
 enum Other {
     /// A [`Status`] change, time in milliseconds since the epoch.
     Status { online: bool, time: i64 },
+    /// A [`Geofence`] event.
+    Geofence(WireGeofence),
+}
+
+/// A geofence event in the units of positions, whole (not predicted: such
+/// events are rare): times in ms since the epoch, degrees in 1e-7°, speeds
+/// in 0.01 m/s, the crossing as its [`Crossing::code`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireGeofence {
+    fence: String,
+    crossing: u8,
+    time: i64,
+    lat: i64,
+    lon: i64,
+    speed: Option<u32>,
+    limit: Option<u32>,
+    since: Option<i64>,
+    historic: bool,
+}
+
+impl WireGeofence {
+    /// The event as wire integers, clamped like a position's.
+    fn new(g: &Geofence) -> Self {
+        Self {
+            fence: g.fence.as_str().to_owned(),
+            crossing: g.crossing.code(),
+            time: g.time.timestamp_millis(),
+            lat: quantise::lat(g.lat),
+            lon: quantise::lon(g.lon),
+            speed: g.speed.map(quantise::speed),
+            limit: g.limit.map(quantise::speed),
+            since: g.since.map(|t| t.timestamp_millis()),
+            historic: g.historic,
+        }
+    }
+
+    /// The event these integers stand for; names what is out of range or
+    /// undefined.
+    fn to_geofence(&self, device: DeviceId) -> Result<Geofence, String> {
+        let speed = |v: u32| f64::from(v) / quantise::SPEED_PER_MPS;
+        let time = |ms: i64| quantise::time(ms).ok_or("geofence time out of range");
+        let g = Geofence {
+            device,
+            fence: FenceId::new(&self.fence).map_err(|e| format!("fence {:?}: {e}", self.fence))?,
+            crossing: Crossing::from_code(self.crossing)
+                .ok_or_else(|| format!("crossing code {} undefined", self.crossing))?,
+            time: time(self.time)?,
+            lat: quantise::degrees(self.lat, quantise::LAT_MAX)
+                .ok_or("geofence lat out of range")?,
+            lon: quantise::degrees(self.lon, quantise::LON_MAX)
+                .ok_or("geofence lon out of range")?,
+            speed: self.speed.map(speed),
+            limit: self.limit.map(speed),
+            since: self.since.map(time).transpose()?,
+            historic: self.historic,
+        };
+        g.validate().map_err(|e| e.to_string())?;
+        Ok(g)
+    }
+}
+
+impl Other {
+    /// The event of a record flagged [`flag::OTHER`], of `device`.
+    fn to_event(&self, device: DeviceId) -> Result<Event, String> {
+        Ok(match self {
+            Self::Status { online, time } => Event::Status(Status {
+                device,
+                status: if *online {
+                    Presence::Online
+                } else {
+                    Presence::Offline
+                },
+                time: quantise::time(*time).ok_or("status time out of range")?,
+            }),
+            Self::Geofence(g) => Event::Geofence(g.to_geofence(device)?),
+        })
+    }
 }
 
 /// The body as written, field by field in wire order.
@@ -103,6 +182,10 @@ pub fn write(records: &[Record], first_seq: u64) -> Vec<u8> {
                     online: s.status == Presence::Online,
                     time: s.time.timestamp_millis(),
                 });
+                flag::OTHER
+            }
+            Event::Geofence(g) => {
+                cols.others.push(Other::Geofence(WireGeofence::new(g)));
                 flag::OTHER
             }
         };
@@ -225,21 +308,11 @@ pub fn read(body: &[u8], expect: &Expect) -> Result<Vec<Record>, String> {
         .ok_or_else(|| at("seq not increasing within the batch's range".into()))?;
         previous = Some(seq);
         let event = if flags & flag::OTHER != 0 {
-            match others
+            others
                 .next()
-                .ok_or_else(|| at("others column too short".into()))?
-            {
-                Other::Status { online, time } => Event::Status(Status {
-                    device: id,
-                    status: if online {
-                        Presence::Online
-                    } else {
-                        Presence::Offline
-                    },
-                    time: quantise::time(time)
-                        .ok_or_else(|| at("status time out of range".into()))?,
-                }),
-            }
+                .ok_or_else(|| "others column too short".to_owned())
+                .and_then(|other| other.to_event(id))
+                .map_err(at)?
         } else {
             let mut take = |field: Field| {
                 let residual = values[field as usize]

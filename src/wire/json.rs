@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::fix::{DeviceId, DeviceIdError, Event, InvalidFix, Position, Record, Status};
+use crate::fix::{DeviceId, DeviceIdError, Event, Geofence, InvalidFix, Position, Record, Status};
 
 /// One record as one line of JSON (no newline), e.g.
 /// `{"gateway":"gw-1","seq":7,"event":"position","device":"bus-1","time":…}`.
@@ -50,14 +50,47 @@ pub enum JsonError {
     /// No `device`, and no default was given.
     #[error("no device (give one for lines without)")]
     NoDevice,
-    /// The fix is not valid.
+    /// The fix (of a position or a geofence event) is not valid.
     #[error("{0}")]
     Fix(#[from] InvalidFix),
 }
 
+/// The kinds of event a line can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Position,
+    Status,
+    Geofence,
+}
+
+impl Kind {
+    /// The kind an `event` field names.
+    fn named(event: String) -> Result<Self, JsonError> {
+        match event.as_str() {
+            "position" => Ok(Self::Position),
+            "status" => Ok(Self::Status),
+            "geofence" => Ok(Self::Geofence),
+            _ => Err(JsonError::UnknownEvent(event)),
+        }
+    }
+
+    /// The kind of a line without `event`, told by the keys only one kind
+    /// has: `status` for a status, `fence` for a geofence event.
+    fn of(object: &Map<String, Value>) -> Self {
+        if object.contains_key("status") {
+            Self::Status
+        } else if object.contains_key("fence") {
+            Self::Geofence
+        } else {
+            Self::Position
+        }
+    }
+}
+
 /// Parses a line of [`record_json`], of the feed's event JSON, or a bare fix
 /// as `fixgate nmea` prints it (then `default_device` names the device).
-/// Without an `event` field, a line with `status` is a status, else a position.
+/// Without an `event` field, a line with `status` is a status, one with
+/// `fence` a geofence event, else a position.
 pub fn parse_record_json(
     line: &str,
     default_device: Option<&DeviceId>,
@@ -72,11 +105,9 @@ pub fn parse_record_json(
         None => None,
         Some(v) => Some(v.as_u64().ok_or(JsonError::Type("seq"))?),
     };
-    let status = match object.remove("event") {
-        None => object.contains_key("status"),
-        Some(Value::String(e)) if e == "position" => false,
-        Some(Value::String(e)) if e == "status" => true,
-        Some(Value::String(e)) => return Err(JsonError::UnknownEvent(e)),
+    let kind = match object.remove("event") {
+        None => Kind::of(&object),
+        Some(Value::String(e)) => Kind::named(e)?,
         Some(_) => return Err(JsonError::Type("event")),
     };
     if !object.contains_key("device") {
@@ -84,12 +115,18 @@ pub fn parse_record_json(
         object.insert("device".into(), device.as_str().into());
     }
     let object = Value::Object(object);
-    let event = if status {
-        Event::Status(serde_json::from_value::<Status>(object)?)
-    } else {
-        let position = serde_json::from_value::<Position>(object)?;
-        position.fix.validate()?;
-        Event::Position(position)
+    let event = match kind {
+        Kind::Status => Event::Status(serde_json::from_value::<Status>(object)?),
+        Kind::Position => {
+            let position = serde_json::from_value::<Position>(object)?;
+            position.fix.validate()?;
+            Event::Position(position)
+        }
+        Kind::Geofence => {
+            let geofence = serde_json::from_value::<Geofence>(object)?;
+            geofence.validate()?;
+            Event::Geofence(geofence)
+        }
     };
     Ok(JsonRecord {
         gateway,
@@ -101,7 +138,7 @@ pub fn parse_record_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::{Fix, FixMode, Presence};
+    use crate::fix::{Crossing, Fix, FixMode, Presence};
     use chrono::{TimeZone, Utc};
 
     fn position() -> Event {
@@ -170,6 +207,11 @@ mod tests {
             "[1]",
             "{",
             r#"{"event":"geofence","device":"a"}"#,
+            r#"{"event":"fence","device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
+            r#"{"fence":"f","type":"enter","device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":200}"#,
+            r#"{"fence":"f","type":"leave","device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
+            r#"{"fence":"f g","type":"exit","device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
+            r#"{"event":"geofence","fence":"f","type":"speeding","limit":-1,"device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
             r#"{"seq":-1,"device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
             r#"{"gateway":"a b","device":"a","time":"2026-11-23T12:00:00Z","lat":1,"lon":2}"#,
             r#"{"device":"a","time":"2026-11-23T12:00:00Z","lat":91,"lon":2}"#,
@@ -177,5 +219,35 @@ mod tests {
         ] {
             assert!(parse_record_json(bad, Some(&dev)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn geofence_events_are_told_by_their_event_name_or_their_fence() {
+        let time = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let geofence = Event::Geofence(crate::fix::Geofence::example("bus-1", time));
+        let line = record_json(
+            "gw",
+            &Record {
+                seq: 3,
+                event: geofence.clone(),
+            },
+        );
+        assert_eq!(
+            line,
+            r#"{"gateway":"gw","seq":3,"event":"geofence","device":"bus-1","fence":"depot","type":"speeding","time":"2026-11-23T12:00:00.000Z","lat":52.0907123,"lon":5.1214456,"speed":14.37,"limit":8.33,"since":"2026-11-23T11:58:25.000Z"}"#
+        );
+        assert_eq!(parse_record_json(&line, None).unwrap().event, geofence);
+        let feed_line = geofence.to_json().unwrap();
+        assert_eq!(parse_record_json(&feed_line, None).unwrap().event, geofence);
+        // Without `event` or `device`: the fence tells it, the default names the device.
+        let bare = r#"{"fence":"gate-2","type":"enter","time":"2026-11-23T12:00:00Z","lat":1.5,"lon":2.5}"#;
+        let dev = DeviceId::new("gps0").unwrap();
+        let Event::Geofence(g) = parse_record_json(bare, Some(&dev)).unwrap().event else {
+            panic!("not a geofence event")
+        };
+        assert_eq!(
+            (g.device, g.crossing, g.historic),
+            (dev, Crossing::Enter, false)
+        );
     }
 }

@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_RECORDS: usize = 1000;
 /// hostile batch can make them allocate.
 pub const MAX_BATCH_RECORDS: usize = 100_000;
 
-/// Inflated body bytes allowed per record (a record takes at most about 170),
+/// Inflated body bytes allowed per record (a record takes at most about 190),
 /// plus [`BODY_BYTES_BASE`]: a zlib bomb stops there.
 const BODY_BYTES_PER_RECORD: usize = 256;
 /// See [`BODY_BYTES_PER_RECORD`].
@@ -89,7 +89,7 @@ impl Batch {
     /// Checks what [`decode`] will check, so a sender finds a bad batch
     /// before the receiver refuses it: a valid gateway id, a non-empty range,
     /// at most [`MAX_BATCH_RECORDS`] records in strictly increasing `seq`
-    /// within the range, and valid fixes.
+    /// within the range, and valid fixes and geofence events.
     pub fn check(&self) -> Result<(), WireError> {
         let bad = |m: String| Err(WireError::Malformed(m));
         if let Err(e) = DeviceId::new(&self.gateway) {
@@ -118,10 +118,13 @@ impl Batch {
                 ));
             }
             previous = Some(r.seq);
-            if let Event::Position(p) = &r.event {
-                if let Err(e) = p.fix.validate() {
-                    return bad(format!("record {i}: {e}"));
-                }
+            let valid = match &r.event {
+                Event::Position(p) => p.fix.validate(),
+                Event::Geofence(g) => g.validate(),
+                Event::Status(_) => Ok(()),
+            };
+            if let Err(e) = valid {
+                return bad(format!("record {i}: {e}"));
             }
         }
         Ok(())

@@ -70,8 +70,8 @@ impl WireFix {
     pub fn from_fix(fix: &Fix) -> Self {
         Self {
             time: fix.time.timestamp_millis(),
-            lat: scaled(fix.lat, PER_DEGREE, (-LAT_MAX, LAT_MAX)),
-            lon: scaled(fix.lon, PER_DEGREE, (-LON_MAX, LON_MAX)),
+            lat: lat(fix.lat),
+            lon: lon(fix.lon),
             alt: fix.alt.map(|v| scaled(v, ALT_PER_METRE, ALT_RANGE)),
             speed: fix.speed.map(|v| scaled(v, SPEED_PER_MPS, UNSIGNED_RANGE)),
             course: fix
@@ -125,6 +125,26 @@ impl WireFix {
             )?,
         })
     }
+}
+
+/// A latitude in wire units, clamped to ±90°.
+pub fn lat(v: f64) -> i64 {
+    scaled(v, PER_DEGREE, (-LAT_MAX, LAT_MAX))
+}
+
+/// A longitude in wire units, clamped to ±180°.
+pub fn lon(v: f64) -> i64 {
+    scaled(v, PER_DEGREE, (-LON_MAX, LON_MAX))
+}
+
+/// Degrees from wire units, if within ±`max` units ([`LAT_MAX`] or [`LON_MAX`]).
+pub fn degrees(v: i64, max: i64) -> Option<f64> {
+    (-max..=max).contains(&v).then(|| v as f64 / PER_DEGREE)
+}
+
+/// A speed in wire units (0.01 m/s), clamped into a `u32`.
+pub fn speed(v: f64) -> u32 {
+    u32::try_from(scaled(v, SPEED_PER_MPS, UNSIGNED_RANGE)).unwrap_or(u32::MAX)
 }
 
 /// A time from milliseconds since the epoch, if chrono can represent it.

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::fix::{DeviceId, Fix, FixMode, Position, Presence, Status};
+use crate::fix::{Crossing, DeviceId, FenceId, Fix, FixMode, Geofence, Position, Presence, Status};
 
 /// The files of this module, as the compiler sees them.
 const SOURCES: [(&str, &str); 10] = [
@@ -167,6 +167,53 @@ fn the_worked_example_in_the_spec_matches_the_code() {
     assert_eq!(back, quantised(&batch));
 }
 
+/// The geofence event whose `others` entry `docs/wire-format.md` §8 spells out.
+fn geofence_example() -> Batch {
+    let t0 = 1_795_435_200_000; // 2026-11-23T12:00:00Z
+    let g = Geofence {
+        device: id("bus-1"),
+        fence: FenceId::new("depot").expect("valid id"),
+        crossing: Crossing::Speeding,
+        time: utc(t0 + 2000),
+        lat: 52.0908877,
+        lon: 5.1216,
+        speed: Some(14.37),
+        limit: Some(8.33),
+        since: Some(utc(t0 - 95_000)),
+        historic: false,
+    };
+    Batch {
+        records: vec![Record {
+            seq: 106,
+            event: Event::Geofence(g),
+        }],
+        first_seq: 106,
+        last_seq: 106,
+        ..example()
+    }
+}
+
+#[test]
+fn the_geofence_entry_in_the_spec_matches_the_code() {
+    let batch = geofence_example();
+    let bytes = encode(&batch);
+    let (_, deflated) = header::read(&bytes[1..]).expect("header");
+    let body = zlib::inflate(deflated, 1 << 20).expect("inflates");
+    // The `others` column is last: a count of one, then the entry.
+    let entry = hex_in_doc("<!-- example: geofence -->");
+    assert!(
+        hex(&body).ends_with(&format!("01{entry}")),
+        "update the geofence entry in docs/wire-format.md: body {}",
+        hex(&body)
+    );
+    assert_eq!(decode(&bytes).expect("decodes"), quantised(&batch));
+    let line = json::record_json(&batch.gateway, &batch.records[0]);
+    assert!(
+        SOURCES[9].1.contains(&line),
+        "update the geofence JSON line in docs/wire-format.md: {line}"
+    );
+}
+
 /// What decoding should give: the batch at the wire's precision, computed
 /// here independently of the codec.
 fn quantised(batch: &Batch) -> Batch {
@@ -197,6 +244,15 @@ fn quantised(batch: &Batch) -> Batch {
                 Event::Status(s) => Event::Status(Status {
                     time: ms(s.time),
                     ..s.clone()
+                }),
+                Event::Geofence(g) => Event::Geofence(Geofence {
+                    time: ms(g.time),
+                    lat: q(g.lat, 1e7),
+                    lon: q(g.lon, 1e7),
+                    speed: g.speed.map(|v| q(v, 100.0)),
+                    limit: g.limit.map(|v| q(v, 100.0)),
+                    since: g.since.map(ms),
+                    ..g.clone()
                 }),
             },
         })
@@ -282,14 +338,46 @@ fn any_event() -> impl Strategy<Value = Event> {
         6 => (device.clone(), any_fix(), any::<bool>()).prop_map(|(device, fix, historic)| {
             Event::Position(Position { device, fix, historic })
         }),
-        1 => (device, any::<bool>(), any_time()).prop_map(|(device, online, time)| {
+        1 => (device.clone(), any::<bool>(), any_time()).prop_map(|(device, online, time)| {
             Event::Status(Status {
                 device,
                 status: if online { Presence::Online } else { Presence::Offline },
                 time,
             })
         }),
+        1 => (device, any_geofence()).prop_map(|(device, g)| Event::Geofence(Geofence { device, ..g })),
     ]
+}
+
+/// A geofence event of device `a` (the caller sets the device): any
+/// crossing, fence, place and time, optional values present or not.
+fn any_geofence() -> impl Strategy<Value = Geofence> {
+    let crossing = (0u8..4).prop_map(|c| Crossing::from_code(c).expect("defined code"));
+    let fence = (0..DEVICES.len()).prop_map(|i| FenceId::new(DEVICES[i]).expect("valid id"));
+    let speed = || proptest::option::of(prop_oneof![0.0..4.2e7f64, 0.0..50.0f64]);
+    (
+        (crossing, fence, any_time(), degrees(90.0), degrees(180.0)),
+        (
+            speed(),
+            speed(),
+            proptest::option::of(any_time()),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |((crossing, fence, time, lat, lon), (speed, limit, since, historic))| Geofence {
+                device: id("a"),
+                fence,
+                crossing,
+                time,
+                lat,
+                lon,
+                speed,
+                limit,
+                since,
+                historic,
+            },
+        )
 }
 
 fn any_batch() -> impl Strategy<Value = Batch> {
@@ -390,7 +478,7 @@ struct Forge {
     seq: Vec<u64>,
     flags: Vec<u16>,
     values: [Vec<i64>; 9],
-    others: Vec<(u32, bool, i64)>,
+    others: Vec<Forged>,
     /// Bytes after the last column.
     tail: Vec<u8>,
     records: usize,
@@ -444,7 +532,18 @@ impl Forge {
     fn status(mut self, variant: u32, time: i64) -> Self {
         self.flags = vec![body::flag::OTHER];
         self.values = Default::default();
-        self.others = vec![(variant, true, time)];
+        self.others = vec![Forged::Status(variant, true, time)];
+        self
+    }
+
+    /// A geofence event instead of the position: the default of
+    /// [`ForgedGeofence`] with one change.
+    fn geofence(mut self, change: fn(&mut ForgedGeofence)) -> Self {
+        let mut g = ForgedGeofence::default();
+        change(&mut g);
+        self.flags = vec![body::flag::OTHER];
+        self.values = Default::default();
+        self.others = vec![Forged::Geofence(1, g)];
         self
     }
 
@@ -474,7 +573,7 @@ impl Forge {
 fn a_forged_body_decodes_when_consistent() {
     let mut forge = Forge::default().twice();
     forge.flags[1] = body::flag::OTHER;
-    forge.others = vec![(0, true, 5)];
+    forge.others = vec![Forged::Status(0, true, 5)];
     for column in &mut forge.values[..3] {
         column.pop();
     }
@@ -487,10 +586,133 @@ fn a_forged_body_decodes_when_consistent() {
     assert!(matches!(&batch.records[1].event, Event::Status(s) if s.status == Presence::Online));
 }
 
+/// An entry of a forged `others` column, written as the spec lays it out
+/// (variant number, then the fields), independently of the codec's types.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+enum Forged {
+    /// Variant, `online`, `time`.
+    Status(u32, bool, i64),
+    /// Variant and fields.
+    Geofence(u32, ForgedGeofence),
+}
+
+/// A geofence event's fields in wire order.
+#[derive(Debug, Clone, serde::Serialize)]
+struct ForgedGeofence {
+    fence: &'static str,
+    crossing: u8,
+    time: i64,
+    lat: i64,
+    lon: i64,
+    speed: Option<u32>,
+    limit: Option<u32>,
+    since: Option<i64>,
+    historic: bool,
+}
+
+impl Default for ForgedGeofence {
+    /// A `speeding` event of fence `depot`, historic, every value present.
+    fn default() -> Self {
+        Self {
+            fence: "depot",
+            crossing: 3,
+            time: 1_795_435_200_000,
+            lat: 520_907_123,
+            lon: -1_213_142_463,
+            speed: Some(1437),
+            limit: Some(833),
+            since: Some(1_795_435_105_000),
+            historic: true,
+        }
+    }
+}
+
+#[test]
+fn a_forged_geofence_event_decodes_in_the_units_of_the_spec() {
+    let batch = decode(&Forge::default().geofence(|_| {}).bytes()).expect("consistent body");
+    let [
+        Record {
+            seq: 1,
+            event: Event::Geofence(g),
+        },
+    ] = &batch.records[..]
+    else {
+        panic!("{batch:?}")
+    };
+    assert_eq!(g.device.as_str(), "a");
+    assert_eq!(
+        (g.fence.as_str(), g.crossing),
+        ("depot", Crossing::Speeding)
+    );
+    assert_eq!((g.lat, g.lon), (52.0907123, -121.3142463));
+    assert_eq!((g.speed, g.limit), (Some(14.37), Some(8.33)));
+    assert_eq!(g.time, utc(1_795_435_200_000));
+    assert_eq!(g.since, Some(utc(1_795_435_105_000)));
+    assert!(g.historic);
+    // Absent values are absent; every defined crossing decodes.
+    for code in 0..4 {
+        let mut forge =
+            Forge::default().geofence(|g| (g.speed, g.limit, g.since) = (None, None, None));
+        if let Forged::Geofence(_, g) = &mut forge.others[0] {
+            g.crossing = code;
+        }
+        let batch = decode(&forge.bytes()).expect("consistent body");
+        assert!(matches!(
+            &batch.records[0].event,
+            Event::Geofence(g) if g.crossing.code() == code && (g.speed, g.limit, g.since) == (None, None, None)
+        ));
+    }
+}
+
+/// Positions, statuses and geofence events of every crossing, with and
+/// without their optional values, values to round: decoded at the wire's
+/// precision and encoded again to the same bytes.
+#[test]
+fn a_batch_with_geofence_events_round_trips_at_wire_precision() {
+    let mut batch = example();
+    let crossings = [
+        Crossing::Enter,
+        Crossing::Dwell,
+        Crossing::Speeding,
+        Crossing::Exit,
+    ];
+    for (i, crossing) in crossings.into_iter().enumerate() {
+        let seq = 106 + i as u64;
+        let g = Geofence {
+            device: id(if i % 2 == 0 { "bus-1" } else { "bus-9" }),
+            fence: FenceId::new(["depot", "gate-2"][i % 2]).expect("valid id"),
+            crossing,
+            time: utc(1_795_435_203_000 + i as i64) + chrono::Duration::nanoseconds(700),
+            lat: 52.09071234,
+            lon: -179.99999996,
+            speed: (crossing == Crossing::Speeding).then_some(14.376),
+            limit: (crossing == Crossing::Speeding).then_some(8.333),
+            since: (crossing != Crossing::Enter).then(|| utc(1_795_435_100_000)),
+            historic: i == 3,
+        };
+        batch.records.push(Record {
+            seq,
+            event: Event::Geofence(g),
+        });
+        batch.last_seq = seq;
+    }
+    batch.check().expect("valid batch");
+    let bytes = encode(&batch);
+    let back = decode(&bytes).expect("decodes");
+    assert_eq!(back, quantised(&batch));
+    assert_eq!(encode(&back), bytes);
+    let mut bad = batch.clone();
+    if let Event::Geofence(g) = &mut bad.records[5].event {
+        g.lat = 90.5;
+    }
+    assert!(bad.check().is_err(), "check refuses what decode would");
+}
+
 #[test]
 fn inconsistent_bodies_are_refused_with_a_reason() {
     use body::flag;
-    let cases: [(&str, Forge); 21] = [
+    let cases: [(&str, Forge); 27] = [
         ("device index", Forge::changed(|f| f.device = vec![1])),
         ("bad device id", Forge::changed(|f| f.devices = vec!["a b"])),
         (
@@ -536,7 +758,28 @@ fn inconsistent_bodies_are_refused_with_a_reason() {
         ),
         ("sats", Forge::default().with(flag::SATS, 7, 256)),
         ("negative speed", Forge::default().with(flag::SPEED, 4, -1)),
-        ("unknown other", Forge::default().status(1, 0)),
+        ("unknown other", Forge::default().status(2, 0)),
+        (
+            "crossing code",
+            Forge::default().geofence(|g| g.crossing = 4),
+        ),
+        ("fence id", Forge::default().geofence(|g| g.fence = "a b")),
+        (
+            "empty fence id",
+            Forge::default().geofence(|g| g.fence = ""),
+        ),
+        (
+            "geofence latitude",
+            Forge::default().geofence(|g| g.lat = -900_000_001),
+        ),
+        (
+            "geofence longitude",
+            Forge::default().geofence(|g| g.lon = 1_800_000_001),
+        ),
+        (
+            "geofence since",
+            Forge::default().geofence(|g| g.since = Some(i64::MIN)),
+        ),
         ("status time", Forge::default().status(0, i64::MAX)),
         ("position time", Forge::default().with(0, 0, i64::MAX)),
         (
@@ -545,7 +788,7 @@ fn inconsistent_bodies_are_refused_with_a_reason() {
         ),
         (
             "an other without its record",
-            Forge::changed(|f| f.others = vec![(0, true, 0)]),
+            Forge::changed(|f| f.others = vec![Forged::Status(0, true, 0)]),
         ),
         ("trailing bytes", Forge::changed(|f| f.tail = vec![0])),
     ];

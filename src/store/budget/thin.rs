@@ -135,7 +135,7 @@ fn local_metres(run: &[&Position]) -> Vec<Coord<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::{Fix, Presence, Status};
+    use crate::fix::{Fix, Geofence, Presence, Status};
     use chrono::{TimeZone, Utc};
 
     /// A position `east` metres east and `north` metres north of 52°N 5°E, at second `s`.
@@ -233,17 +233,19 @@ mod tests {
     }
 
     #[test]
-    fn live_positions_statuses_and_gone_slots_are_left_as_they_are() {
+    fn live_positions_events_and_gone_slots_are_left_as_they_are() {
         let mut slots: Vec<Option<Event>> = (0..10).map(|i| at("a", i, 0.0, 0.0)).collect();
         slots[3] = None;
+        let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 4).unwrap();
         slots[4] = Some(Event::Status(Status {
             device: DeviceId::new("a").unwrap(),
             status: Presence::Offline,
-            time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 4).unwrap(),
+            time,
         }));
+        slots[7] = Some(Event::Geofence(Geofence::example("a", time)));
         let protected = HashSet::from([1000 + 6]);
         let keep = keep(&slots, 1000, &protected, DP10);
-        assert_eq!(kept(&keep), vec![0, 4, 6, 9]);
+        assert_eq!(kept(&keep), vec![0, 4, 6, 7, 9]);
         assert_eq!(
             super::keep(&slots, 1000, &protected, Thin::Off),
             slots.iter().map(Option::is_some).collect::<Vec<_>>()
