@@ -2,14 +2,17 @@
 //! per-device state machine that turns fixes into `enter`, `exit`, `dwell`
 //! and `speeding` events.
 //!
-//! A pure core: plain values and functions, no I/O and no runtime.
+//! A pure core: plain values and functions, no runtime; the only I/O is
+//! [`load::load_all`] reading the fence files the configuration names.
 
 pub mod fence;
 pub mod index;
+pub mod load;
 pub mod shape;
 
 pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
+pub use load::{LoadError, load_all, parse_geojson};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
 
 /// How the state machine judges fixes: the hysteresis that keeps a receiver
