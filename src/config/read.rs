@@ -26,6 +26,8 @@ type Span = Range<usize>;
 /// A value of the parsed document with its span.
 type Value<'i> = Spanned<DeValue<'i>>;
 
+#[path = "read_geofence.rs"]
+mod fences;
 #[path = "read_ingest.rs"]
 mod ingest;
 #[path = "read_store.rs"]
@@ -35,7 +37,7 @@ mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter", "uplink",
+    "devices", "filter", "uplink", "geofence",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
@@ -234,6 +236,11 @@ impl<'s> Reader<'s> {
                 "uplink" => {
                     if let Some(s) = self.table("uplink", value, &uplink::uplink_keys()) {
                         config.uplink = self.uplink(&s);
+                    }
+                }
+                "geofence" => {
+                    if let Some(s) = self.table("geofence", value, fences::GEOFENCE_KEYS) {
+                        config.geofence = self.geofence(&s);
                     }
                 }
                 other => self.report(
