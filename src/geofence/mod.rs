@@ -6,6 +6,7 @@
 //! [`load::load_all`] reading the fence files the configuration names.
 
 pub mod fence;
+pub mod geojson_out;
 pub mod index;
 pub mod load;
 pub mod shape;
