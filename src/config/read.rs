@@ -757,8 +757,7 @@ impl<'s> Reader<'s> {
         let mut devices = std::mem::take(&mut self.devices);
         devices.sort_by_key(|(_, span)| span.start);
         for (i, (id, span)) in devices.iter().enumerate() {
-            if let Some((_, first)) = devices[..i].iter().find(|(other, _)| other == id) {
-                let (line, col) = self.locator.locate(first);
+            if let Some((line, col)) = self.first_use(&devices, i) {
                 self.report(
                     span,
                     format!("duplicate device id `{id}`; first used at line {line}, column {col}"),
@@ -791,12 +790,19 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// Where the first of `items` equal to `items[i]` is written, when that
+    /// is an earlier one: what uniqueness reports point the reader to.
+    fn first_use<T: PartialEq>(&self, items: &[(T, Span)], i: usize) -> Option<(usize, usize)> {
+        let (item, _) = &items[i];
+        let (_, first) = items[..i].iter().find(|(other, _)| other == item)?;
+        Some(self.locator.locate(first))
+    }
+
     fn check_unique_serial_paths(&mut self) {
         let mut paths = std::mem::take(&mut self.serial_paths);
         paths.sort_by_key(|(_, span)| span.start);
         for (i, (path, span)) in paths.iter().enumerate() {
-            if let Some((_, first)) = paths[..i].iter().find(|(other, _)| other == path) {
-                let (line, col) = self.locator.locate(first);
+            if let Some((line, col)) = self.first_use(&paths, i) {
                 self.report(
                     span,
                     format!(

@@ -205,7 +205,7 @@ impl Reader<'_> {
         };
         let value = s.get(key)?;
         let outline = match key {
-            "circle" => self.circle(s, value)?,
+            "circle" => self.circle(s)?,
             "polygon" => {
                 let polygon = self.polygon(s, key, value);
                 self.area(s, key, polygon.map(|p| vec![p]))?
@@ -241,25 +241,10 @@ impl Reader<'_> {
     }
 
     /// `circle = { lat, lon, radius_m }`.
-    fn circle(&mut self, s: &Section<'_, '_>, value: &Value<'_>) -> Option<Outline> {
-        let DeValue::Table(table) = value.get_ref() else {
-            self.report(
-                &value.span(),
-                format!(
-                    "{} must be a table {{ lat = ..., lon = ..., radius_m = ... }}, not {}",
-                    s.key("circle"),
-                    a(value.get_ref().type_str())
-                ),
-            );
-            return None;
-        };
-        let c = self.section(
-            "geofence.fence.circle",
-            false,
-            table,
-            value.span(),
-            CIRCLE_KEYS,
-        );
+    fn circle(&mut self, s: &Section<'_, '_>) -> Option<Outline> {
+        let expected = "a table { lat = ..., lon = ..., radius_m = ... }";
+        let (table, span) = self.typed(s, "circle", expected, DeValue::as_table)?;
+        let c = self.section("geofence.fence.circle", false, table, span, CIRCLE_KEYS);
         let required: Vec<bool> = CIRCLE_KEYS.iter().map(|k| self.require(&c, k)).collect();
         let lat = self.float(&c, "lat", -90.0..=90.0);
         let lon = self.float(&c, "lon", -180.0..=180.0);
@@ -410,8 +395,7 @@ impl Reader<'_> {
     /// Fence ids must be unique: events and zones name fences by id.
     fn check_unique_fences(&mut self, ids: Vec<(FenceId, Span)>) {
         for (i, (id, span)) in ids.iter().enumerate() {
-            if let Some((_, first)) = ids[..i].iter().find(|(other, _)| other == id) {
-                let (line, col) = self.locator.locate(first);
+            if let Some((line, col)) = self.first_use(&ids, i) {
                 self.report(
                     span,
                     format!("duplicate fence id `{id}`; first used at line {line}, column {col}"),
