@@ -117,10 +117,10 @@ fn mean_candidates(set: &FenceSet, fixes: &[Position]) -> f64 {
 
 /// ns per fix through the tracker, and the events it produced.
 fn indexed(set: FenceSet, fixes: &[Position]) -> (f64, usize) {
-    let mut tracker = Tracker::new(Arc::new(Rules {
+    let mut tracker = Tracker::new(Some(Arc::new(Rules {
         fences: set,
         options: Options::default(),
-    }));
+    })));
     let started = Instant::now();
     let mut events = 0;
     for p in fixes {

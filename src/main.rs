@@ -459,7 +459,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .thread_name("fixgate")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(fixgate::daemon::run(config, Some(metrics)))
+    runtime.block_on(fixgate::daemon::run(
+        config,
+        Some(path.to_owned()),
+        Some(metrics),
+    ))
 }
 
 /// Checks the configuration and, when it is valid, the fence files it
