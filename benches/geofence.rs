@@ -7,14 +7,21 @@
 //! the fixes are the simulator's fleet of 100 vehicles driving there at 1 Hz
 //! (fixgate's own `sim`), so a fix is near a fence about as often as a bus in
 //! a city full of them would be. Each fix goes through `Tracker::observe`,
-//! exactly as the writer calls it. Run as a test (`cargo test --benches`) it
-//! takes few fixes and skips the slow linear scan of 10,000 fences.
+//! exactly as the writer calls it.
+//!
+//! Then the whole pipeline on the real binary: the same fixes posted to the
+//! daemon's HTTP intake in arrays of 1,000 (one client, one request at a
+//! time), with no fences and with 1,000 fences loaded from a GeoJSON file,
+//! timed from the first request to the moment the daemon has accepted every
+//! fix (`fixgate_fixes_accepted_total`). Run as a test (`cargo test
+//! --benches`) it takes few fixes and skips the slow linear scan of 10,000
+//! fences.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fixgate::fix::{Event, FenceId, Position};
 use fixgate::geofence::{Fence, FenceSet, Options, Outline, Rules, Shape, Tracker};
@@ -64,6 +71,73 @@ fn main() {
             linear.map_or("-".into(), |l| format!("{:.0}x", l / indexed)),
         );
     }
+
+    let n = if full { 100_000 } else { 5_000 };
+    println!();
+    println!("whole pipeline, {n} fixes posted over HTTP in arrays of 1,000:");
+    println!();
+    println!("| fences | fixes/s | geofence events | relative |");
+    println!("|---:|---:|---:|---:|");
+    let mut baseline = None;
+    for count in [0, 1_000] {
+        let (rate, events) = pipeline(count, &fixes[..n.min(fixes.len())]);
+        let base = *baseline.get_or_insert(rate);
+        println!("| {count} | {rate:.0} | {events} | {:.2} |", rate / base);
+    }
+}
+
+/// Fixes per second through the real daemon with `count` fences loaded, and
+/// the geofence events it stored.
+fn pipeline(count: usize, fixes: &[Position]) -> (f64, u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("fences.geojson");
+    let set = FenceSet::new(scatter(count, 7)).expect("unique ids");
+    let geojson = fixgate::geofence::geojson_out::feature_collection(&set);
+    std::fs::write(&file, geojson.to_string()).expect("write fences");
+    let daemon = common::Daemon::start(
+        dir.path(),
+        &format!(
+            "[geofence]\nfiles = [\"{}\"]\n[http]\nmax_body = 4194304\n",
+            file.display()
+        ),
+    );
+    // Re-dated to end a minute ago, so that no fix is from the future.
+    let last = fixes.last().map_or(chrono::Utc::now(), |p| p.fix.time);
+    let shift = chrono::Utc::now() - chrono::Duration::seconds(60) - last;
+    let bodies: Vec<String> = fixes
+        .chunks(1000)
+        .map(|chunk| {
+            let array: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    p.fix.time += shift;
+                    serde_json::to_value(&p).expect("json")
+                })
+                .collect();
+            serde_json::to_string(&array).expect("json")
+        })
+        .collect();
+    let agent = common::http_agent(Duration::from_secs(60));
+    let url = format!("http://127.0.0.1:{}/api/fixes", daemon.port);
+    let started = Instant::now();
+    for body in &bodies {
+        let response = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.as_str())
+            .expect("post");
+        assert_eq!(response.status().as_u16(), 200, "the intake refused a batch");
+    }
+    let want = fixes.len() as f64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while daemon.metric("fixgate_fixes_accepted_total").unwrap_or(0.0) < want {
+        assert!(Instant::now() < deadline, "the daemon never accepted every fix");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let events = daemon.metric("fixgate_geofence_events_total").unwrap_or(0.0) as u64;
+    (want / elapsed, events)
 }
 
 /// `count` star-shaped fences scattered over the square around the depot.
@@ -117,10 +191,10 @@ fn mean_candidates(set: &FenceSet, fixes: &[Position]) -> f64 {
 
 /// ns per fix through the tracker, and the events it produced.
 fn indexed(set: FenceSet, fixes: &[Position]) -> (f64, usize) {
-    let mut tracker = Tracker::new(Arc::new(Rules {
+    let mut tracker = Tracker::new(Some(Arc::new(Rules {
         fences: set,
         options: Options::default(),
-    }));
+    })));
     let started = Instant::now();
     let mut events = 0;
     for p in fixes {

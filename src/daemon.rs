@@ -29,8 +29,13 @@ use crate::sim::publish::{MqttTarget, SimulateOptions, Target};
 use crate::store::budget::{self, Budget, Limits, Policy};
 use crate::store::{Store, StoreOptions, flusher};
 
-/// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted is durable.
-pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT; returns once everything accepted
+/// is durable. `config_path` is re-read on SIGHUP (for the geofences).
+pub async fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::signal::cancel_on_signal(
         shutdown.clone(),
@@ -39,6 +44,9 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
     if let Some(handle) = metrics.clone() {
         tokio::spawn(metrics_upkeep(handle, shutdown.clone()));
     }
+    // First: it takes over SIGHUP, which would otherwise end the process.
+    let (geofences, _fence_watch) =
+        crate::fence_watch::start(config_path, config.geofence.clone(), shutdown.clone());
 
     let options = StoreOptions {
         path: config.store.path.clone(),
@@ -84,6 +92,7 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         store.reader(),
         // Taken, not kept: only the checks need them, once.
         &std::mem::take(&mut report.devices),
+        geofences.clone(),
     );
     for s in &config.serial {
         checks.own(s.device.clone(), SourceKind::Serial);
@@ -163,7 +172,8 @@ pub async fn run(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::R
         health,
         metrics,
         shutdown.clone(),
-    );
+    )
+    .with_geofences(geofences);
     let mut app = feed::router(state);
     if config.http.enabled {
         app = app.merge(HttpIntake::new(&config.http, &tx, rejects).router());

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod feed;
+pub mod fence_watch;
 pub mod filter;
 pub mod fix;
 pub mod geofence;

@@ -459,13 +459,28 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .thread_name("fixgate")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(fixgate::daemon::run(config, Some(metrics)))
+    runtime.block_on(fixgate::daemon::run(
+        config,
+        Some(path.to_owned()),
+        Some(metrics),
+    ))
 }
 
+/// Checks the configuration and, when it is valid, the fence files it
+/// names, since the daemon would refuse to start on either.
 fn check_config(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match fixgate::geofence::load_all(&config.geofence) {
+        Ok(fences) => {
+            let n = fences.len();
+            let plural = if n == 1 { "" } else { "s" };
+            println!("{}: ok ({n} fence{plural})", path.display());
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -1,6 +1,8 @@
 //! The single writer: takes fixes from the one bounded channel in arrival
-//! order, runs them through the filters, notes who is online, and appends
-//! positions and status changes to the store, then wakes readers.
+//! order, runs them through the filters, notes who is online, judges them
+//! against the geofences, and appends positions, status changes and geofence
+//! events (with the devices' new geofence state, in the same batch) to the
+//! store, then wakes readers.
 //!
 //! It runs on its own OS thread because sled calls block; one writer means one
 //! order and one sequence-number space, with no locks.
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::filter::{FilterOptions, Filters, Verdict as FilterVerdict};
 use crate::fix::{DeviceId, Event, Observed, Presence, SourceKind, Status};
+use crate::geofence::{Rules, Tracker, Zones};
 use crate::ingest::clock::{ClockTrust, TrustedClock};
 use crate::labels::BoundedLabels;
 use crate::log_limit::{LogLimit, Verdict};
@@ -57,6 +60,13 @@ pub struct Checks {
     /// their names from the network are refused, so that no one on the LAN
     /// can move a vehicle's position by publishing for its receiver.
     owned: HashMap<DeviceId, SourceKind>,
+    /// Every device's geofence state machine.
+    geofences: Tracker,
+    /// The geofence rules in force, replaced on reload.
+    rules: watch::Receiver<Option<Arc<Rules>>>,
+    /// Devices whose geofence state changed in this batch, with its new
+    /// stored form: written in the same store batch as the events.
+    zones: Vec<(DeviceId, Vec<u8>)>,
 }
 
 impl Checks {
@@ -65,8 +75,13 @@ impl Checks {
     /// replace that live position nor a duplicate of it be taken again.
     fn recall(&mut self, device: &DeviceId) {
         match self.reader.device(device) {
-            Ok(Some(DeviceState { fix: Some(fix), .. })) => self.filters.seed(device, &fix),
-            Ok(_) => {}
+            Ok(Some(state)) => {
+                if let Some(fix) = &state.fix {
+                    self.filters.seed(device, fix);
+                }
+                seed_zones(&mut self.geofences, &state);
+            }
+            Ok(None) => {}
             // Once per fix of an unknown device: counted, not logged at
             // warn, so that a failing store cannot flood the journal here
             // (the writer's own append errors are logged).
@@ -85,7 +100,8 @@ impl Checks {
 
 impl Checks {
     /// Checks seeded from the store's device states, so that a restart
-    /// neither re-accepts a duplicate nor reports devices online again.
+    /// neither re-accepts a duplicate, nor reports devices online again, nor
+    /// has them enter the fences they were in.
     pub fn seeded(
         options: FilterOptions,
         offline_after: Duration,
@@ -93,11 +109,14 @@ impl Checks {
         trust: ClockTrust,
         reader: Reader,
         devices: &[DeviceState],
+        rules: watch::Receiver<Option<Arc<Rules>>>,
     ) -> Self {
         let mut filters = Filters::new(options);
         let mut presence = Presences::new(offline_after);
+        let mut geofences = Tracker::new(rules.borrow().clone());
         let now = Instant::now();
         for state in devices {
+            seed_zones(&mut geofences, state);
             if let Some(fix) = &state.fix {
                 filters.seed(&state.device, fix);
             }
@@ -113,12 +132,31 @@ impl Checks {
             labels: BoundedLabels::new(max_devices),
             reader,
             owned: HashMap::new(),
+            geofences,
+            rules,
+            zones: Vec::new(),
         }
     }
 
     /// Reserves `device` for fixes from `source` only.
     pub fn own(&mut self, device: DeviceId, source: SourceKind) {
         self.owned.insert(device, source);
+    }
+}
+
+/// Resumes a device's geofence state from the store. A value that cannot be
+/// read is counted and dropped: the device's zones start empty (at worst one
+/// enter again), which beats refusing its fixes.
+fn seed_zones(tracker: &mut Tracker, state: &DeviceState) {
+    let Some(bytes) = &state.zones else {
+        return;
+    };
+    match Zones::decode(bytes) {
+        Ok(zones) => tracker.seed(state.device.clone(), zones),
+        Err(err) => {
+            metrics::counter!("fixgate_store_errors_total", "op" => "zones").increment(1);
+            tracing::warn!(device = %state.device, "stored geofence state dropped: {err}");
+        }
     }
 }
 
@@ -155,6 +193,10 @@ pub fn run(
                 Err(_) => break,
             }
         }
+        if checks.rules.has_changed().unwrap_or(false) {
+            let rules = checks.rules.borrow_and_update().clone();
+            checks.geofences.set_rules(rules);
+        }
         let arrived = Instant::now();
         let wall = Utc::now();
         let now = checks.clock.now();
@@ -178,10 +220,10 @@ pub fn run(
             }));
         }
         metrics::gauge!("fixgate_devices_tracked").set(checks.presence.len() as f64);
-        if events.is_empty() {
+        if events.is_empty() && checks.zones.is_empty() {
             continue;
         }
-        match append_with_retry(&mut writer, &events, &health, &shutdown) {
+        match append_with_retry(&mut writer, &events, &checks.zones, &health, &shutdown) {
             Appended::Stored(seq) => {
                 metrics::gauge!("fixgate_store_head_seq").set(seq as f64);
                 head.send_replace(seq);
@@ -207,6 +249,7 @@ pub fn run(
             }
         }
         events.clear();
+        checks.zones.clear();
     }
 }
 
@@ -237,6 +280,7 @@ fn make_room(checks: &mut Checks) -> bool {
     match checks.presence.evict_offline() {
         Some(device) => {
             checks.filters.forget(&device);
+            checks.geofences.forget(&device);
             true
         }
         None => false,
@@ -307,7 +351,21 @@ fn check(
             let kind = if historic { "historic" } else { "live" };
             metrics::counter!("fixgate_fixes_accepted_total", "source" => source, "kind" => kind)
                 .increment(1);
+            let (caused, zones) = checks.geofences.observe(&position);
+            // The fix first: the events it caused follow it in the log.
             events.push(Event::Position(position));
+            for event in caused {
+                metrics::counter!(
+                    "fixgate_geofence_events_total",
+                    "type" => event.crossing.as_str(),
+                    "kind" => kind
+                )
+                .increment(1);
+                events.push(Event::Geofence(event));
+            }
+            if let Some(zones) = zones {
+                checks.zones.push((device, zones));
+            }
         }
         Err(reason) => {
             metrics::counter!(
@@ -351,13 +409,14 @@ enum Appended {
 fn append_with_retry(
     writer: &mut Writer,
     events: &[Event],
+    zones: &[(DeviceId, Vec<u8>)],
     health: &WriterHealth,
     shutdown: &CancellationToken,
 ) -> Appended {
     let mut delay = Duration::from_millis(50);
     let started = Instant::now();
     loop {
-        match writer.append(events) {
+        match writer.append_with_zones(events, zones) {
             Ok(seq) => {
                 if health.store_failing.swap(false, Ordering::Relaxed) {
                     health.disk_full.store(false, Ordering::Relaxed);

@@ -89,6 +89,59 @@ fn check_config_lists_every_problem_with_its_position() {
 }
 
 #[test]
+fn check_config_loads_the_fence_files_and_counts_the_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = format!(
+        "{}/config/fences.example.geojson",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let config = dir.path().join("fixgate.toml");
+    let inline =
+        "[[geofence.fence]]\nid = \"gate\"\ncircle = { lat = 52.0, lon = 5.0, radius_m = 20 }\n";
+    std::fs::write(
+        &config,
+        format!("[geofence]\nfiles = [{example:?}]\n{inline}"),
+    )
+    .unwrap();
+    let out = fixgate(&["check-config", config.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with(": ok (3 fences)\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let bad = dir.path().join("bad.geojson");
+    std::fs::write(
+        &bad,
+        r#"{"type": "Feature", "id": "x", "properties": {}, "geometry": null}"#,
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.geojson");
+    std::fs::write(
+        &config,
+        format!("[geofence]\nfiles = [{bad:?}, {missing:?}]\n"),
+    )
+    .unwrap();
+    let out = fixgate(&["check-config", config.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}: feature 0 (id \"x\"): no geometry",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn run_refuses_a_bad_config_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

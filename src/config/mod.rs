@@ -71,6 +71,8 @@ pub struct Config {
     pub filter: crate::filter::FilterOptions,
     /// `[uplink]`: batches upstream.
     pub uplink: Uplink,
+    /// `[geofence]`: fences and how fixes are judged against them.
+    pub geofence: Geofence,
 }
 
 /// `[gateway]`: the identity of this gateway.
@@ -538,6 +540,31 @@ impl Default for Uplink {
             ack_timeout: Duration::from_secs(30),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[geofence]`: the fences (from files and inline) and the hysteresis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Geofence {
+    /// GeoJSON fence files, read by [`crate::geofence::load_all`]; a relative
+    /// path is relative to the working directory, like every path here.
+    pub files: Vec<PathBuf>,
+    /// `[[geofence.fence]]`: fences written in the configuration, checked.
+    pub fences: Vec<crate::geofence::Fence>,
+    /// How fixes are judged against the fences.
+    pub options: crate::geofence::Options,
+    /// How often the files are checked for changes; zero: never.
+    pub watch_interval: Duration,
+}
+
+impl Default for Geofence {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            fences: Vec::new(),
+            options: crate::geofence::Options::default(),
+            watch_interval: Duration::from_secs(2),
         }
     }
 }

@@ -26,6 +26,8 @@ type Span = Range<usize>;
 /// A value of the parsed document with its span.
 type Value<'i> = Spanned<DeValue<'i>>;
 
+#[path = "read_geofence.rs"]
+mod fences;
 #[path = "read_ingest.rs"]
 mod ingest;
 #[path = "read_store.rs"]
@@ -35,7 +37,7 @@ mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter", "uplink",
+    "devices", "filter", "uplink", "geofence",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
@@ -234,6 +236,11 @@ impl<'s> Reader<'s> {
                 "uplink" => {
                     if let Some(s) = self.table("uplink", value, &uplink::uplink_keys()) {
                         config.uplink = self.uplink(&s);
+                    }
+                }
+                "geofence" => {
+                    if let Some(s) = self.table("geofence", value, fences::GEOFENCE_KEYS) {
+                        config.geofence = self.geofence(&s);
                     }
                 }
                 other => self.report(
@@ -750,8 +757,7 @@ impl<'s> Reader<'s> {
         let mut devices = std::mem::take(&mut self.devices);
         devices.sort_by_key(|(_, span)| span.start);
         for (i, (id, span)) in devices.iter().enumerate() {
-            if let Some((_, first)) = devices[..i].iter().find(|(other, _)| other == id) {
-                let (line, col) = self.locator.locate(first);
+            if let Some((line, col)) = self.first_use(&devices, i) {
                 self.report(
                     span,
                     format!("duplicate device id `{id}`; first used at line {line}, column {col}"),
@@ -784,12 +790,19 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// Where the first of `items` equal to `items[i]` is written, when that
+    /// is an earlier one: what uniqueness reports point the reader to.
+    fn first_use<T: PartialEq>(&self, items: &[(T, Span)], i: usize) -> Option<(usize, usize)> {
+        let (item, _) = &items[i];
+        let (_, first) = items[..i].iter().find(|(other, _)| other == item)?;
+        Some(self.locator.locate(first))
+    }
+
     fn check_unique_serial_paths(&mut self) {
         let mut paths = std::mem::take(&mut self.serial_paths);
         paths.sort_by_key(|(_, span)| span.start);
         for (i, (path, span)) in paths.iter().enumerate() {
-            if let Some((_, first)) = paths[..i].iter().find(|(other, _)| other == path) {
-                let (line, col) = self.locator.locate(first);
+            if let Some((line, col)) = self.first_use(&paths, i) {
                 self.report(
                     span,
                     format!(

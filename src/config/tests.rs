@@ -411,3 +411,182 @@ fn the_thinning_method_takes_only_its_own_parameter() {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
 }
+
+#[test]
+fn geofence_keys_and_inline_fences_are_read() {
+    use crate::geofence::Outline;
+    let config = parse(
+        r#"
+[geofence]
+files = ["fences.geojson", "/etc/fixgate/more.geojson"]
+enter_fixes = 5
+exit_margin_m = 0
+hdop_error_m = 4.5
+default_error_m = 20
+watch_interval = "0s"
+[[geofence.fence]]
+id = "yard"
+name = "Yard"
+polygon = [[[5.0, 52.0], [5.01, 52.0], [5.01, 52.01], [5.0, 52.01]], [[5.004, 52.004], [5.006, 52.004], [5.006, 52.006]]]
+speed_limit_kmh = 18
+[[geofence.fence]]
+id = "station"
+circle = { lat = 52.0, lon = 5.1, radius_m = 150 }
+dwell = "10m"
+properties = { colour = "red", floors = [1, 2.5], opened = 1999-05-01, staff = { on_site = true } }
+[[geofence.fence]]
+id = "islands"
+multipolygon = [[[[5.0, 52.0], [5.01, 52.0], [5.0, 52.01]]], [[[6.0, 52.0], [6.01, 52.0], [6.0, 52.01]]]]
+"#,
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let g = &config.geofence;
+    assert_eq!(
+        g.files,
+        [
+            PathBuf::from("fences.geojson"),
+            PathBuf::from("/etc/fixgate/more.geojson")
+        ]
+    );
+    assert_eq!(
+        g.options,
+        crate::geofence::Options {
+            enter_fixes: 5,
+            exit_margin_m: 0.0,
+            hdop_error_m: 4.5,
+            default_error_m: 20.0,
+        }
+    );
+    assert_eq!(g.watch_interval, Duration::ZERO);
+    let [yard, station, islands] = g.fences.as_slice() else {
+        panic!("{:?}", g.fences)
+    };
+    assert_eq!(
+        (yard.id.as_str(), yard.name.as_deref(), yard.speed_limit),
+        ("yard", Some("Yard"), Some(5.0))
+    );
+    let Outline::Area(area) = yard.shape.outline() else {
+        panic!()
+    };
+    assert_eq!(area.0[0].interiors().len(), 1);
+    assert_eq!(
+        station.shape.outline(),
+        &Outline::Circle {
+            lat: 52.0,
+            lon: 5.1,
+            radius_m: 150.0
+        }
+    );
+    assert_eq!(station.dwell, Some(Duration::from_secs(600)));
+    assert_eq!(
+        serde_json::Value::Object(station.properties.clone()),
+        serde_json::json!({
+            "colour": "red", "floors": [1, 2.5], "opened": "1999-05-01",
+            "staff": { "on_site": true }
+        })
+    );
+    assert!(matches!(islands.shape.outline(), Outline::Area(a) if a.0.len() == 2));
+}
+
+#[test]
+fn geofence_problems_name_line_column_and_key() {
+    let found = problems(
+        r#"[geofence]
+enter_fixes = 0
+watch_interval = "10ms"
+files = ["a", 3]
+[[geofence.fence]]
+id = "a"
+colour = "red"
+speed_limit_kmh = 0
+[[geofence.fence]]
+name = "no id"
+circle = { lat = 52.0, radius_m = 10, size = 3 }
+[[geofence.fence]]
+id = "a"
+circle = { lat = 52.0, lon = 5.0, radius_m = 10 }
+polygon = []
+[[geofence.fence]]
+id = "pole"
+polygon = [[[0, 86], [1, 86], [1, 87]]]
+properties = { name = "x", ok = nan }
+[[geofence.fence]]
+id = "short"
+multipolygon = [[[[0, 50], [1, 50]]], [[[0, "x"]]]]
+dwell = "0s"
+"#,
+    );
+    let expected = [
+        "t.toml:2:15: `geofence.enter_fixes` must be between 1 and 100, not 0",
+        "t.toml:3:18: `geofence.watch_interval` must be \"0s\" (do not watch) or at least 100ms",
+        "t.toml:4:15: each of `geofence.files` must be a non-empty path string",
+        "t.toml:5:1: [[geofence.fence]] needs one of `geofence.fence.circle`, `geofence.fence.polygon` or `geofence.fence.multipolygon`",
+        "t.toml:7:1: unknown key `colour` in [[geofence.fence]]",
+        "t.toml:8:19: `geofence.fence.speed_limit_kmh` must be a number above 0, not 0",
+        "t.toml:9:1: missing required key `geofence.fence.id` in [[geofence.fence]]",
+        "t.toml:11:10: missing required key `geofence.fence.circle.lon` in [geofence.fence.circle]",
+        "t.toml:11:39: unknown key `size` in [geofence.fence.circle]",
+        "t.toml:13:6: duplicate fence id `a`; first used at line 6, column 6",
+        "t.toml:15:11: `geofence.fence.circle` and `geofence.fence.polygon` are both given; a fence has one shape",
+        "t.toml:18:11: `geofence.fence.polygon`: polygon 0: latitude 86 is beyond",
+        "t.toml:19:16: `geofence.fence.properties.name` is reserved",
+        "t.toml:19:33: `geofence.fence.properties.ok` holds a number JSON cannot represent",
+        "t.toml:22:41: `geofence.fence.multipolygon`: a position must be [lon, lat], two numbers in degrees",
+        "t.toml:23:9: `geofence.fence.dwell` must be between 1ns and 30days, not 0s",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (found, expected) in found.iter().zip(expected) {
+        assert!(
+            found.starts_with(expected),
+            "{found}\n  expected {expected}"
+        );
+    }
+}
+
+#[test]
+fn an_inline_fence_shape_is_checked_like_a_files() {
+    let found = problems(
+        "[[geofence.fence]]\nid = \"s\"\nmultipolygon = [[[[0, 50], [1, 50], [0, 50]]]]\n",
+    );
+    assert_eq!(
+        found,
+        [
+            "t.toml:3:16: `geofence.fence.multipolygon`: polygon 0, ring 0: a ring needs at least 3 distinct positions, found 2"
+        ]
+    );
+    let found = problems("[[geofence.fence]]\nid = \"s\"\npolygon = []\n");
+    assert_eq!(
+        found,
+        ["t.toml:3:11: `geofence.fence.polygon`: polygon 0 has no rings"]
+    );
+}
+
+#[test]
+fn the_commented_geofence_example_is_valid() {
+    // Uncomments the example's keys and tables (not its prose) and reads it.
+    let shipped = include_str!("../../config/fixgate.toml");
+    let section = &shipped[shipped.find("[geofence]").expect("a [geofence] section")..];
+    let keys = [
+        "[[",
+        "id ",
+        "name ",
+        "polygon ",
+        "speed_limit_kmh ",
+        "circle ",
+        "dwell ",
+        "properties ",
+        "files ",
+    ];
+    let example: String = section
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => rest,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let config = parse(&example, "example.toml").unwrap_or_else(|e| panic!("{e}\n{example}"));
+    assert_eq!(config.geofence.files.len(), 1);
+    assert_eq!(config.geofence.fences.len(), 2);
+}

@@ -19,6 +19,8 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::fix::FenceId;
+use crate::geofence::{Rules, Zones};
 use crate::pipeline::WriterHealth;
 use crate::store::{DeviceState, Reader};
 
@@ -48,6 +50,8 @@ pub struct FeedState {
     pub metrics: Option<PrometheusHandle>,
     /// Ends SSE streams so that a graceful shutdown completes.
     pub shutdown: CancellationToken,
+    /// The geofence rules in force (`None` until a set has loaded).
+    pub geofences: watch::Receiver<Option<Arc<Rules>>>,
     clients: Arc<Semaphore>,
 }
 
@@ -69,8 +73,15 @@ impl FeedState {
             health,
             metrics,
             shutdown,
+            geofences: watch::channel(None).1,
             clients,
         }
+    }
+
+    /// Serves the fences and the devices' zones from these rules.
+    pub fn with_geofences(mut self, rules: watch::Receiver<Option<Arc<Rules>>>) -> Self {
+        self.geofences = rules;
+        self
     }
 }
 
@@ -79,6 +90,7 @@ pub fn router(state: FeedState) -> Router {
     Router::new()
         .route("/events", get(sse::events))
         .route("/api/devices", get(devices))
+        .route("/api/geofences", get(geofences))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
@@ -90,7 +102,46 @@ pub fn router(state: FeedState) -> Router {
 #[derive(Debug, Serialize)]
 struct Devices {
     seq: u64,
-    devices: Vec<DeviceState>,
+    devices: Vec<Device>,
+}
+
+/// A device in the snapshot: its state and the fences it is in now.
+#[derive(Debug, Serialize)]
+struct Device {
+    #[serde(flatten)]
+    state: DeviceState,
+    zones: Vec<Zone>,
+}
+
+/// A fence a device is in.
+#[derive(Debug, Serialize)]
+struct Zone {
+    id: FenceId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// When the device came in.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::fix::time_ms::serialize_opt"
+    )]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A device's zones from its stored geofence state, named from `rules`.
+fn zones(state: &DeviceState, rules: Option<&Rules>) -> Vec<Zone> {
+    let Some(zones) = state.zones.as_deref().and_then(|b| Zones::decode(b).ok()) else {
+        return Vec::new();
+    };
+    zones
+        .inside()
+        .map(|(id, since)| Zone {
+            id: id.clone(),
+            name: rules
+                .and_then(|r| r.fences.get(id))
+                .and_then(|f| f.name.clone()),
+            since,
+        })
+        .collect()
 }
 
 async fn devices(State(state): State<FeedState>) -> Response {
@@ -99,12 +150,38 @@ async fn devices(State(state): State<FeedState>) -> Response {
     let seq = *state.head.borrow();
     let reader = state.reader.clone();
     match tokio::task::spawn_blocking(move || reader.devices()).await {
-        Ok(Ok(devices)) => Json(Devices { seq, devices }).into_response(),
+        Ok(Ok(devices)) => {
+            let rules = state.geofences.borrow().clone();
+            let devices = devices
+                .into_iter()
+                .map(|state| Device {
+                    zones: zones(&state, rules.as_deref()),
+                    state,
+                })
+                .collect();
+            Json(Devices { seq, devices }).into_response()
+        }
         Ok(Err(err)) => {
             tracing::error!("device snapshot failed: {err}");
             (StatusCode::INTERNAL_SERVER_ERROR, "store read failed\n").into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `GET /api/geofences`: the fences in force as a GeoJSON FeatureCollection.
+async fn geofences(State(state): State<FeedState>) -> Response {
+    let rules = state.geofences.borrow().clone();
+    match rules {
+        Some(rules) => Json(crate::geofence::geojson_out::feature_collection(
+            &rules.fences,
+        ))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no geofences are loaded: the log says why\n",
+        )
+            .into_response(),
     }
 }
 

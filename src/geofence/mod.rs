@@ -2,10 +2,13 @@
 //! per-device state machine that turns fixes into `enter`, `exit`, `dwell`
 //! and `speeding` events.
 //!
-//! A pure core: plain values and functions, no I/O and no runtime.
+//! A pure core: plain values and functions, no runtime; the only I/O is
+//! [`load::load_all`] reading the fence files the configuration names.
 
 pub mod fence;
+pub mod geojson_out;
 pub mod index;
+pub mod load;
 pub mod machine;
 pub mod shape;
 #[cfg(test)]
@@ -14,6 +17,7 @@ pub mod tracker;
 
 pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
+pub use load::{LoadError, load_all, parse_geojson};
 pub use machine::{Machine, Zones, ZonesError};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
 pub use tracker::{Rules, Tracker};

@@ -461,7 +461,7 @@ fn the_tracker_keeps_a_pending_enter_and_persists_only_live_changes() {
         fences: FenceSet::new(vec![yard()]).unwrap(),
         options: Options::default(),
     });
-    let mut tracker = Tracker::new(rules);
+    let mut tracker = Tracker::new(Some(rules));
     let device = DeviceId::new("bus-1").unwrap();
     // Poor fixes inside: the enter needs three of them in a row.
     let poor = |s: i64| {

@@ -20,7 +20,9 @@ pub struct Rules {
 /// Devices' machines. Only devices that are, or were, in a fence have one.
 #[derive(Debug)]
 pub struct Tracker {
-    rules: Arc<Rules>,
+    /// `None` until a set of fences has loaded: until then fixes are not
+    /// judged at all, so that stored zones are neither left nor confirmed.
+    rules: Option<Arc<Rules>>,
     machines: HashMap<DeviceId, Machine>,
     scratch: Vec<usize>,
     events: Vec<Geofence>,
@@ -28,7 +30,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker with no device state yet.
-    pub fn new(rules: Arc<Rules>) -> Self {
+    pub fn new(rules: Option<Arc<Rules>>) -> Self {
         Self {
             rules,
             machines: HashMap::new(),
@@ -37,15 +39,15 @@ impl Tracker {
         }
     }
 
-    /// The rules in force.
-    pub fn rules(&self) -> &Arc<Rules> {
-        &self.rules
+    /// The rules in force, if any have loaded.
+    pub fn rules(&self) -> Option<&Arc<Rules>> {
+        self.rules.as_ref()
     }
 
     /// Puts new rules in force. Devices keep their state by fence id: a
     /// changed fence is judged anew from the next fix, a removed one is
     /// dropped from the device's zones without an event.
-    pub fn set_rules(&mut self, rules: Arc<Rules>) {
+    pub fn set_rules(&mut self, rules: Option<Arc<Rules>>) {
         self.rules = rules;
     }
 
@@ -75,9 +77,12 @@ impl Tracker {
     ) -> (std::vec::Drain<'_, Geofence>, Option<Vec<u8>>) {
         self.events.clear();
         let mut persist = None;
-        if !self.rules.fences.is_empty() || self.machines.contains_key(&position.device) {
+        let Some(rules) = &self.rules else {
+            return (self.events.drain(..), None);
+        };
+        if !rules.fences.is_empty() || self.machines.contains_key(&position.device) {
             let machine = self.machines.entry(position.device.clone()).or_default();
-            let Rules { fences, options } = &*self.rules;
+            let Rules { fences, options } = &**rules;
             if position.historic {
                 machine.historic(
                     &position.device,
