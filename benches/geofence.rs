@@ -127,16 +127,25 @@ fn pipeline(count: usize, fixes: &[Position]) -> (f64, u64) {
             .header("Content-Type", "application/json")
             .send(body.as_str())
             .expect("post");
-        assert_eq!(response.status().as_u16(), 200, "the intake refused a batch");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "the intake refused a batch"
+        );
     }
     let want = fixes.len() as f64;
     let deadline = Instant::now() + Duration::from_secs(300);
     while daemon.metric("fixgate_fixes_accepted_total").unwrap_or(0.0) < want {
-        assert!(Instant::now() < deadline, "the daemon never accepted every fix");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never accepted every fix"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let events = daemon.metric("fixgate_geofence_events_total").unwrap_or(0.0) as u64;
+    let events = daemon
+        .metric("fixgate_geofence_events_total")
+        .unwrap_or(0.0) as u64;
     (want / elapsed, events)
 }
 

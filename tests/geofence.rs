@@ -332,3 +332,37 @@ fn a_changed_fence_file_is_reloaded_an_invalid_one_is_refused_and_sighup_rereads
     post(daemon.port, "car-4", &[fix(t0, 300, 0.0)]);
     assert_eq!(types(&geofence_events(&feed, 1)), vec!["enter:gate"]);
 }
+
+#[test]
+fn geofence_events_go_upstream_with_the_fix_that_caused_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fences.geojson");
+    std::fs::write(&file, fences("yard", 0.0, "")).unwrap();
+    let port = common::free_port();
+    let upstream = common::receiver::Receiver::http(dir.path(), port);
+    let daemon = Daemon::start(
+        dir.path(),
+        &format!(
+            "{}\n[uplink]\ntransport = \"http\"\nurl = \"http://127.0.0.1:{port}/batches\"\nmax_age = \"100ms\"\n",
+            config(&file, "")
+        ),
+    );
+    let t0 = Utc::now() - chrono::Duration::seconds(600);
+    post(daemon.port, "bus-9", &walk(t0, 0, -300.0, 0.0));
+    let records = upstream.wait_until(WAIT, |r| r.iter().any(|r| r["event"] == "geofence"));
+    let enter = records
+        .iter()
+        .position(|r| r["event"] == "geofence")
+        .expect("a geofence record upstream");
+    let e = &records[enter];
+    assert_eq!(
+        (e["type"].as_str(), e["fence"].as_str()),
+        (Some("enter"), Some("yard"))
+    );
+    // Right behind the fix that caused it, with that fix's time and place.
+    let fix = &records[enter - 1];
+    assert_eq!(fix["event"], "position");
+    assert_eq!(fix["seq"].as_u64().unwrap() + 1, e["seq"].as_u64().unwrap());
+    assert_eq!(fix["time"], e["time"]);
+    assert_eq!(fix["lat"], e["lat"]);
+}

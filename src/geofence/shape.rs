@@ -196,9 +196,12 @@ impl Shape {
                 rings,
             } => {
                 let p = Point::new(wrap(lon - lon0) * kx, (lat - lat0) * METRES_PER_DEGREE);
+                // Segment by segment: geo's point-to-ring distance first
+                // tests whether the point lies on the ring, a second pass.
                 let distance = rings
                     .iter()
-                    .map(|ring| Euclidean.distance(&p, ring))
+                    .flat_map(LineString::lines)
+                    .map(|edge| Euclidean.distance(&p, &edge))
                     .fold(f64::INFINITY, f64::min);
                 // East-west metres here are cos(lat)/cos(lat0) of the plane's.
                 let correction = (lat.to_radians().cos() / cos0).min(1.0);
