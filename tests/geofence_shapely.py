@@ -15,13 +15,14 @@ Commands:
       polygon, one with a hole, a multipolygon of two stars and a circle,
       each with its boundary through the track's point cloud.
 
-  check --fences FENCES.geojson --feed FEED.jsonl [options]
+  check --fences FENCES.geojson --feed FEED.jsonl [--tracks TRACK.jsonl...] [options]
       FEED.jsonl is the daemon's feed in order, one SSE event a line:
       {"seq": N, "event": "position"|"geofence"|..., "data": {...}}.
       Replays every device's live fixes through the rules and compares the
       `enter`/`exit` events per device and fence with the daemon's: type,
       and the fix (time, place, sequence) that caused each. Prints a table;
-      exits 1 on any mismatch, printing the first few in full.
+      exits 1 on any mismatch, printing the first few in full (and with
+      --strict, when any fix was ambiguous).
 
   selftest
       The checker against hand-made feeds: right ones pass, wrong ones fail.
@@ -38,6 +39,15 @@ Our projection (x = dlon * cos(lat_fix) * M, y = dlat * M) is not fixgate's
 millimetres. A fix whose depth lies within TOLERANCE_M of a threshold is
 ambiguous: every outcome a depth in that band could give is accepted, and
 the daemon's events pick the branch. Such fixes are counted and reported.
+A threshold of 0 (the boundary: raw settings, or an error radius of 0) asks
+only inside or outside, which does not depend on the projection; there the
+band is SIGN_TOLERANCE_M, so raw settings leave (practically) nothing
+ambiguous.
+
+The feed's positions are rounded to 1e-7 degrees (up to 8 mm), fixgate
+judges the unrounded fix. With --tracks (the decoded logs), each position
+takes the unrounded coordinates of the decoded fix of its device and time;
+positions without one widen both bands by the rounding.
 """
 
 import argparse
@@ -62,9 +72,14 @@ EARTH_RADIUS_M = 6371008.8
 M_PER_DEG = EARTH_RADIUS_M * math.pi / 180.0  # 111195.08 m
 # Depths this close to a threshold may fall either way in fixgate's plane.
 TOLERANCE_M = 0.05
-# Generated boundaries keep this far from every point of their track, so that
-# the raw run (thresholds at the boundary) has no ambiguous fixes.
-CLEARANCE_M = 0.1
+# ... except at the boundary itself: inside or not is the same planar
+# predicate in lon/lat here and in fixgate's affinely scaled plane (and the
+# same haversine for circles), so only rounding can tell them apart.
+SIGN_TOLERANCE_M = 1e-6
+# The store (and so the feed) keeps positions in units of 1e-7 degrees, but
+# fixgate judges the fix as received: a fed position is up to half a unit
+# off the point that was judged.
+QUANTUM_DEG = 1e-7
 # How many mismatches are printed in full.
 SHOWN = 5
 
@@ -186,18 +201,10 @@ def track_fences(name, fixes, rng):
         return None
 
     def circle():
-        # Centre near the middle, rim through the cloud (a buffered point
-        # stands for it in the clearance check).
+        # Centre near the middle, rim through the cloud.
         cx, cy = near_centroid()
         dists = sorted(math.hypot(x - cx, y - cy) for x, y in cloud)
-        radius = max(floor, dists[len(dists) // 2] * rng.uniform(0.9, 1.1))
-        return Point(cx, cy).buffer(radius, quad_segs=256), (cx, cy, radius)
-
-    def clear(geometry):
-        if geometry is None:
-            return False
-        boundary = geometry.boundary
-        return all(boundary.distance(Point(p)) >= CLEARANCE_M for p in cloud)
+        return cx, cy, max(floor, dists[len(dists) // 2] * rng.uniform(0.9, 1.1))
 
     def ring_lonlat(ring):
         return [list(frame.lonlat(x, y)) for x, y in ring.coords]
@@ -205,24 +212,17 @@ def track_fences(name, fixes, rng):
     def polygon_coords(polygon):
         return [ring_lonlat(polygon.exterior)] + [ring_lonlat(r) for r in polygon.interiors]
 
-    def first_clear(make):
-        """The first of a few drawings whose boundary keeps clear of every
-        point (the last drawing when none does: a dense cloud)."""
-        for _ in range(20):
-            made = make()
-            if made is None:
-                raise SystemExit(f"{name}: {make.__name__}: no valid geometry; change --seed")
-            if clear(made[0] if isinstance(made, tuple) else made):
-                break
-        return made
+    def made(make):
+        geometry = make()
+        if geometry is None:
+            raise SystemExit(f"{name}: {make.__name__}: no valid geometry; try another --seed")
+        return geometry
 
     out = []
     for make in (plain, holed):
-        polygon = first_clear(make)
-        out.append({"type": "Polygon", "coordinates": polygon_coords(polygon)})
-    parts = first_clear(multi)
-    out.append({"type": "MultiPolygon", "coordinates": [polygon_coords(p) for p in parts.geoms]})
-    _, (cx, cy, radius) = first_clear(circle)
+        out.append({"type": "Polygon", "coordinates": polygon_coords(made(make))})
+    out.append({"type": "MultiPolygon", "coordinates": [polygon_coords(p) for p in made(multi).geoms]})
+    cx, cy, radius = circle()
     out.append({"type": "Point", "coordinates": list(frame.lonlat(cx, cy))})
 
     features = []
@@ -240,10 +240,9 @@ def cmd_fences(args):
     features = []
     for path in args.tracks:
         fixes = read_jsonl(path)
-        if not fixes:
-            continue
-        name = ident(Path(path).stem)
-        features += track_fences(name, fixes, random.Random(f"{args.seed}:{name}"))
+        if fixes:
+            name = ident(Path(path).stem)
+            features += track_fences(name, fixes, random.Random(f"{args.seed}:{name}"))
     collection = {"type": "FeatureCollection", "features": features}
     Path(args.out).write_text(json.dumps(collection, indent=1) + "\n", encoding="utf-8")
     print(f"{len(features)} fences around {len(args.tracks)} tracks -> {args.out}")
@@ -322,18 +321,44 @@ class Rules:
             return (True, 0), "enter"
         return (False, run), None
 
-    def depths(self, depth, r):
-        """The depths fixgate may have computed where we computed `depth`:
-        `depth` itself, and either side of every threshold within the
-        tolerance of it."""
+    def depths(self, depth, r, blur=0.0):
+        """The depths fixgate may have computed where we computed `depth`
+        (for a point `blur` metres off the one it judged): `depth` itself,
+        and either side of every threshold within the band of it."""
         if math.isinf(depth):
             return [depth]
         out = [depth]
         for t in (0.0, r, -(r + self.exit_margin_m)):
-            if abs(depth - t) <= TOLERANCE_M:
+            if abs(depth - t) <= (TOLERANCE_M if t else SIGN_TOLERANCE_M) + blur:
                 eps = 1e-9 * max(1.0, abs(t))
                 out += [t - eps, t, t + eps]
         return out
+
+
+def rounding_m(lat):
+    """How far, at most, a position rounded to QUANTUM_DEG lies from the
+    unrounded one, in metres."""
+    return 0.5 * QUANTUM_DEG * M_PER_DEG * math.hypot(1.0, math.cos(math.radians(lat)))
+
+
+def attach_tracks(positions, paths):
+    """Gives each fed position the unrounded coordinates of the decoded fix
+    of its device (the file's name) and time, where there is one that
+    rounds to it. Returns how many got them."""
+    found = 0
+    for path in paths:
+        device = ident(Path(path).stem)
+        decoded = defaultdict(list)  # a log may repeat a time
+        for f in read_jsonl(path):
+            if "time" in f:  # undated fixes cannot be matched
+                decoded[time_ms(f["time"])].append(f)
+        for fix in positions.get(device, []):
+            for d in decoded.get(fix["ms"], []):
+                if all(abs(d[k] - fix[k]) <= QUANTUM_DEG * 0.5 + 1e-12 for k in ("lat", "lon")):
+                    fix["judged"] = (d["lat"], d["lon"])
+                    found += 1
+                    break
+    return found
 
 
 def load_feed(path):
@@ -398,13 +423,15 @@ def check(fences, rules, positions, events):
             touched = False
             for i, fix in enumerate(fixes):
                 r = rules.radius(fix)
-                depth = fence.depth(fix["lat"], fix["lon"], r + rules.exit_margin_m + 1.0)
+                lat, lon = fix.get("judged", (fix["lat"], fix["lon"]))
+                blur = 0.0 if "judged" in fix else rounding_m(lat)
+                depth = fence.depth(lat, lon, r + rules.exit_margin_m + 1.0)
                 observed = got.get((device, fence.id, i), [])
                 touched |= depth > -(r + rules.exit_margin_m) or bool(observed)
                 plain, event = rules.step(plain, depth, r)
                 row["expected"] += event is not None
                 row["got"] += len(observed)
-                outcomes = {rules.step(s, d, r) for s in states for d in rules.depths(depth, r)}
+                outcomes = {rules.step(s, d, r) for s in states for d in rules.depths(depth, r, blur)}
                 if len({e for _, e in outcomes}) > 1:
                     row["ambiguous"] += 1
                 want = observed[0] if len(observed) == 1 else None
@@ -416,6 +443,7 @@ def check(fences, rules, positions, events):
                             "device": device,
                             "fence": fence.id,
                             "fix": {k: fix.get(k) for k in ("seq", "time", "lat", "lon", "hdop", "accuracy")},
+                            "judged_at": fix.get("judged", "unknown: the fed position, rounded"),
                             "depth_m": round(depth, 4),
                             "error_radius_m": r,
                             "states_before": sorted(states),
@@ -430,7 +458,7 @@ def check(fences, rules, positions, events):
                     elif want == "exit":
                         agreeing = {(False, 0)}
                     else:
-                        agreeing = {s for s, _ in outcomes}
+                        agreeing = {(inside, 0) for inside, _ in states}
                 states = agreeing
             row["fences"] += touched
         row["mismatches"] = len(mismatches) - before
@@ -443,6 +471,7 @@ def cmd_check(args):
     collection = json.loads(Path(args.fences).read_text(encoding="utf-8"))
     fences = [Fence(f) for f in collection["features"]]
     positions, events, skipped = load_feed(args.feed)
+    unrounded = attach_tracks(positions, args.tracks)
     rows, mismatches = check(fences, rules, positions, events)
     # Events of the feed not tied to a device row (orphans) count as mismatches too.
     orphans = len(mismatches) - sum(r["mismatches"] for r in rows)
@@ -451,7 +480,7 @@ def cmd_check(args):
     print(
         f"geofence cross-check{label}: enter_fixes={rules.enter_fixes} exit_margin_m={rules.exit_margin_m} "
         f"hdop_error_m={rules.hdop_error_m} default_error_m={rules.default_error_m}, "
-        f"ambiguity band ±{TOLERANCE_M} m"
+        f"ambiguity band ±{TOLERANCE_M} m (±{SIGN_TOLERANCE_M} m at the boundary)"
     )
     header = f"{'device':<34} {'fixes':>6} {'fences':>6} {'expected':>8} {'got':>6} {'ambig':>6} {'mismatch':>8}"
     print(header)
@@ -467,6 +496,10 @@ def cmd_check(args):
         f"{f'{len(rows)} logs, {len(fences)} fences':<34} {total['fixes']:>6} {'':>6} {total['expected']:>8} "
         f"{total['got']:>6} {total['ambiguous']:>6} {len(mismatches):>8}"
     )
+    print(
+        f"{unrounded} of {total['fixes']} positions judged at their decoded, unrounded coordinates; "
+        f"the rest at the fed ones, with bands {rounding_m(0):.4f} m wider"
+    )
     if orphans:
         print(f"{orphans} mismatches not tied to a device's fixes")
     for what, n in sorted(skipped.items()):
@@ -479,6 +512,9 @@ def cmd_check(args):
         return 1
     if total["expected"] == 0 and total["got"] == 0:
         print("FAIL: no geofence event at all: the cross-check would prove nothing")
+        return 1
+    if args.strict and total["ambiguous"]:
+        print(f"FAIL: --strict, and {total['ambiguous']} fixes lie within the band of a threshold")
         return 1
     if mismatches:
         print(f"FAIL: {len(mismatches)} mismatches; the first {min(SHOWN, len(mismatches))}:")
@@ -566,12 +602,15 @@ def cmd_selftest(_args):
     hyst = events_where(Rules(3, 10.0, 5.0, 10.0))
     if not all(h["ms"] > r["ms"] for r, h in zip(raw, hyst)):
         failures.append("hysteresis did not delay every event")
-    # A fix within the tolerance of the boundary is ambiguous both ways.
-    edge_lon, edge_lat = frame.lonlat(half - 0.01, 0)
-    rules = Rules(1, 0.0, 0.0, 0.0)
-    d = fences[0].depth(edge_lat, edge_lon, 1e9)
-    if not (0 < d < TOLERANCE_M) or {rules.step((False, 0), x, 0.0)[1] for x in rules.depths(d, 0.0)} != {None, "enter"}:
-        failures.append(f"a fix 1 cm inside the edge (depth {d}) is not ambiguous")
+    # 1 cm inside the edge: certainly inside (the boundary's band is tiny),
+    # but with an error radius of 5 m, 1 cm from "wholly inside": ambiguous.
+    for inside, rules, r, want in ((0.01, Rules(1, 0.0, 0.0, 0.0), 0.0, {"enter"}),
+                                   (5.01, Rules(3, 10.0, 5.0, 10.0), 5.0, {None, "enter"})):
+        lon, lat = frame.lonlat(half - inside, 0)
+        d = fences[0].depth(lat, lon, 1e9)
+        got = {rules.step((False, 0), x, r)[1] for x in rules.depths(d, r)}
+        if got != want:
+            failures.append(f"a fix {inside} m inside the edge (depth {d}, radius {r}): outcomes {got}, not {want}")
     # The local projection measures true metres: 20 m east of the edge is 20 m.
     lon, lat = frame.lonlat(half + 20, 0)
     if abs(fences[0].depth(lat, lon, 1e9) + 20) > 0.01 or abs(fences[1].depth(lat, lon, 1e9) + 40) > 0.01:
@@ -597,7 +636,9 @@ def main():
     p.add_argument("--exit-margin-m", type=float, default=10.0)
     p.add_argument("--hdop-error-m", type=float, default=5.0)
     p.add_argument("--default-error-m", type=float, default=10.0)
-    p.add_argument("--label", default="")
+    p.add_argument("--label", default="", help="named in the table's title")
+    p.add_argument("--strict", action="store_true", help="fail when any fix is ambiguous")
+    p.add_argument("--tracks", nargs="*", default=[], help="decoded logs (JSON Lines named after their device)")
     p.set_defaults(run=cmd_check)
     p = sub.add_parser("selftest", help="the checker against hand-made feeds")
     p.set_defaults(run=cmd_selftest)
