@@ -20,11 +20,20 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The geofence conformance test checks the daemon against shapely.
+if ! python3 -c 'import shapely' 2>/dev/null; then
+    echo "installing: shapely (python3 -m pip)"
+    python3 -m pip install --quiet shapely
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # Again, uncaptured: the per-log table against gpsd (or a plain SKIPPED when
 # ../shared/testdata/nmea/gpsd is absent) belongs in the CI log.
 cargo test --locked --test nmea_conformance -- --nocapture
+# Likewise the geofence cross-check's tables against shapely (raw settings
+# and the default hysteresis).
+cargo test --locked --test geofence_conformance -- --nocapture
 # Doc tests and the benches' own assertions are cheap; run them too.
 cargo test --doc --locked
