@@ -351,6 +351,10 @@ fn check(
             let kind = if historic { "historic" } else { "live" };
             metrics::counter!("fixgate_fixes_accepted_total", "source" => source, "kind" => kind)
                 .increment(1);
+            // Judged where the store will say it was: within 8 mm of a
+            // boundary the stored position must not contradict its event.
+            position.fix.lat = stored_degrees(position.fix.lat);
+            position.fix.lon = stored_degrees(position.fix.lon);
             let (caused, zones) = checks.geofences.observe(&position);
             // The fix first: the events it caused follow it in the log.
             events.push(Event::Position(position));
@@ -382,6 +386,11 @@ fn check(
             }
         }
     }
+}
+
+/// Degrees at the precision the store and the wire keep (1e-7°).
+fn stored_degrees(v: f64) -> f64 {
+    (v * 1e7).round() / 1e7
 }
 
 /// How long the writer retries a store that fails for another reason than

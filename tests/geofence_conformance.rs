@@ -89,12 +89,10 @@ fn device_id(log: &Path) -> String {
         .collect()
 }
 
-/// The logs to replay, by device id, their decoded fixes (the checker
-/// judges the unrounded coordinates, as the daemon does; the feed's are
-/// rounded to 1e-7 degrees) and the fences drawn around them.
+/// The logs to replay, by device id, and the fences drawn around their
+/// decoded fixes.
 struct Setup {
     logs: Vec<(String, PathBuf)>,
-    tracks: Vec<PathBuf>,
     fences: PathBuf,
 }
 
@@ -160,7 +158,6 @@ fn setup(dir: &Path) -> Option<Setup> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     python(&args).unwrap_or_else(|e| panic!("drawing the fences failed:\n{e}"));
     Some(Setup {
-        tracks: kept.iter().map(|(_, _, t)| t.clone()).collect(),
         logs: kept.into_iter().map(|(d, l, _)| (d, l)).collect(),
         fences,
     })
@@ -214,7 +211,7 @@ fn cross_check(run: &Run) {
     drop(file);
     daemon.terminate();
 
-    let mut flags = vec![
+    let flags = vec![
         "check".to_owned(),
         "--fences".to_owned(),
         setup.fences.display().to_string(),
@@ -230,9 +227,7 @@ fn cross_check(run: &Run) {
         run.hdop_error_m.to_string(),
         "--default-error-m".to_owned(),
         run.default_error_m.to_string(),
-        "--tracks".to_owned(),
     ];
-    flags.extend(setup.tracks.iter().map(|t| t.display().to_string()));
     let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
     if run.strict {
         args.push("--strict");

@@ -15,7 +15,7 @@ Commands:
       polygon, one with a hole, a multipolygon of two stars and a circle,
       each with its boundary through the track's point cloud.
 
-  check --fences FENCES.geojson --feed FEED.jsonl [--tracks TRACK.jsonl...] [options]
+  check --fences FENCES.geojson --feed FEED.jsonl [options]
       FEED.jsonl is the daemon's feed in order, one SSE event a line:
       {"seq": N, "event": "position"|"geofence"|..., "data": {...}}.
       Replays every device's live fixes through the rules and compares the
@@ -44,10 +44,8 @@ only inside or outside, which does not depend on the projection; there the
 band is SIGN_TOLERANCE_M, so raw settings leave (practically) nothing
 ambiguous.
 
-The feed's positions are rounded to 1e-7 degrees (up to 8 mm), fixgate
-judges the unrounded fix. With --tracks (the decoded logs), each position
-takes the unrounded coordinates of the decoded fix of its device and time;
-positions without one widen both bands by the rounding.
+fixgate judges a fix at the precision it stores (1e-7 degrees), so the
+feed's positions are exactly what was judged.
 """
 
 import argparse
@@ -76,10 +74,6 @@ TOLERANCE_M = 0.05
 # predicate in lon/lat here and in fixgate's affinely scaled plane (and the
 # same haversine for circles), so only rounding can tell them apart.
 SIGN_TOLERANCE_M = 1e-6
-# The store (and so the feed) keeps positions in units of 1e-7 degrees, but
-# fixgate judges the fix as received: a fed position is up to half a unit
-# off the point that was judged.
-QUANTUM_DEG = 1e-7
 # How many mismatches are printed in full.
 SHOWN = 5
 
@@ -321,44 +315,18 @@ class Rules:
             return (True, 0), "enter"
         return (False, run), None
 
-    def depths(self, depth, r, blur=0.0):
-        """The depths fixgate may have computed where we computed `depth`
-        (for a point `blur` metres off the one it judged): `depth` itself,
-        and either side of every threshold within the band of it."""
+    def depths(self, depth, r):
+        """The depths fixgate may have computed where we computed `depth`:
+        `depth` itself, and either side of every threshold within the band
+        of it."""
         if math.isinf(depth):
             return [depth]
         out = [depth]
         for t in (0.0, r, -(r + self.exit_margin_m)):
-            if abs(depth - t) <= (TOLERANCE_M if t else SIGN_TOLERANCE_M) + blur:
+            if abs(depth - t) <= (TOLERANCE_M if t else SIGN_TOLERANCE_M):
                 eps = 1e-9 * max(1.0, abs(t))
                 out += [t - eps, t, t + eps]
         return out
-
-
-def rounding_m(lat):
-    """How far, at most, a position rounded to QUANTUM_DEG lies from the
-    unrounded one, in metres."""
-    return 0.5 * QUANTUM_DEG * M_PER_DEG * math.hypot(1.0, math.cos(math.radians(lat)))
-
-
-def attach_tracks(positions, paths):
-    """Gives each fed position the unrounded coordinates of the decoded fix
-    of its device (the file's name) and time, where there is one that
-    rounds to it. Returns how many got them."""
-    found = 0
-    for path in paths:
-        device = ident(Path(path).stem)
-        decoded = defaultdict(list)  # a log may repeat a time
-        for f in read_jsonl(path):
-            if "time" in f:  # undated fixes cannot be matched
-                decoded[time_ms(f["time"])].append(f)
-        for fix in positions.get(device, []):
-            for d in decoded.get(fix["ms"], []):
-                if all(abs(d[k] - fix[k]) <= QUANTUM_DEG * 0.5 + 1e-12 for k in ("lat", "lon")):
-                    fix["judged"] = (d["lat"], d["lon"])
-                    found += 1
-                    break
-    return found
 
 
 def load_feed(path):
@@ -423,15 +391,14 @@ def check(fences, rules, positions, events):
             touched = False
             for i, fix in enumerate(fixes):
                 r = rules.radius(fix)
-                lat, lon = fix.get("judged", (fix["lat"], fix["lon"]))
-                blur = 0.0 if "judged" in fix else rounding_m(lat)
+                lat, lon = fix["lat"], fix["lon"]
                 depth = fence.depth(lat, lon, r + rules.exit_margin_m + 1.0)
                 observed = got.get((device, fence.id, i), [])
                 touched |= depth > -(r + rules.exit_margin_m) or bool(observed)
                 plain, event = rules.step(plain, depth, r)
                 row["expected"] += event is not None
                 row["got"] += len(observed)
-                outcomes = {rules.step(s, d, r) for s in states for d in rules.depths(depth, r, blur)}
+                outcomes = {rules.step(s, d, r) for s in states for d in rules.depths(depth, r)}
                 if len({e for _, e in outcomes}) > 1:
                     row["ambiguous"] += 1
                 want = observed[0] if len(observed) == 1 else None
@@ -443,7 +410,6 @@ def check(fences, rules, positions, events):
                             "device": device,
                             "fence": fence.id,
                             "fix": {k: fix.get(k) for k in ("seq", "time", "lat", "lon", "hdop", "accuracy")},
-                            "judged_at": fix.get("judged", "unknown: the fed position, rounded"),
                             "depth_m": round(depth, 4),
                             "error_radius_m": r,
                             "states_before": sorted(states),
@@ -471,7 +437,6 @@ def cmd_check(args):
     collection = json.loads(Path(args.fences).read_text(encoding="utf-8"))
     fences = [Fence(f) for f in collection["features"]]
     positions, events, skipped = load_feed(args.feed)
-    unrounded = attach_tracks(positions, args.tracks)
     rows, mismatches = check(fences, rules, positions, events)
     # Events of the feed not tied to a device row (orphans) count as mismatches too.
     orphans = len(mismatches) - sum(r["mismatches"] for r in rows)
@@ -495,10 +460,6 @@ def cmd_check(args):
     print(
         f"{f'{len(rows)} logs, {len(fences)} fences':<34} {total['fixes']:>6} {'':>6} {total['expected']:>8} "
         f"{total['got']:>6} {total['ambiguous']:>6} {len(mismatches):>8}"
-    )
-    print(
-        f"{unrounded} of {total['fixes']} positions judged at their decoded, unrounded coordinates; "
-        f"the rest at the fed ones, with bands {rounding_m(0):.4f} m wider"
     )
     if orphans:
         print(f"{orphans} mismatches not tied to a device's fixes")
@@ -638,7 +599,6 @@ def main():
     p.add_argument("--default-error-m", type=float, default=10.0)
     p.add_argument("--label", default="", help="named in the table's title")
     p.add_argument("--strict", action="store_true", help="fail when any fix is ambiguous")
-    p.add_argument("--tracks", nargs="*", default=[], help="decoded logs (JSON Lines named after their device)")
     p.set_defaults(run=cmd_check)
     p = sub.add_parser("selftest", help="the checker against hand-made feeds")
     p.set_defaults(run=cmd_selftest)
