@@ -88,15 +88,8 @@ async fn watch_task(
     shutdown: CancellationToken,
 ) {
     let mut seen = stamps(&section);
-    // Polling, not inotify: it sees files replaced by rename, on any file
-    // system, and a stat per file every few seconds costs nothing.
-    let every = section.watch_interval;
-    let mut tick = tokio::time::interval(if every.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        every
-    });
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = section.watch_interval;
+    let mut tick = ticker(every);
     loop {
         let reread_config = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -110,10 +103,17 @@ async fn watch_task(
         };
         if reread_config {
             tracing::info!("SIGHUP received: reloading the geofences");
-            if let Some(path) = &config_path {
-                match config::load(path) {
-                    Ok(config) => section = config.geofence,
-                    Err(err) => {
+            if let Some(path) = config_path.clone() {
+                match blocking(move || config::load(&path)).await {
+                    Some(Ok(config)) => {
+                        section = config.geofence;
+                        if section.watch_interval != every {
+                            every = section.watch_interval;
+                            tick = ticker(every);
+                        }
+                    }
+                    None => continue,
+                    Some(Err(err)) => {
                         metrics::counter!("fixgate_geofence_reloads_total", "result" => "error")
                             .increment(1);
                         tracing::error!(
@@ -144,8 +144,35 @@ async fn watch_task(
         } else {
             "a fence file changed"
         };
-        if let Some(rules) = try_load(&section, why) {
+        let load = section.clone();
+        if let Some(Some(rules)) = blocking(move || try_load(&load, why)).await {
             tx.send_replace(Some(rules));
+        }
+    }
+}
+
+/// Polling, not inotify: it sees files replaced by rename, on any file
+/// system, and a stat per file every few seconds costs nothing. A zero
+/// interval (no watching) still ticks, rarely, and the ticks are ignored.
+fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(if every.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        every
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Runs file reads and geometry off the async workers. A panic there is
+/// logged and counted, and the watch goes on with the fences in force.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Some(value),
+        Err(err) => {
+            metrics::counter!("fixgate_geofence_reloads_total", "result" => "error").increment(1);
+            tracing::error!("geofence reload failed, the fences in force stay: {err}");
+            None
         }
     }
 }

@@ -467,7 +467,8 @@ fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Checks the configuration and, when it is valid, the fence files it
-/// names, since the daemon would refuse to start on either.
+/// names: the daemon refuses to start on a bad configuration, and runs
+/// without judging geofences until bad fence files are mended.
 fn check_config(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,

@@ -228,7 +228,20 @@ pub fn run(
                 metrics::gauge!("fixgate_store_head_seq").set(seq as f64);
                 head.send_replace(seq);
             }
-            Appended::DiskFull => shed(&events, &mut checks),
+            Appended::DiskFull => {
+                shed(&events, &mut checks);
+                // The tracker has moved on: its devices' zones are written
+                // with the next batch the store takes, one (the latest) per
+                // device, so that this stays bounded by the devices.
+                let mut seen = std::collections::HashSet::new();
+                checks.zones.reverse();
+                checks
+                    .zones
+                    .retain(|(device, _)| seen.insert(device.clone()));
+                checks.zones.reverse();
+                events.clear();
+                continue;
+            }
             Appended::Stopping => {
                 tracing::error!(
                     lost = events.len(),
@@ -332,6 +345,7 @@ fn check(
         && !make_room(checks)
     {
         checks.filters.forget(&device);
+        checks.geofences.forget(&device);
         verdict = Err("too_many_devices");
     }
     // An arrival means the device is reporting, whatever becomes of the fix.
@@ -388,9 +402,10 @@ fn check(
     }
 }
 
-/// Degrees at the precision the store and the wire keep (1e-7°).
+/// Degrees at the precision the store and the wire keep.
 fn stored_degrees(v: f64) -> f64 {
-    (v * 1e7).round() / 1e7
+    use crate::wire::quantise::PER_DEGREE;
+    (v * PER_DEGREE).round() / PER_DEGREE
 }
 
 /// How long the writer retries a store that fails for another reason than

@@ -127,19 +127,25 @@ struct Zone {
     since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// A device's zones from its stored geofence state, named from `rules`.
+/// A device's zones from its stored geofence state, among the fences in
+/// force (a removed fence leaves a device's stored state only at its next
+/// fix, which may be long in coming), named from them.
 fn zones(state: &DeviceState, rules: Option<&Rules>) -> Vec<Zone> {
-    let Some(zones) = state.zones.as_deref().and_then(|b| Zones::decode(b).ok()) else {
+    let (Some(zones), Some(rules)) = (
+        state.zones.as_deref().and_then(|b| Zones::decode(b).ok()),
+        rules,
+    ) else {
         return Vec::new();
     };
     zones
         .inside()
-        .map(|(id, since)| Zone {
-            id: id.clone(),
-            name: rules
-                .and_then(|r| r.fences.get(id))
-                .and_then(|f| f.name.clone()),
-            since,
+        .filter_map(|(id, since)| {
+            let fence = rules.fences.get(id)?;
+            Some(Zone {
+                id: id.clone(),
+                name: fence.name.clone(),
+                since,
+            })
         })
         .collect()
 }

@@ -199,6 +199,15 @@ impl Machine {
         out: &mut Vec<Geofence>,
     ) -> bool {
         self.stamp += 1;
+        // A live fix well past the last late one: that batch is over.
+        let at = fix.time.timestamp_millis();
+        if self
+            .replay
+            .as_ref()
+            .is_some_and(|r| at.saturating_sub(r.last) > REPLAY_GAP_MS)
+        {
+            self.replay = None;
+        }
         let cx = Context {
             device,
             fix,
@@ -255,12 +264,18 @@ impl Machine {
         };
         evaluate(&mut replay.tracks, self.stamp, &cx, scratch, out);
         replay.last = at;
+        // Nothing to carry to the next late fix: a device far from every
+        // fence keeps no replay (nor, through `is_idle`, a machine).
+        if replay.tracks.is_empty() {
+            self.replay = None;
+        }
     }
 }
 
 /// The replay's tracks at `at`: inside where the journal says the device
-/// was; a visit already under way counts as dwelt, so that a late fix does
-/// not report again what the live machine did.
+/// was; a visit already under way counts as dwelt and speeding, so that a
+/// late fix does not report again what the live machine did (a visit the
+/// replay itself enters starts afresh).
 fn seed(live: &Zones, at: i64) -> BTreeMap<FenceId, Track> {
     live.tracks
         .iter()
@@ -270,6 +285,7 @@ fn seed(live: &Zones, at: i64) -> BTreeMap<FenceId, Track> {
                 let track = Track {
                     journal: vec![(since, true)],
                     dwelt: true,
+                    speeding: true,
                     ..Track::default()
                 };
                 (id.clone(), track)

@@ -17,7 +17,10 @@
 //! [`MAX_LON_SPAN`] of longitude; both are checked at load. Circles are
 //! measured on the sphere (haversine) and work anywhere, poles included.
 
-use geo::{Contains, Distance, Euclidean, Haversine, LineString, MultiPolygon, Point, Polygon};
+use geo::{
+    Area, Contains, Distance, Euclidean, Haversine, LineString, MultiPolygon, Point, Polygon,
+    Validation,
+};
 
 /// Metres per degree of latitude on geo's mean Earth radius.
 const METRES_PER_DEGREE: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
@@ -88,6 +91,14 @@ pub enum ShapeError {
         polygon: usize,
         /// The latitude.
         lat: f64,
+    },
+    /// A polygon that crosses itself, has a hole outside it, or has no area.
+    #[error("polygon {polygon} is not a valid area: {reason}")]
+    Invalid {
+        /// Index of the polygon.
+        polygon: usize,
+        /// What is wrong, as geo's validation says.
+        reason: String,
     },
     /// An area spanning too much longitude.
     #[error(
@@ -279,7 +290,21 @@ fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError
             rings.push(LineString::new(coords));
         }
         let exterior = rings.remove(0);
-        unwrapped.push(Polygon::new(exterior, rings));
+        let polygon = Polygon::new(exterior, rings);
+        // A fence that can never be entered must not load in silence.
+        if let Err(err) = polygon.check_validation() {
+            return Err(ShapeError::Invalid {
+                polygon: i,
+                reason: err.to_string(),
+            });
+        }
+        if polygon.unsigned_area() <= 0.0 {
+            return Err(ShapeError::Invalid {
+                polygon: i,
+                reason: "it has no area".into(),
+            });
+        }
+        unwrapped.push(polygon);
     }
     let span = lon_max - lon_min;
     if span >= MAX_LON_SPAN {
@@ -466,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn areas_near_the_poles_or_wider_than_half_the_globe_are_refused() {
+    fn areas_near_the_poles_wider_than_half_the_globe_or_without_area_are_refused() {
         let polar = square(86.0, 5.0, 1000.0);
         assert!(matches!(
             Shape::new(Outline::Area(MultiPolygon::new(vec![polar]))),
@@ -477,6 +502,14 @@ mod tests {
             Shape::new(Outline::Area(MultiPolygon::new(vec![wide]))),
             Err(ShapeError::TooWide { .. })
         ));
+        let flat = polygon![(x: 0.0, y: 0.0), (x: 1.0, y: 0.0), (x: 2.0, y: 0.0), (x: 0.0, y: 0.0)];
+        assert!(matches!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![flat]))),
+            Err(ShapeError::Invalid { .. })
+        ));
+        let bowtie = polygon![(x: 0.0, y: 0.0), (x: 1.0, y: 1.0), (x: 1.0, y: 0.0), (x: 0.0, y: 1.0), (x: 0.0, y: 0.0)];
+        let err = Shape::new(Outline::Area(MultiPolygon::new(vec![bowtie]))).unwrap_err();
+        assert!(err.to_string().contains("not a valid area"), "{err}");
         let short = polygon![(x: 0.0, y: 0.0), (x: 1.0, y: 0.0), (x: 0.0, y: 0.0)];
         assert!(matches!(
             Shape::new(Outline::Area(MultiPolygon::new(vec![short]))),

@@ -181,7 +181,7 @@ fn a_receiver_parked_on_a_boundary_does_not_flap() {
 fn a_receiver_parked_just_outside_jittering_across_the_edge_enters_at_most_once() {
     let mut run = Run::new(vec![yard()]);
     let mut rng = fastrand::Rng::with_seed(3);
-    // 4 m outside the east edge, jittering ±8 m east-west: a third of the
+    // 4 m outside the east edge, jittering ±8 m east-west: a quarter of the
     // fixes fall inside, never by the 5 m error radius, never 10 m outside.
     let fixes: Vec<Fix> = (0..7200)
         .map(|s| fix(s, 0.0, 104.0 + rng.f64() * 16.0 - 8.0))
@@ -481,7 +481,8 @@ fn the_tracker_keeps_a_pending_enter_and_persists_only_live_changes() {
     );
     let stored = Zones::decode(&persist.unwrap()).unwrap();
     assert_eq!(stored.inside().count(), 1);
-    // A historic fix far away: a historic exit, nothing to persist.
+    // A late fix far away, from before the enter: nothing happens (the
+    // device was outside then) and nothing is persisted.
     let mut late = poor(1);
     late.fix.lat += 0.1;
     late.historic = true;
@@ -494,4 +495,52 @@ fn the_tracker_keeps_a_pending_enter_and_persists_only_live_changes() {
         "before the live enter the device was outside: {events:?}"
     );
     assert_eq!(tracker.zones(&device).unwrap().inside().count(), 1);
+}
+
+#[test]
+fn a_late_fix_far_from_every_fence_leaves_no_machine_behind() {
+    let rules = Arc::new(Rules {
+        fences: FenceSet::new(vec![yard()]).unwrap(),
+        options: Options::default(),
+    });
+    let mut tracker = Tracker::new(Some(rules));
+    for i in 0..100 {
+        let device = DeviceId::new(&format!("far-{i}")).unwrap();
+        let mut late = crate::fix::Position::new(device.clone(), fix(i, 0.0, 5000.0));
+        late.historic = true;
+        assert_eq!(tracker.observe(&late).0.count(), 0);
+        assert!(tracker.zones(&device).is_none(), "{device} kept a machine");
+    }
+}
+
+#[test]
+fn a_late_fix_inside_a_live_speeding_stretch_does_not_report_it_again() {
+    let mut yard = yard();
+    yard.speed_limit = Some(5.0);
+    let mut run = Run::new(vec![yard]);
+    let mut fast = fix(100, 0.0, 0.0);
+    fast.speed = Some(9.0);
+    let live: Vec<Crossing> = run.live(&fast).iter().map(|e| e.crossing).collect();
+    assert_eq!(live, vec![Crossing::Enter, Crossing::Speeding]);
+    let mut late = fix(150, 0.0, 1.0);
+    late.speed = Some(9.0);
+    run.live(&fix(200, 0.0, 2.0));
+    assert_eq!(run.historic(&late), vec![]);
+}
+
+#[test]
+fn the_replay_ends_once_live_fixes_move_well_past_the_late_ones() {
+    let mut run = Run::new(vec![yard()]);
+    run.all(&[fix(100, 0.0, 0.0)]);
+    run.historic(&fix(50, 0.0, 0.0));
+    assert!(!run.machine.is_idle());
+    // Out, and much later: the live machine alone remains, with its journal.
+    run.all(&drive(2000, 0.0, 300.0));
+    run.all(&[fix(4000, 0.0, 5000.0)]);
+    assert_eq!(run.machine.zones().inside().count(), 0);
+    let replay_gone = run.historic(&fix(3990, 0.0, 0.0));
+    // A fresh replay, seeded from the journal: outside at 3990 (the exit
+    // was at ~2012), so the late fix inside is a historic enter.
+    assert_eq!(replay_gone.len(), 1);
+    assert!(replay_gone[0].historic);
 }

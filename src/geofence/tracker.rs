@@ -17,7 +17,8 @@ pub struct Rules {
     pub options: Options,
 }
 
-/// Devices' machines. Only devices that are, or were, in a fence have one.
+/// Devices' machines. Only devices that are, or were, in or near a fence
+/// (or in the middle of a batch of late fixes near one) have one.
 #[derive(Debug)]
 pub struct Tracker {
     /// `None` until a set of fences has loaded: until then fixes are not
@@ -45,8 +46,9 @@ impl Tracker {
     }
 
     /// Puts new rules in force. Devices keep their state by fence id: a
-    /// changed fence is judged anew from the next fix, a removed one is
-    /// dropped from the device's zones without an event.
+    /// device inside a fence whose shape changed stays inside until the new
+    /// shape's exit rule says otherwise (the same hysteresis); a removed
+    /// fence is dropped from the device's zones without an event.
     pub fn set_rules(&mut self, rules: Option<Arc<Rules>>) {
         self.rules = rules;
     }

@@ -11,7 +11,7 @@ mod body;
 mod header;
 pub mod json;
 mod predict;
-mod quantise;
+pub mod quantise;
 pub mod tools;
 mod zlib;
 
