@@ -2,7 +2,7 @@
 //! conventions [`parse_geojson`](super::load::parse_geojson) reads, so that
 //! the answer can be saved and loaded again as a fence file.
 
-use geojson::{Feature, Geometry, GeometryValue, JsonObject, JsonValue, feature};
+use geojson::{Feature, Geometry, Value as GeometryValue, JsonObject, JsonValue, feature};
 
 use super::fence::Fence;
 use super::index::FenceSet;
@@ -31,7 +31,7 @@ fn to_feature(fence: &Fence) -> Feature {
         },
         Outline::Circle { lat, lon, radius_m } => {
             properties.insert("radius_m".into(), (*radius_m).into());
-            GeometryValue::new_point([*lon, *lat])
+            GeometryValue::Point(vec![*lon, *lat])
         }
     };
     if let Some(name) = &fence.name {
