@@ -321,7 +321,10 @@ fn a_changed_fence_file_is_reloaded_an_invalid_one_is_refused_and_sighup_rereads
     // SIGHUP re-reads the configuration: an inline fence joins the file's.
     replace(&file, &fences("new", 1000.0, ""));
     let ok = &[("result", "ok")];
-    assert_eq!(daemon.wait_metric("fixgate_geofence_reloads_total", ok, 3.0), Some(3.0));
+    assert_eq!(
+        daemon.wait_metric("fixgate_geofence_reloads_total", ok, 3.0),
+        Some(3.0)
+    );
     let mut toml = std::fs::read_to_string(&daemon.config).unwrap();
     toml.push_str(&format!(
         "\n[[geofence.fence]]\nid = \"gate\"\nname = \"Gate\"\ncircle = {{ lat = {LAT}, lon = {LON}, radius_m = 50 }}\n"

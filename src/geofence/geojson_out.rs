@@ -2,7 +2,7 @@
 //! conventions [`parse_geojson`](super::load::parse_geojson) reads, so that
 //! the answer can be saved and loaded again as a fence file.
 
-use geojson::{Feature, Geometry, Value as GeometryValue, JsonObject, JsonValue, feature};
+use geojson::{Feature, Geometry, JsonObject, JsonValue, Value as GeometryValue, feature};
 
 use super::fence::Fence;
 use super::index::FenceSet;

@@ -20,7 +20,9 @@ use std::fmt;
 use std::time::Duration;
 
 use geo::{LineString, MultiPolygon, Polygon};
-use geojson::{Feature, GeoJson, Value as GeometryValue, JsonObject, JsonValue, PolygonType, feature};
+use geojson::{
+    Feature, GeoJson, JsonObject, JsonValue, PolygonType, Value as GeometryValue, feature,
+};
 
 use crate::fix::FenceId;
 

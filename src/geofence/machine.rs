@@ -24,6 +24,10 @@ use super::{Fence, FenceSet, Options};
 
 /// Transitions kept per device and fence, for placing late fixes.
 const JOURNAL: usize = 8;
+/// Fences a device has left that keep their journal, per device (the most
+/// recently left): a late fix from a visit beyond them is judged as if the
+/// device had been outside. Bounds a device's state and the work per fix.
+const LEFT_KEPT: usize = 64;
 /// A late fix this long after the previous late fix of its device starts
 /// the replay afresh from the journal.
 const REPLAY_GAP_MS: i64 = 10 * 60 * 1000;
@@ -110,6 +114,12 @@ impl Zones {
             .iter()
             .filter(|(_, t)| t.inside())
             .map(|(id, t)| (id, t.since().and_then(DateTime::from_timestamp_millis)))
+    }
+
+    /// How many fences the device has a track for.
+    #[cfg(test)]
+    pub(super) fn tracked(&self) -> usize {
+        self.tracks.len()
     }
 
     /// True when nothing is worth keeping.
@@ -334,19 +344,40 @@ fn evaluate(
         changed |= step(track, fence, depth, radius, cx, out);
     }
     // The rest are beyond the reach of the fix's error circle and margin
-    // (wholly outside), or their fence is gone.
+    // (wholly outside), or their fence is gone. Fences left earlier, with
+    // no enter under way, have nothing to judge: they only keep a journal.
+    let mut left = 0;
     tracks.retain(|id, track| {
-        if track.seen != stamp {
+        if track.seen != stamp && (track.inside() || track.run > 0) {
             let Some(fence) = cx.set.get(id) else {
                 changed |= !track.journal.is_empty();
                 return false;
             };
             changed |= step(track, fence, f64::NEG_INFINITY, radius, cx, out);
         }
+        left += usize::from(!track.inside() && !track.journal.is_empty());
         !track.journal.is_empty() || track.run > 0
     });
+    if left > LEFT_KEPT {
+        changed |= forget_oldest_left(tracks, left - LEFT_KEPT);
+    }
     out[first..].sort_by(|a, b| (order(a.crossing), &a.fence).cmp(&(order(b.crossing), &b.fence)));
     changed
+}
+
+/// Drops the journals of the `n` fences left longest ago (a removed fence's
+/// too: it is found by the next fix that looks at every track).
+fn forget_oldest_left(tracks: &mut BTreeMap<FenceId, Track>, n: usize) -> bool {
+    let mut left: Vec<(i64, FenceId)> = tracks
+        .iter()
+        .filter(|(_, t)| !t.inside() && t.run == 0)
+        .filter_map(|(id, t)| Some((t.since()?, id.clone())))
+        .collect();
+    left.sort_unstable();
+    for (_, id) in left.iter().take(n) {
+        tracks.remove(id);
+    }
+    n > 0
 }
 
 /// Leaving comes before arriving, arriving before what happens inside.

@@ -544,3 +544,32 @@ fn the_replay_ends_once_live_fixes_move_well_past_the_late_ones() {
     assert_eq!(replay_gone.len(), 1);
     assert!(replay_gone[0].historic);
 }
+
+#[test]
+fn a_device_keeps_the_journals_of_only_the_fences_it_left_most_recently() {
+    // 100 circles of 30 m, 200 m apart along the road east.
+    let fences: Vec<Fence> = (0..100)
+        .map(|i| {
+            let (lat, lon) = at(0.0, 200.0 * f64::from(i));
+            fence(
+                &format!("stop-{i}"),
+                Outline::Circle {
+                    lat,
+                    lon,
+                    radius_m: 30.0,
+                },
+            )
+        })
+        .collect();
+    let mut run = Run::new(fences);
+    let events = run.all(&drive(0, -100.0, 20_000.0));
+    let enters = events.iter().filter(|e| e.2 == Crossing::Enter).count();
+    let exits = events.iter().filter(|e| e.2 == Crossing::Exit).count();
+    assert_eq!((enters, exits), (100, 100));
+    assert_eq!(run.machine.zones().tracked(), 64);
+    // A late fix at the first stop, whose journal is gone: judged as if the
+    // device had been outside then, a historic enter.
+    let late = run.historic(&fix(10, 0.0, 0.0));
+    assert_eq!(late.len(), 1);
+    assert!(late[0].historic);
+}
