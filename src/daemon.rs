@@ -193,6 +193,11 @@ pub async fn run(
         .into_future(),
     );
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
+    crate::systemd::ready(&format!(
+        "running: {} sources, feed on {}",
+        sources.len(),
+        config.feed.listen
+    ));
 
     let fatal = tokio::select! {
         _ = shutdown.cancelled() => None,
@@ -206,6 +211,7 @@ pub async fn run(
         shutdown.cancel();
     }
     tracing::info!("shutting down: stopping intake");
+    crate::systemd::stopping();
     while sources.join_next().await.is_some() {}
     // Held until now so that the writer (and the feed's head) outlive sources
     // that end on their own, such as a replay played once, or none at all.

@@ -24,6 +24,7 @@ pub mod receive;
 pub mod signal;
 pub mod sim;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod uplink;
 pub mod wire;

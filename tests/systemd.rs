@@ -1,0 +1,71 @@
+//! The daemon under a notify socket of the test's own, as systemd runs a
+//! `Type=notify` service: `READY=1` only once it serves, `STOPPING=1` on
+//! SIGTERM, then a clean exit.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, get};
+
+/// The next datagram on the socket, as text, within `timeout`.
+fn next(socket: &UnixDatagram, timeout: Duration) -> Option<String> {
+    socket.set_read_timeout(Some(timeout)).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn ready_once_serving_stopping_on_sigterm_then_a_clean_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let port = free_port();
+    let config = dir.path().join("fixgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[feed]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nbroker = \"off\"\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fixgate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    let ready = next(&socket, Duration::from_secs(20)).expect("no notification at all");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.lines().any(|l| l.starts_with("STATUS=running")),
+        "{ready:?}"
+    );
+    // Ready means serving: the feed answers at once.
+    assert!(
+        get(port, "/healthz").is_ok(),
+        "READY=1 before the feed served"
+    );
+
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = next(&socket, Duration::from_secs(10)).expect("no STOPPING=1");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
