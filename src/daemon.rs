@@ -84,6 +84,7 @@ pub async fn run(
     let (durable_tx, durable_rx) = watch::channel(writer.head());
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
     let health = Arc::new(WriterHealth::default());
+    let writer_health = health.clone();
     let mut checks = Checks::seeded(
         config.filter.clone(),
         config.devices.offline_after,
@@ -193,6 +194,10 @@ pub async fn run(
         .into_future(),
     );
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
+    tokio::spawn(crate::systemd::watchdog(
+        writer_health.clone(),
+        shutdown.clone(),
+    ));
     crate::systemd::ready(&format!(
         "running: {} sources, feed on {}",
         sources.len(),

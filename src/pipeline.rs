@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -29,16 +29,40 @@ use crate::store::{DeviceState, Reader, Writer};
 /// batch never delays the wake-up of readers by much.
 const MAX_BATCH: usize = 256;
 
-/// What the writer shares with health checks (the feed's `/healthz`, later the
+/// What the writer shares with health checks (the feed's `/healthz` and the
 /// systemd watchdog).
 #[derive(Debug, Default)]
 pub struct WriterHealth {
+    /// Milliseconds since `born` when the writer last went round its loop
+    /// (at least every [`TICK`], input or not; also while retrying a
+    /// failing store). A writer stuck anywhere stops moving it.
+    heartbeat_ms: AtomicU64,
+    /// When the writer's health was made.
+    born: std::sync::OnceLock<Instant>,
     /// True while appends are failing (full disk, I/O errors).
     pub store_failing: AtomicBool,
     /// True once appends failed on a full disk. sled refuses every write
     /// after an I/O error, even once space is free again, so the store must
     /// be reopened: the daemon restarts when space returns (see `daemon`).
     pub disk_full: AtomicBool,
+}
+
+impl WriterHealth {
+    fn epoch(&self) -> Instant {
+        *self.born.get_or_init(Instant::now)
+    }
+
+    /// Notes that the writer is alive now.
+    pub fn beat(&self) {
+        let ms = self.epoch().elapsed().as_millis() as u64;
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the writer last went round its loop.
+    pub fn since_beat(&self) -> Duration {
+        let now = self.epoch().elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// What the writer checks fixes against, besides validity.
@@ -161,7 +185,7 @@ fn seed_zones(tracker: &mut Tracker, state: &DeviceState) {
 }
 
 /// How often the writer wakes without input to report silent devices offline.
-const TICK: Duration = Duration::from_secs(1);
+pub const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the writer until every sender is gone and the channel is drained, or
 /// until `shutdown` fires while the store refuses writes.
@@ -181,6 +205,7 @@ pub fn run(
     let mut batch: Vec<Observed> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     loop {
+        health.beat();
         // The timer must be created inside the runtime's context.
         match runtime.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
             Ok(Some(first)) => batch.push(first),
@@ -468,6 +493,8 @@ fn append_with_retry(
                 if started.elapsed() >= GIVE_UP {
                     return Appended::GaveUp;
                 }
+                // Failing, not stuck: it gives up by itself after GIVE_UP.
+                health.beat();
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

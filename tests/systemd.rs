@@ -1,6 +1,6 @@
 //! The daemon under a notify socket of the test's own, as systemd runs a
-//! `Type=notify` service: `READY=1` only once it serves, `STOPPING=1` on
-//! SIGTERM, then a clean exit.
+//! `Type=notify` service with a watchdog: `READY=1` only once it serves,
+//! `WATCHDOG=1` at half the period, `STOPPING=1` on SIGTERM, a clean exit.
 
 mod common;
 
@@ -19,7 +19,7 @@ fn next(socket: &UnixDatagram, timeout: Duration) -> Option<String> {
 }
 
 #[test]
-fn ready_once_serving_stopping_on_sigterm_then_a_clean_exit() {
+fn ready_once_serving_watchdog_fed_stopping_on_sigterm_then_a_clean_exit() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -38,6 +38,8 @@ fn ready_once_serving_stopping_on_sigterm_then_a_clean_exit() {
         .args(["run", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)
+        // As WatchdogSec=400ms would: pings every 200 ms while the writer turns.
+        .env("WATCHDOG_USEC", "400000")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -55,9 +57,26 @@ fn ready_once_serving_stopping_on_sigterm_then_a_clean_exit() {
         "READY=1 before the feed served"
     );
 
+    // The watchdog is fed while the (idle) writer turns.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut pings = 0;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match next(&socket, left) {
+            Some(m) if m.lines().any(|l| l == "WATCHDOG=1") => pings += 1,
+            Some(other) => panic!("unexpected notification {other:?}"),
+            None => break,
+        }
+    }
+    assert!(pings >= 4, "{pings} watchdog pings in 1.5 s");
+
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopping = next(&socket, Duration::from_secs(10)).expect("no STOPPING=1");
+    let stopping = loop {
+        let m = next(&socket, Duration::from_secs(10)).expect("no STOPPING=1");
+        if !m.lines().any(|l| l == "WATCHDOG=1") {
+            break m;
+        }
+    };
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
