@@ -272,7 +272,9 @@ fn a_disk_filled_by_others_sheds_fixes_keeps_serving_and_a_restart_reopens_the_s
     for _ in 0..5 {
         assert_eq!(post(daemon.port, &fleet.next_post(10)), 200);
     }
-    assert!(get(daemon.port, "/api/devices").unwrap().contains("bus-10"));
+    let devices = get(daemon.port, "/api/devices")
+        .unwrap_or_else(|e| panic!("/api/devices on a full disk: {e}\n{}", daemon.log_text()));
+    assert!(devices.contains("bus-10"));
     let health = get(daemon.port, "/healthz").unwrap_err();
     assert!(health.starts_with("503"), "{health}");
     assert!(daemon.child_running(), "{}", daemon.log_text());

@@ -531,6 +531,15 @@ fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: E
     }
 }
 
+/// Geofence state that cannot be read leaves devices without zones rather
+/// than failing the whole snapshot: after a write error (a full disk) sled
+/// may refuse reads of pages it no longer holds, and the positions it still
+/// serves matter more than the zones.
+fn zones_unreadable(err: &sled::Error) {
+    metrics::counter!("fixgate_store_errors_total", "op" => "zones").increment(1);
+    tracing::debug!("store: devices' geofence state not read: {err}");
+}
+
 /// Adds a `G` record to its device's state. A key that is not a device id
 /// (it cannot be written so) is skipped: the state is only geofence
 /// hysteresis, not worth refusing to open the store for.
@@ -833,8 +842,13 @@ impl Reader {
             }
         }
         for item in self.db.scan_prefix([ZONES]) {
-            let (key, value) = item?;
-            merge_zones(&mut states, &key, value.to_vec());
+            match item {
+                Ok((key, value)) => merge_zones(&mut states, &key, value.to_vec()),
+                Err(err) => {
+                    zones_unreadable(&err);
+                    break;
+                }
+            }
         }
         Ok(states.into_values().collect())
     }
@@ -850,8 +864,10 @@ impl Reader {
             }
         }
         let key = state_key(ZONES, device);
-        if let Some(value) = self.db.get(&key)? {
-            merge_zones(&mut states, &key, value.to_vec());
+        match self.db.get(&key) {
+            Ok(Some(value)) => merge_zones(&mut states, &key, value.to_vec()),
+            Ok(None) => {}
+            Err(err) => zones_unreadable(&err),
         }
         Ok(states.into_values().next())
     }
