@@ -61,37 +61,47 @@ impl DeviceId {
         check_id(id)?;
         Ok(Self(Arc::from(id)))
     }
-
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for DeviceId {
-    type Error = DeviceIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(&s)
-    }
+/// What an identifier newtype over `Arc<str>` with a checking `new` shares:
+/// the string view, serde's conversions, and printing as the bare string.
+macro_rules! id_type {
+    ($name:ident) => {
+        impl $name {
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = DeviceIdError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::new(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> Self {
+                id.0.to_string()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+    };
 }
 
-impl From<DeviceId> for String {
-    fn from(d: DeviceId) -> Self {
-        d.0.to_string()
-    }
-}
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
+id_type!(DeviceId);
 
 /// Identifier of a geofence, under the same rules as a [`DeviceId`] (they
 /// go into the same URLs, topics, labels and logs).
@@ -105,37 +115,9 @@ impl FenceId {
         check_id(id)?;
         Ok(Self(Arc::from(id)))
     }
-
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for FenceId {
-    type Error = DeviceIdError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(&s)
-    }
-}
-
-impl From<FenceId> for String {
-    fn from(f: FenceId) -> Self {
-        f.0.to_string()
-    }
-}
-
-impl fmt::Display for FenceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for FenceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
+id_type!(FenceId);
 
 /// Dimension of a position fix, as receivers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ use crate::labels::BoundedLabels;
 use crate::log_limit::{LogLimit, Verdict};
 use crate::presence::Presences;
 use crate::store::{DeviceState, Reader, Writer};
+use crate::wire::quantise;
 
 /// Most events appended in one store batch: bursts are batched, but a
 /// batch never delays the wake-up of readers by much.
@@ -392,8 +393,8 @@ fn check(
                 .increment(1);
             // Judged where the store will say it was: within 8 mm of a
             // boundary the stored position must not contradict its event.
-            position.fix.lat = stored_degrees(position.fix.lat);
-            position.fix.lon = stored_degrees(position.fix.lon);
+            position.fix.lat = stored(quantise::lat(position.fix.lat), quantise::LAT_MAX);
+            position.fix.lon = stored(quantise::lon(position.fix.lon), quantise::LON_MAX);
             let (caused, zones) = checks.geofences.observe(&position);
             // The fix first: the events it caused follow it in the log.
             events.push(Event::Position(position));
@@ -427,10 +428,10 @@ fn check(
     }
 }
 
-/// Degrees at the precision the store and the wire keep.
-fn stored_degrees(v: f64) -> f64 {
-    use crate::wire::quantise::PER_DEGREE;
-    (v * PER_DEGREE).round() / PER_DEGREE
+/// Degrees back from the units the store and the wire keep (a validated
+/// fix is always within range).
+fn stored(units: i64, max: i64) -> f64 {
+    quantise::degrees(units, max).unwrap_or(units as f64 / quantise::PER_DEGREE)
 }
 
 /// How long the writer retries a store that fails for another reason than

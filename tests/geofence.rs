@@ -46,9 +46,9 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&aside, path).expect("rename");
 }
 
-fn config(file: &Path, extra: &str) -> String {
+fn config(file: &Path) -> String {
     format!(
-        "[geofence]\nfiles = [\"{}\"]\nwatch_interval = \"200ms\"\n{extra}\n",
+        "[geofence]\nfiles = [\"{}\"]\nwatch_interval = \"200ms\"\n",
         file.display()
     )
 }
@@ -143,22 +143,22 @@ fn walk(t0: DateTime<Utc>, from: i64, a: f64, b: f64) -> Vec<Value> {
         .collect()
 }
 
+/// A daemon judging the fences of `fence_file` (written to `fences.geojson`
+/// in `dir`) with `extra` configuration, a feed client, and a time base ten
+/// minutes back.
+fn start(dir: &Path, fence_file: &str, extra: &str) -> (Daemon, SseClient, DateTime<Utc>) {
+    let file = dir.join("fences.geojson");
+    std::fs::write(&file, fence_file).unwrap();
+    let daemon = Daemon::start(dir, &format!("{}{extra}", config(&file)));
+    let feed = SseClient::connect(daemon.port, "", None);
+    (daemon, feed, Utc::now() - chrono::Duration::seconds(600))
+}
+
 #[test]
 fn a_drive_through_a_yard_makes_enter_dwell_speeding_and_exit_on_the_feed_and_in_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fences.geojson");
-    std::fs::write(
-        &file,
-        fences(
-            "yard",
-            0.0,
-            r#","speed_limit_kmh":20,"dwell":"5s","operator":"depot-7""#,
-        ),
-    )
-    .unwrap();
-    let daemon = Daemon::start(dir.path(), &config(&file, ""));
-    let feed = SseClient::connect(daemon.port, "", None);
-    let t0 = Utc::now() - chrono::Duration::seconds(600);
+    let extra = r#","speed_limit_kmh":20,"dwell":"5s","operator":"depot-7""#;
+    let (daemon, feed, t0) = start(dir.path(), &fences("yard", 0.0, extra), "");
 
     // In from the west at 10 m/s: the enter is where the 5 m error circle is inside.
     post(daemon.port, "bus-1", &walk(t0, 0, -300.0, 0.0));
@@ -205,11 +205,7 @@ fn a_drive_through_a_yard_makes_enter_dwell_speeding_and_exit_on_the_feed_and_in
 #[test]
 fn a_restart_neither_enters_again_nor_forgets_when_the_visit_began() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fences.geojson");
-    std::fs::write(&file, fences("yard", 0.0, "")).unwrap();
-    let daemon = Daemon::start(dir.path(), &config(&file, ""));
-    let feed = SseClient::connect(daemon.port, "", None);
-    let t0 = Utc::now() - chrono::Duration::seconds(600);
+    let (daemon, feed, t0) = start(dir.path(), &fences("yard", 0.0, ""), "");
     post(daemon.port, "van-2", &[fix(t0, 0, 0.0)]);
     let enter = geofence_events(&feed, 1);
     assert_eq!(types(&enter), vec!["enter:yard"]);
@@ -233,11 +229,7 @@ fn a_restart_neither_enters_again_nor_forgets_when_the_visit_began() {
 #[test]
 fn late_fixes_make_historic_events_and_leave_the_zones_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fences.geojson");
-    std::fs::write(&file, fences("yard", 0.0, "")).unwrap();
-    let daemon = Daemon::start(dir.path(), &config(&file, ""));
-    let feed = SseClient::connect(daemon.port, "", None);
-    let t0 = Utc::now() - chrono::Duration::seconds(600);
+    let (daemon, feed, t0) = start(dir.path(), &fences("yard", 0.0, ""), "");
     // Live: inside at t0+100.
     post(daemon.port, "trk-3", &[fix(t0, 100, 0.0)]);
     assert_eq!(types(&geofence_events(&feed, 1)), vec!["enter:yard"]);
@@ -261,11 +253,8 @@ fn late_fixes_make_historic_events_and_leave_the_zones_alone() {
 #[test]
 fn a_changed_fence_file_is_reloaded_an_invalid_one_is_refused_and_sighup_rereads_the_config() {
     let dir = tempfile::tempdir().unwrap();
+    let (daemon, feed, t0) = start(dir.path(), &fences("old", 0.0, ""), "");
     let file = dir.path().join("fences.geojson");
-    std::fs::write(&file, fences("old", 0.0, "")).unwrap();
-    let daemon = Daemon::start(dir.path(), &config(&file, ""));
-    let feed = SseClient::connect(daemon.port, "", None);
-    let t0 = Utc::now() - chrono::Duration::seconds(600);
     let ids = |port| -> Vec<String> {
         let api: Value = serde_json::from_str(&get(port, "/api/geofences").unwrap()).unwrap();
         let mut ids: Vec<String> = api["features"]
@@ -340,18 +329,12 @@ fn a_changed_fence_file_is_reloaded_an_invalid_one_is_refused_and_sighup_rereads
 #[test]
 fn geofence_events_go_upstream_with_the_fix_that_caused_them() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fences.geojson");
-    std::fs::write(&file, fences("yard", 0.0, "")).unwrap();
     let port = common::free_port();
     let upstream = common::receiver::Receiver::http(dir.path(), port);
-    let daemon = Daemon::start(
-        dir.path(),
-        &format!(
-            "{}\n[uplink]\ntransport = \"http\"\nurl = \"http://127.0.0.1:{port}/batches\"\nmax_age = \"100ms\"\n",
-            config(&file, "")
-        ),
+    let uplink = format!(
+        "\n[uplink]\ntransport = \"http\"\nurl = \"http://127.0.0.1:{port}/batches\"\nmax_age = \"100ms\"\n"
     );
-    let t0 = Utc::now() - chrono::Duration::seconds(600);
+    let (daemon, _feed, t0) = start(dir.path(), &fences("yard", 0.0, ""), &uplink);
     post(daemon.port, "bus-9", &walk(t0, 0, -300.0, 0.0));
     let records = upstream.wait_until(WAIT, |r| r.iter().any(|r| r["event"] == "geofence"));
     let enter = records

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence};
+use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence, Position};
 
-use super::{Fence, FenceSet, Options};
+use super::{Fence, FenceSet, Options, Rules};
 
 /// Transitions kept per device and fence, for placing late fixes.
 const JOURNAL: usize = 8;
@@ -196,21 +196,42 @@ impl Machine {
         self.live.tracks.is_empty() && self.replay.is_none()
     }
 
-    /// Evaluates a live fix, later than every live fix before it. Adds the
-    /// events it causes to `out`; returns true when the live state to
-    /// persist changed.
-    pub fn live(
+    /// Judges an accepted position: a live one (later than every live one
+    /// before it) moves the live state, a historic one is judged in its place
+    /// in the device's past without touching it. Adds the events it causes
+    /// to `out` (marked historic for a historic position); returns true when
+    /// the live state to persist changed.
+    pub fn observe(
         &mut self,
-        device: &DeviceId,
-        fix: &Fix,
-        set: &FenceSet,
-        options: &Options,
+        position: &Position,
+        rules: &Rules,
         scratch: &mut Vec<usize>,
         out: &mut Vec<Geofence>,
     ) -> bool {
         self.stamp += 1;
+        let cx = Context {
+            device: &position.device,
+            fix: &position.fix,
+            set: &rules.fences,
+            options: &rules.options,
+            historic: position.historic,
+        };
+        if position.historic {
+            self.historic(&cx, scratch, out);
+            false
+        } else {
+            self.live(&cx, scratch, out)
+        }
+    }
+
+    fn live(
+        &mut self,
+        cx: &Context<'_>,
+        scratch: &mut Vec<usize>,
+        out: &mut Vec<Geofence>,
+    ) -> bool {
         // A live fix well past the last late one: that batch is over.
-        let at = fix.time.timestamp_millis();
+        let at = cx.fix.time.timestamp_millis();
         if self
             .replay
             .as_ref()
@@ -218,28 +239,11 @@ impl Machine {
         {
             self.replay = None;
         }
-        let cx = Context {
-            device,
-            fix,
-            set,
-            options,
-            historic: false,
-        };
-        evaluate(&mut self.live.tracks, self.stamp, &cx, scratch, out)
+        evaluate(&mut self.live.tracks, self.stamp, cx, scratch, out)
     }
 
-    /// Evaluates a late fix in its place in the device's past; its events
-    /// are marked historic and the live state does not change.
-    pub fn historic(
-        &mut self,
-        device: &DeviceId,
-        fix: &Fix,
-        set: &FenceSet,
-        options: &Options,
-        scratch: &mut Vec<usize>,
-        out: &mut Vec<Geofence>,
-    ) {
-        let at = fix.time.timestamp_millis();
+    fn historic(&mut self, cx: &Context<'_>, scratch: &mut Vec<usize>, out: &mut Vec<Geofence>) {
+        let at = cx.fix.time.timestamp_millis();
         let live = &self.live;
         let fresh = match &self.replay {
             None => true,
@@ -264,15 +268,7 @@ impl Machine {
         let Some(replay) = self.replay.as_mut() else {
             return;
         };
-        self.stamp += 1;
-        let cx = Context {
-            device,
-            fix,
-            set,
-            options,
-            historic: true,
-        };
-        evaluate(&mut replay.tracks, self.stamp, &cx, scratch, out);
+        evaluate(&mut replay.tracks, self.stamp, cx, scratch, out);
         replay.last = at;
         // Nothing to carry to the next late fix: a device far from every
         // fence keeps no replay (nor, through `is_idle`, a machine).

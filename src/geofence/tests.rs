@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use geo::{MultiPolygon, Polygon, polygon};
 
 use super::*;
-use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence};
+use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence, Position};
 
 /// Metres per degree of latitude (as the shapes use).
 const M: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
@@ -57,9 +57,16 @@ fn fix(secs: i64, north: f64, east: f64) -> Fix {
     f
 }
 
+/// The fences under the default options.
+fn rules(fences: Vec<Fence>) -> Rules {
+    Rules {
+        fences: FenceSet::new(fences).unwrap(),
+        options: Options::default(),
+    }
+}
+
 struct Run {
-    set: FenceSet,
-    options: Options,
+    rules: Rules,
     machine: Machine,
     device: DeviceId,
     scratch: Vec<usize>,
@@ -68,37 +75,37 @@ struct Run {
 impl Run {
     fn new(fences: Vec<Fence>) -> Self {
         Self {
-            set: FenceSet::new(fences).unwrap(),
-            options: Options::default(),
+            rules: rules(fences),
             machine: Machine::default(),
             device: DeviceId::new("bus-1").unwrap(),
             scratch: Vec::new(),
         }
     }
 
-    fn live(&mut self, fix: &Fix) -> Vec<Geofence> {
+    /// The position of this run's device at `fix`.
+    fn position(&self, fix: &Fix, historic: bool) -> Position {
+        let mut p = Position::new(self.device.clone(), fix.clone());
+        p.historic = historic;
+        p
+    }
+
+    /// Judges a fix; its events, and whether the live state changed.
+    fn judge(&mut self, fix: &Fix, historic: bool) -> (Vec<Geofence>, bool) {
         let mut out = Vec::new();
-        self.machine.live(
-            &self.device,
-            fix,
-            &self.set,
-            &self.options,
-            &mut self.scratch,
-            &mut out,
-        );
-        out
+        let position = self.position(fix, historic);
+        let changed = self
+            .machine
+            .observe(&position, &self.rules, &mut self.scratch, &mut out);
+        (out, changed)
+    }
+
+    fn live(&mut self, fix: &Fix) -> Vec<Geofence> {
+        self.judge(fix, false).0
     }
 
     fn historic(&mut self, fix: &Fix) -> Vec<Geofence> {
-        let mut out = Vec::new();
-        self.machine.historic(
-            &self.device,
-            fix,
-            &self.set,
-            &self.options,
-            &mut self.scratch,
-            &mut out,
-        );
+        let (out, changed) = self.judge(fix, true);
+        assert!(!changed, "a late fix changed the live state");
         out
     }
 
@@ -365,17 +372,7 @@ fn stored_zones_of_another_version_or_garbage_are_errors() {
 #[test]
 fn only_changes_of_side_dwell_or_speeding_ask_to_be_persisted() {
     let mut run = Run::new(vec![yard()]);
-    let mut out = Vec::new();
-    let mut persist = |run: &mut Run, f: &Fix| {
-        run.machine.live(
-            &run.device,
-            f,
-            &run.set,
-            &run.options,
-            &mut run.scratch,
-            &mut out,
-        )
-    };
+    let persist = |run: &mut Run, f: &Fix| run.judge(f, false).1;
     assert!(!persist(&mut run, &fix(0, 0.0, -500.0)));
     assert!(persist(&mut run, &fix(1, 0.0, 0.0)));
     assert!(!persist(&mut run, &fix(2, 0.0, 1.0)));
@@ -427,7 +424,7 @@ fn a_late_fix_outside_during_a_live_visit_is_a_historic_exit() {
 fn a_removed_fence_drops_its_state_without_events() {
     let mut run = Run::new(vec![yard()]);
     run.all(&[fix(0, 0.0, 0.0)]);
-    run.set = FenceSet::new(vec![]).unwrap();
+    run.rules = rules(vec![]);
     assert_eq!(run.all(&[fix(1, 0.0, 0.0)]), vec![]);
     assert_eq!(run.machine.zones().inside().count(), 0);
     assert!(run.machine.zones().is_empty());
@@ -457,17 +454,13 @@ fn circles_enter_and_exit_by_distance_from_the_centre() {
 
 #[test]
 fn the_tracker_keeps_a_pending_enter_and_persists_only_live_changes() {
-    let rules = Arc::new(Rules {
-        fences: FenceSet::new(vec![yard()]).unwrap(),
-        options: Options::default(),
-    });
-    let mut tracker = Tracker::new(Some(rules));
+    let mut tracker = Tracker::new(Some(Arc::new(rules(vec![yard()]))));
     let device = DeviceId::new("bus-1").unwrap();
     // Poor fixes inside: the enter needs three of them in a row.
     let poor = |s: i64| {
         let mut f = fix(s, 0.0, 0.0);
         f.accuracy = Some(500.0);
-        crate::fix::Position::new(device.clone(), f)
+        Position::new(device.clone(), f)
     };
     for s in 0..2 {
         let (events, persist) = tracker.observe(&poor(s));
@@ -499,14 +492,10 @@ fn the_tracker_keeps_a_pending_enter_and_persists_only_live_changes() {
 
 #[test]
 fn a_late_fix_far_from_every_fence_leaves_no_machine_behind() {
-    let rules = Arc::new(Rules {
-        fences: FenceSet::new(vec![yard()]).unwrap(),
-        options: Options::default(),
-    });
-    let mut tracker = Tracker::new(Some(rules));
+    let mut tracker = Tracker::new(Some(Arc::new(rules(vec![yard()]))));
     for i in 0..100 {
         let device = DeviceId::new(&format!("far-{i}")).unwrap();
-        let mut late = crate::fix::Position::new(device.clone(), fix(i, 0.0, 5000.0));
+        let mut late = Position::new(device.clone(), fix(i, 0.0, 5000.0));
         late.historic = true;
         assert_eq!(tracker.observe(&late).0.count(), 0);
         assert!(tracker.zones(&device).is_none(), "{device} kept a machine");

@@ -84,24 +84,7 @@ impl Tracker {
         };
         if !rules.fences.is_empty() || self.machines.contains_key(&position.device) {
             let machine = self.machines.entry(position.device.clone()).or_default();
-            let Rules { fences, options } = &**rules;
-            if position.historic {
-                machine.historic(
-                    &position.device,
-                    &position.fix,
-                    fences,
-                    options,
-                    &mut self.scratch,
-                    &mut self.events,
-                );
-            } else if machine.live(
-                &position.device,
-                &position.fix,
-                fences,
-                options,
-                &mut self.scratch,
-                &mut self.events,
-            ) {
+            if machine.observe(position, rules, &mut self.scratch, &mut self.events) {
                 persist = Some(machine.zones().encode());
             }
             if machine.is_idle() {
