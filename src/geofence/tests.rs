@@ -562,3 +562,27 @@ fn a_device_keeps_the_journals_of_only_the_fences_it_left_most_recently() {
     assert_eq!(late.len(), 1);
     assert!(late[0].historic);
 }
+
+#[test]
+fn a_live_fix_well_after_the_late_ones_ends_the_replay_and_frees_the_machine() {
+    let mut tracker = Tracker::new(Some(Arc::new(rules(vec![yard()]))));
+    let device = DeviceId::new("trk-5").unwrap();
+    // Live far away, then a late fix inside: a historic enter, held in a replay.
+    assert_eq!(
+        tracker
+            .observe(&Position::new(device.clone(), fix(100, 0.0, 5000.0)))
+            .0
+            .count(),
+        0
+    );
+    let mut late = Position::new(device.clone(), fix(50, 0.0, 0.0));
+    late.historic = true;
+    assert_eq!(tracker.observe(&late).0.count(), 1);
+    assert!(
+        tracker.zones(&device).is_some(),
+        "the replay keeps the machine"
+    );
+    // A live fix far away 20 min later: the replay is over, nothing is left.
+    tracker.observe(&Position::new(device.clone(), fix(1300, 0.0, 5000.0)));
+    assert!(tracker.zones(&device).is_none());
+}
