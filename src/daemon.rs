@@ -46,7 +46,7 @@ pub async fn run(
     }
     // First: it takes over SIGHUP, which would otherwise end the process.
     let (geofences, _fence_watch) =
-        crate::fence_watch::start(config_path, config.geofence.clone(), shutdown.clone());
+        crate::fence_watch::start(config_path, config.clone(), shutdown.clone());
 
     let options = StoreOptions {
         path: config.store.path.clone(),

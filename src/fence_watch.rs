@@ -1,6 +1,7 @@
 //! Keeps the geofence rules current: loaded at start, again on SIGHUP (the
-//! configuration file's `[geofence]` section and every fence file) and when
-//! a fence file changes. A set that does not load is refused whole, with the
+//! configuration file's `[geofence]` section and every fence file, with the
+//! rest of the file handed to [`crate::reload`]) and when a fence file
+//! changes. A set that does not load is refused whole, with the
 //! reason logged, and the rules in force stay.
 
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ fn try_load(section: &config::Geofence, why: &str) -> Option<Arc<Rules>> {
 /// otherwise end the daemon).
 pub fn start(
     config_path: Option<PathBuf>,
-    section: config::Geofence,
+    running: config::Config,
     shutdown: CancellationToken,
 ) -> (Current, tokio::task::JoinHandle<()>) {
     let hangup = match signal(SignalKind::hangup()) {
@@ -61,9 +62,9 @@ pub fn start(
             None
         }
     };
-    let rules = try_load(&section, "start");
+    let rules = try_load(&running.geofence, "start");
     let (tx, rx) = watch::channel(rules);
-    let task = tokio::spawn(watch_task(config_path, section, hangup, tx, shutdown));
+    let task = tokio::spawn(watch_task(config_path, running, hangup, tx, shutdown));
     (rx, task)
 }
 
@@ -82,11 +83,12 @@ fn stamps(section: &config::Geofence) -> Vec<Stamp> {
 
 async fn watch_task(
     config_path: Option<PathBuf>,
-    mut section: config::Geofence,
+    mut running: config::Config,
     mut hangup: Option<tokio::signal::unix::Signal>,
     tx: watch::Sender<Option<Arc<Rules>>>,
     shutdown: CancellationToken,
 ) {
+    let mut section = running.geofence.clone();
     let mut seen = stamps(&section);
     let mut every = section.watch_interval;
     let mut tick = ticker(every);
@@ -102,10 +104,11 @@ async fn watch_task(
             _ = tick.tick() => false,
         };
         if reread_config {
-            tracing::info!("SIGHUP received: reloading the geofences");
+            tracing::info!("SIGHUP received: reloading the configuration and the geofences");
             if let Some(path) = config_path.clone() {
                 match blocking(move || config::load(&path)).await {
                     Some(Ok(config)) => {
+                        crate::reload::apply(&mut running, &config);
                         section = config.geofence;
                         if section.watch_interval != every {
                             every = section.watch_interval;

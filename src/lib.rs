@@ -21,6 +21,7 @@ pub mod mqtt_client;
 pub mod pipeline;
 pub mod presence;
 pub mod receive;
+pub mod reload;
 pub mod signal;
 pub mod sim;
 pub mod store;

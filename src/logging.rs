@@ -1,5 +1,7 @@
-//! Diagnostics: `tracing` to stderr (journald picks it up under systemd),
-//! with the embedded broker's own logging tamed.
+//! Diagnostics: `tracing` to journald when systemd started us with stderr
+//! connected to the journal (native protocol: priorities, the target and
+//! the event's fields as journal fields), else plain text on stderr; with
+//! the embedded broker's own logging tamed.
 //!
 //! rumqttd logs every accepted connection at INFO and every refused or broken
 //! one at ERROR, so a fleet of flaky trackers, or one client retrying a
@@ -9,41 +11,141 @@
 //! log level (`info,rumqttd=debug`) prints them all again, for debugging.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::log_limit::{LogLimit, Verdict};
 
 /// The target of the embedded broker's events.
 const BROKER: &str = "rumqttd";
 
-/// Installs the global subscriber. `level` is an `EnvFilter` directive list;
-/// `RUST_LOG` overrides it.
-pub fn init(level: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+/// Where diagnostics go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// systemd's journal, over its native socket.
+    Journald,
+    /// Plain text on stderr (colour only at a terminal).
+    Stderr,
+}
+
+/// Changes the filter in force, for a SIGHUP that brings a new `log.level`.
+static RELOAD: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// The filter for a configured level: `RUST_LOG` when set wins, and the
+/// broker's own events are off unless the directives name it.
+fn filter(level: &str) -> Result<(EnvFilter, bool), tracing_subscriber::filter::ParseError> {
     let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
     let broker_verbatim = directives.contains(BROKER);
     let mut filter = EnvFilter::try_new(&directives)?;
     if !broker_verbatim {
         filter = filter.add_directive(format!("{BROKER}=off").parse()?);
     }
-    // Colour only for a person at a terminal; journald and log files get plain text.
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // stdout is for data (`fixgate nmea`); diagnostics go to stderr, as journald expects.
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
+    Ok((filter, broker_verbatim))
+}
+
+/// Whether systemd connected our stderr to the journal: it says so in
+/// `JOURNAL_STREAM` (`device:inode` of that stream), and the check that the
+/// stream is still our stderr keeps a child that inherited the variable
+/// with other output from logging to the journal by mistake.
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(stderr).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// The journal's priorities for tracing's levels: syslog's meaning of
+/// "notice" is unusual-but-fine, which INFO is not, so INFO is
+/// informational (6) and DEBUG and TRACE are debug (7).
+fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
+}
+
+/// Installs the global subscriber and says where it writes. `level` is an
+/// `EnvFilter` directive list; `RUST_LOG` overrides it.
+pub fn init(level: &str) -> Result<Output, tracing_subscriber::filter::ParseError> {
+    let (filter, broker_verbatim) = filter(level)?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let mut journal_error = None;
+    let journald = if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => Some(
+                layer
+                    .with_syslog_identifier("fixgate".to_owned())
+                    .with_priority_mappings(priorities()),
+            ),
+            Err(err) => {
+                journal_error = Some(err);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // The filter applies to the output only: the broker's events reach
+    // BrokerEvents whatever the level says.
+    let (output, layer): (Output, Box<dyn Layer<Registry> + Send + Sync>) = match journald {
+        Some(journald) => (Output::Journald, Box::new(journald)),
+        None => (
+            Output::Stderr,
+            Box::new(
+                tracing_subscriber::fmt::layer()
+                    // Colour only for a person at a terminal; files get plain text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    // stdout is for data (`fixgate nmea`); diagnostics go to stderr.
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
     let broker = (!broker_verbatim).then(|| {
         BrokerEvents::default().with_filter(Targets::new().with_target(BROKER, Level::WARN))
     });
-    tracing_subscriber::registry().with(fmt).with(broker).init();
-    Ok(())
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .with(broker)
+        .init();
+    let _ = RELOAD.set(handle);
+    if let Some(err) = journal_error {
+        tracing::warn!(
+            "JOURNAL_STREAM is set but the journal's socket cannot be used ({err}): logging plain text to stderr"
+        );
+    }
+    Ok(output)
+}
+
+/// Puts a new `log.level` in force (on SIGHUP). `RUST_LOG`, when set, still
+/// wins, as at start.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let (filter, _) = filter(level).map_err(|e| e.to_string())?;
+    match RELOAD.get() {
+        Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+        None => Err("logging is not initialised".to_owned()),
+    }
 }
 
 /// Counts the broker's warnings and errors and reports each kind at most once a minute.

@@ -449,11 +449,17 @@ fn main() -> ExitCode {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    fixgate::logging::init(&config.log.level).context("log level (log.level or RUST_LOG)")?;
+    let output =
+        fixgate::logging::init(&config.log.level).context("log level (log.level or RUST_LOG)")?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        log = ?output,
+        "starting"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fixgate")

@@ -75,6 +75,7 @@ pub async fn events(
             .insert("retry-after", HeaderValue::from_static("5"));
         return response;
     };
+    tracing::debug!(?start, "feed client connected");
     let keepalive = KeepAlive::new()
         .interval(state.options.keepalive)
         .text("keepalive");
@@ -103,6 +104,7 @@ impl Connected {
 impl Drop for Connected {
     fn drop(&mut self) {
         metrics::gauge!("fixgate_sse_clients").decrement(1.0);
+        tracing::debug!("feed client left");
     }
 }
 
