@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use crate::config::{Broker, Config, Demo, DemoVia};
 use crate::feed::{self, FeedOptions, FeedState};
 use crate::fix::SourceKind;
+use crate::health::{Pulse, Pulses};
 use crate::ingest::http::HttpIntake;
 use crate::ingest::intake::Rejects;
 use crate::ingest::mqtt::{self, Messages};
@@ -155,12 +156,23 @@ pub async fn run(
     .context("cannot start the uplink")?;
 
     let mut sources = JoinSet::new();
-    start_sources(&config, &tx, &shutdown, &mut sources);
+    // The sources' loops, as the watchdog sees them.
+    let pulses = Arc::new(Pulses::default());
+    start_sources(&config, &tx, &pulses, &shutdown, &mut sources);
     let rejects = Arc::new(Rejects::new(config.devices.max_devices));
     // Cancelled by a part that cannot go on (the embedded broker): the
     // daemon then stops with an error and systemd restarts it.
     let failed = CancellationToken::new();
-    start_mqtt(&config, &tx, &rejects, &shutdown, &failed, &mut sources)?;
+    let mqtt_pulse = pulses.register("the MQTT intake");
+    start_mqtt(
+        &config,
+        &tx,
+        &rejects,
+        &mqtt_pulse,
+        &shutdown,
+        &failed,
+        &mut sources,
+    )?;
 
     let state = FeedState::new(
         store.reader(),
@@ -196,6 +208,13 @@ pub async fn run(
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
     tokio::spawn(crate::systemd::watchdog(
         writer_health.clone(),
+        pulses,
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::status::run(
+        writer_health.clone(),
+        store.clone(),
+        uplink.as_ref().map(|u| u.connected.clone()),
         shutdown.clone(),
     ));
     crate::systemd::ready(&format!(
@@ -228,7 +247,7 @@ pub async fn run(
     let _ = flusher.await;
     if let Some(uplink) = uplink {
         // It records what was acknowledged before the last flush.
-        let _ = uplink.await;
+        let _ = uplink.task.await;
     }
     let final_store = store.clone();
     tokio::task::spawn_blocking(move || final_store.flush())
@@ -303,12 +322,20 @@ async fn reopen_when_room(
 fn start_sources(
     config: &Config,
     tx: &mpsc::Sender<crate::fix::Observed>,
+    pulses: &Pulses,
     shutdown: &CancellationToken,
     sources: &mut JoinSet<()>,
 ) {
     let clock = config.gateway.clock;
     for s in &config.serial {
-        sources.spawn(serial::run(s.clone(), clock, tx.clone(), shutdown.clone()));
+        let pulse = pulses.register(format!("serial receiver {}", s.device));
+        sources.spawn(serial::run(
+            s.clone(),
+            clock,
+            tx.clone(),
+            pulse,
+            shutdown.clone(),
+        ));
     }
     for r in &config.replay {
         sources.spawn(replay::run(r.clone(), clock, tx.clone(), shutdown.clone()));
@@ -379,6 +406,7 @@ fn start_mqtt(
     config: &Config,
     tx: &mpsc::Sender<crate::fix::Observed>,
     rejects: &Arc<Rejects>,
+    pulse: &Arc<Pulse>,
     shutdown: &CancellationToken,
     failed: &CancellationToken,
     sources: &mut JoinSet<()>,
@@ -392,6 +420,7 @@ fn start_mqtt(
             rejects.clone(),
             tx.clone(),
         )
+        .with_pulse(pulse.clone())
     };
     match &config.mqtt.broker {
         Broker::Off => {}

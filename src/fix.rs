@@ -513,11 +513,40 @@ impl SourceKind {
     }
 }
 
+/// What kind of device sent a fix, told by the protocol it speaks; a
+/// metrics label, so that a fleet's trackers and the depot's receivers can
+/// be told apart whichever transport carried them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceClass {
+    /// A GNSS receiver speaking NMEA (serial, replayed, or over MQTT).
+    NmeaReceiver,
+    /// A tracker posting or publishing fixgate JSON.
+    JsonTracker,
+    /// The OwnTracks app (MQTT).
+    OwnTracks,
+    /// An OsmAnd-protocol client such as Traccar Client (HTTP).
+    OsmAnd,
+}
+
+impl DeviceClass {
+    /// The lower-case label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NmeaReceiver => "nmea_receiver",
+            Self::JsonTracker => "json_tracker",
+            Self::OwnTracks => "owntracks",
+            Self::OsmAnd => "osmand",
+        }
+    }
+}
+
 /// A fix on its way from a source to the pipeline.
 #[derive(Debug, Clone)]
 pub struct Observed {
     /// The kind of source that decoded it.
     pub source: SourceKind,
+    /// The kind of device that sent it.
+    pub class: DeviceClass,
     /// The device and its fix.
     pub position: Position,
 }

@@ -46,6 +46,12 @@ pub struct WriterHealth {
     /// after an I/O error, even once space is free again, so the store must
     /// be reopened: the daemon restarts when space returns (see `daemon`).
     pub disk_full: AtomicBool,
+    /// Fixes accepted and stored since start (the status line's rate).
+    pub accepted: AtomicU64,
+    /// Devices tracked.
+    pub devices: AtomicU64,
+    /// Devices online now.
+    pub online: AtomicU64,
 }
 
 impl WriterHealth {
@@ -246,11 +252,22 @@ pub fn run(
             }));
         }
         metrics::gauge!("fixgate_devices_tracked").set(checks.presence.len() as f64);
+        health
+            .devices
+            .store(checks.presence.len() as u64, Ordering::Relaxed);
+        health
+            .online
+            .store(checks.presence.online() as u64, Ordering::Relaxed);
         if events.is_empty() && checks.zones.is_empty() {
             continue;
         }
         match append_with_retry(&mut writer, &events, &checks.zones, &health, &shutdown) {
             Appended::Stored(seq) => {
+                let fixes = events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Position(_)))
+                    .count();
+                health.accepted.fetch_add(fixes as u64, Ordering::Relaxed);
                 metrics::gauge!("fixgate_store_head_seq").set(seq as f64);
                 head.send_replace(seq);
             }
@@ -338,6 +355,7 @@ fn check(
     dropped_log: &mut LogLimit<(DeviceId, &'static str)>,
 ) {
     let source = observed.source.as_str();
+    let class = observed.class.as_str();
     let mut position = observed.position;
     let device = position.device.clone();
     if checks
@@ -389,7 +407,7 @@ fn check(
         Ok(historic) => {
             position.historic = historic;
             let kind = if historic { "historic" } else { "live" };
-            metrics::counter!("fixgate_fixes_accepted_total", "source" => source, "kind" => kind)
+            metrics::counter!("fixgate_fixes_accepted_total", "source" => source, "class" => class, "kind" => kind)
                 .increment(1);
             // Judged where the store will say it was: within 8 mm of a
             // boundary the stored position must not contradict its event.

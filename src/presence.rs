@@ -16,6 +16,8 @@ pub struct Presences {
     offline_after: Duration,
     /// Last arrival and the presence last reported, per device.
     devices: HashMap<DeviceId, (Instant, Presence)>,
+    /// How many of them are online.
+    online: usize,
 }
 
 impl Presences {
@@ -24,7 +26,13 @@ impl Presences {
         Self {
             offline_after,
             devices: HashMap::new(),
+            online: 0,
         }
+    }
+
+    /// Devices online now.
+    pub fn online(&self) -> usize {
+        self.online
     }
 
     /// Devices tracked.
@@ -46,7 +54,12 @@ impl Presences {
     /// now: an online device that keeps reporting causes no new event, one
     /// that stays silent goes offline after the usual silence.
     pub fn seed(&mut self, device: DeviceId, presence: Presence, now: Instant) {
-        self.devices.insert(device, (now, presence));
+        if presence == Presence::Online {
+            self.online += 1;
+        }
+        if let Some((_, Presence::Online)) = self.devices.insert(device, (now, presence)) {
+            self.online -= 1;
+        }
     }
 
     /// Forgets the offline device heard from longest ago, to make room for a
@@ -76,6 +89,7 @@ impl Presences {
                 self.devices.insert(device.clone(), (now, Presence::Online));
             }
         }
+        self.online += 1;
         Some(Presence::Online)
     }
 
@@ -92,6 +106,7 @@ impl Presences {
                 device.clone()
             })
             .collect();
+        self.online -= gone.len();
         gone.sort();
         gone
     }
@@ -131,8 +146,14 @@ mod tests {
         p.heard(&id("b"), t0 + Duration::from_secs(5));
         assert_eq!(p.evict_offline(), None, "online devices stay");
         p.expire(t0 + Duration::from_secs(20));
+        assert_eq!(p.online(), 0);
         assert_eq!(p.evict_offline(), Some(id("a")));
         assert!(!p.knows(&id("a")) && p.knows(&id("b")));
+        assert_eq!(
+            p.heard(&id("b"), t0 + Duration::from_secs(21)),
+            Some(Presence::Online)
+        );
+        assert_eq!((p.len(), p.online()), (1, 1));
     }
 
     #[test]
@@ -142,8 +163,10 @@ mod tests {
         p.seed(id("a"), Presence::Online, t0);
         p.seed(id("b"), Presence::Online, t0);
         p.seed(id("c"), Presence::Offline, t0);
+        assert_eq!(p.online(), 2);
         assert_eq!(p.heard(&id("a"), t0 + Duration::from_secs(5)), None);
         assert_eq!(p.expire(t0 + Duration::from_secs(12)), vec![id("b")]);
+        assert_eq!(p.online(), 1);
         assert_eq!(
             p.heard(&id("c"), t0 + Duration::from_secs(13)),
             Some(Presence::Online)

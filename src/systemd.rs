@@ -1,7 +1,8 @@
 //! Telling systemd how the daemon is doing (`sd_notify`): `READY=1` once the
 //! store is open and the listeners are bound, `STATUS=` lines, `STOPPING=1`
-//! when shutdown begins, and `WATCHDOG=1` while the writer is alive. Outside
-//! systemd (no `NOTIFY_SOCKET`) every call does nothing.
+//! when shutdown begins, and `WATCHDOG=1` while the writer turns and no
+//! source is stuck. Outside systemd (no `NOTIFY_SOCKET`) every call does
+//! nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Pulses;
 use crate::pipeline::WriterHealth;
 
 /// A writer that has not gone round its loop for this long is stuck: its
@@ -21,11 +23,25 @@ pub fn alive(since_beat: Duration) -> bool {
     since_beat < STALLED
 }
 
+/// What stops the watchdog's pings, if anything: a writer that has not
+/// turned for [`STALLED`], or a source busy with one message that long.
+pub fn stuck(health: &WriterHealth, sources: &Pulses) -> Option<(String, Duration)> {
+    let since = health.since_beat();
+    if !alive(since) {
+        return Some(("the writer".to_owned(), since));
+    }
+    sources.stalled(STALLED)
+}
+
 /// Feeds systemd's watchdog (when `WatchdogSec=` set one) at half its
-/// period, but only while the writer is alive: a stuck writer stops the
-/// pings and systemd restarts the daemon. A bare timer would keep a hung
+/// period, but only while the pipeline moves: a stuck writer or source stops
+/// the pings and systemd restarts the daemon. A bare timer would keep a hung
 /// pipeline running for ever.
-pub async fn watchdog(health: Arc<WriterHealth>, shutdown: CancellationToken) {
+pub async fn watchdog(
+    health: Arc<WriterHealth>,
+    sources: Arc<Pulses>,
+    shutdown: CancellationToken,
+) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -40,20 +56,23 @@ pub async fn watchdog(health: Arc<WriterHealth>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let since = health.since_beat();
-        if alive(since) {
-            if withheld {
-                tracing::info!("the writer moves again: feeding the watchdog");
-                withheld = false;
+        match stuck(&health, &sources) {
+            None => {
+                if withheld {
+                    tracing::info!("the pipeline moves again: feeding the watchdog");
+                    withheld = false;
+                }
+                send(&[NotifyState::Watchdog]);
             }
-            send(&[NotifyState::Watchdog]);
-        } else if !withheld {
-            withheld = true;
-            metrics::counter!("fixgate_watchdog_withheld_total").increment(1);
-            tracing::error!(
-                stalled_s = since.as_secs(),
-                "THE WRITER IS STUCK: withholding watchdog pings so that systemd restarts the daemon"
-            );
+            Some((what, since)) if !withheld => {
+                withheld = true;
+                metrics::counter!("fixgate_watchdog_withheld_total").increment(1);
+                tracing::error!(
+                    stalled_s = since.as_secs(),
+                    "{what} IS STUCK: withholding watchdog pings so that systemd restarts the daemon"
+                );
+            }
+            Some(_) => {}
         }
     }
 }
@@ -61,6 +80,11 @@ pub async fn watchdog(health: Arc<WriterHealth>, shutdown: CancellationToken) {
 /// The daemon is up: `READY=1` with a status line.
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A new status line (`systemctl status` shows the latest).
+pub fn status(line: &str) {
+    send(&[NotifyState::Status(line)]);
 }
 
 /// Shutdown has begun: `STOPPING=1`, so that systemd waits for the flush
@@ -93,5 +117,10 @@ mod tests {
         assert!(alive(STALLED - Duration::from_millis(1)));
         assert!(!alive(STALLED));
         assert!(!alive(Duration::from_secs(3600)));
+        let sources = Pulses::default();
+        assert_eq!(stuck(&health, &sources), None);
+        let serial = sources.register("serial bus-7");
+        let _busy = serial.busy();
+        assert_eq!(stuck(&health, &sources), None, "busy, not yet stuck");
     }
 }

@@ -181,6 +181,13 @@ fn osmand_protocol_as_traccar_client_sends_it() {
         send(daemon.port, "GET", "/osmand?lat=1&lon=2", None, "").0,
         400
     );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_fixes_accepted_total",
+            &[("source", "http"), ("class", "osmand")]
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]

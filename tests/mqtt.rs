@@ -53,6 +53,57 @@ fn mosquitto_pub_into_the_embedded_broker_reaches_the_store_and_the_feed() {
     let bus = device(&all, "bus-7").expect("bus-7 in /api/devices");
     assert_eq!(bus["status"], "online");
     assert_eq!(bus["fix"]["lat"], 52.0901);
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_fixes_accepted_total",
+            &[("source", "mqtt"), ("class", "json_tracker")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn the_embedded_brokers_connections_are_a_gauge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    // The gateway's own in-process subscription is the first connection.
+    assert_eq!(
+        daemon.wait_metric("fixgate_mqtt_broker_connections", &[], 1.0),
+        Some(1.0)
+    );
+    let mut subscribers: Vec<_> = (0..3)
+        .map(|i| {
+            std::process::Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &mqtt.to_string()])
+                .args(["-i", &format!("screen-{i}"), "-t", "fleet/#"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub (Debian's mosquitto-clients)")
+        })
+        .collect();
+    assert_eq!(
+        daemon.wait_metric("fixgate_mqtt_broker_connections", &[], 4.0),
+        Some(4.0),
+        "{}",
+        daemon.log_text()
+    );
+    for s in &mut subscribers {
+        s.kill().unwrap();
+        s.wait().unwrap();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.metric("fixgate_mqtt_broker_connections") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections after the clients left: {:?}",
+            daemon.metric("fixgate_mqtt_broker_connections")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        daemon.metric("fixgate_mqtt_broker_connects_total"),
+        Some(4.0)
+    );
 }
 
 #[test]
@@ -95,6 +146,10 @@ fn owntracks_location_messages_as_the_apps_publish_them() {
         Some(1.0)
     );
     assert_eq!(daemon.metric("fixgate_ingest_rejected_total"), None);
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_accepted_total", &[("class", "owntracks")]),
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The daemon under a notify socket of the test's own, as systemd runs a
 //! `Type=notify` service with a watchdog: `READY=1` only once it serves,
-//! `WATCHDOG=1` at half the period, `STOPPING=1` on SIGTERM, a clean exit.
+//! `WATCHDOG=1` at half the period, a `STATUS=` line every 10 s naming
+//! devices, rate and uplink, `STOPPING=1` on SIGTERM, a clean exit.
 
 mod common;
 
@@ -63,17 +64,38 @@ fn ready_once_serving_watchdog_fed_stopping_on_sigterm_then_a_clean_exit() {
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match next(&socket, left) {
             Some(m) if m.lines().any(|l| l == "WATCHDOG=1") => pings += 1,
+            Some(m) if m.starts_with("STATUS=") => {}
             Some(other) => panic!("unexpected notification {other:?}"),
             None => break,
         }
     }
     assert!(pings >= 4, "{pings} watchdog pings in 1.5 s");
 
+    // One device reports; the next status line counts it.
+    let fix = format!(
+        r#"{{"device":"van-1","time":"{}","lat":52.09,"lon":5.12}}"#,
+        chrono::Utc::now().to_rfc3339()
+    );
+    ureq::post(&format!("http://127.0.0.1:{port}/api/fixes"))
+        .header("Content-Type", "application/json")
+        .send(fix.as_str())
+        .expect("POST /api/fixes");
+    let line = loop {
+        let m = next(&socket, Duration::from_secs(15)).expect("no STATUS= line within 15 s");
+        if let Some(line) = m.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+            break line.to_owned();
+        }
+    };
+    assert!(
+        line.starts_with("1 devices (1 online), ") && line.ends_with(" fixes/s, uplink off"),
+        "{line:?}"
+    );
+
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let stopping = loop {
         let m = next(&socket, Duration::from_secs(10)).expect("no STOPPING=1");
-        if !m.lines().any(|l| l == "WATCHDOG=1") {
+        if !m.lines().any(|l| l == "WATCHDOG=1") && !m.starts_with("STATUS=") {
             break m;
         }
     };

@@ -213,6 +213,18 @@ fn upstream_down_for_minutes_then_back_every_fix_arrives_once_live_first_then_ba
 
     drop(broker);
     std::thread::sleep(outage);
+    // The status line's walk of the store reports the backlog (every 10 s).
+    let backlog = daemon
+        .metric("fixgate_uplink_backlog_records")
+        .unwrap_or(0.0);
+    assert!(backlog > 0.0, "backlog gauge {backlog} during the outage");
+    let oldest = daemon
+        .metric("fixgate_uplink_backlog_oldest_seconds")
+        .unwrap_or(0.0);
+    assert!(
+        oldest >= 5.0,
+        "oldest unacknowledged fix {oldest}s old during the outage"
+    );
     let during = receiver.records().len();
     let broker = persistent_mosquitto(dir.path(), broker_port);
     std::thread::sleep(Duration::from_secs(3));

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::intake::{Rejects, deliver, same_secret};
 use super::payload::{self, Format, Limits, Parsed, PayloadError, Reported};
 use crate::config::Http;
-use crate::fix::{DeviceId, Observed, Position, SourceKind};
+use crate::fix::{DeviceClass, DeviceId, Observed, Position, SourceKind};
 
 /// What the intake handlers share.
 #[derive(Clone)]
@@ -115,7 +115,12 @@ impl HttpIntake {
     }
 
     /// Checks every fix's device first, so a request is taken whole or not at all.
-    async fn accept(&self, reported: Vec<Reported>, token: Option<&str>) -> Response {
+    async fn accept(
+        &self,
+        class: DeviceClass,
+        reported: Vec<Reported>,
+        token: Option<&str>,
+    ) -> Response {
         let mut batch = Vec::with_capacity(reported.len());
         for r in reported {
             match self.device_of(r.device.as_deref(), token) {
@@ -136,12 +141,13 @@ impl HttpIntake {
             for (permit, (device, fix)) in permits.zip(batch) {
                 permit.send(Observed {
                     source: SourceKind::Http,
+                    class,
                     position: Position::new(device, fix),
                 });
             }
         } else {
             for (device, fix) in batch {
-                if deliver(&tx, SourceKind::Http, &device, [fix])
+                if deliver(&tx, SourceKind::Http, class, &device, [fix])
                     .await
                     .is_err()
                 {
@@ -237,7 +243,9 @@ async fn fixes(
         Err(refused) => return refused,
     };
     match payload::parse(&bytes, Format::Json, &intake.limits, Utc::now()) {
-        Ok(Parsed::Fixes(reported)) => intake.accept(reported, token.as_deref()).await,
+        Ok(Parsed::Fixes(class, reported)) => {
+            intake.accept(class, reported, token.as_deref()).await
+        }
         Ok(_) => intake.refuse(Refusal::new(
             StatusCode::BAD_REQUEST,
             "unknown_format",
@@ -277,7 +285,11 @@ async fn osmand(
     }
     let token = token(&headers, Some(&text));
     match payload::parse_osmand(&text, Utc::now()) {
-        Ok(Some(reported)) => intake.accept(vec![reported], token.as_deref()).await,
+        Ok(Some(reported)) => {
+            intake
+                .accept(DeviceClass::OsmAnd, vec![reported], token.as_deref())
+                .await
+        }
         // The tracker says it has no fix (`valid=false`): answered as taken,
         // or it would queue and resend the report forever.
         Ok(None) => {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::clock::ClockTrust;
 use super::stream::{NmeaStream, PipelineClosed, send};
-use crate::fix::{DeviceId, Fix, Observed, SourceKind};
+use crate::fix::{DeviceClass, DeviceId, Fix, Observed, SourceKind};
 use crate::labels::BoundedLabels;
 use crate::log_limit::{LogLimit, Verdict};
 
@@ -144,11 +144,12 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub async fn deliver(
     tx: &mpsc::Sender<Observed>,
     source: SourceKind,
+    class: DeviceClass,
     device: &DeviceId,
     fixes: impl IntoIterator<Item = Fix>,
 ) -> Result<(), PipelineClosed> {
     for fix in fixes {
-        send(tx, source, device, fix).await?;
+        send(tx, source, class, device, fix).await?;
     }
     Ok(())
 }

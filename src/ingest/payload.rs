@@ -59,7 +59,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
-use crate::fix::{Fix, FixMode};
+use crate::fix::{DeviceClass, Fix, FixMode};
 
 /// Epoch numbers at least this large in absolute value are milliseconds:
 /// 1e11 s is the year 5138, 1e11 ms is March 1973.
@@ -131,8 +131,9 @@ pub struct Reported {
 /// What a payload holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed<'a> {
-    /// One or more fixes (fixgate JSON, OwnTracks).
-    Fixes(Vec<Reported>),
+    /// One or more fixes (fixgate JSON, OwnTracks) and the kind of device
+    /// that sends that format.
+    Fixes(DeviceClass, Vec<Reported>),
     /// NMEA text, from its first sentence on: the caller feeds it through
     /// the device's NMEA decoder, which keeps state across messages.
     Nmea(&'a [u8]),
@@ -366,7 +367,7 @@ fn object(obj: Obj, want: Want, now: DateTime<Utc>) -> Result<Parsed<'static>, P
         return owntracks_message(&obj);
     }
     let fix = fixgate_fix(obj, now).map_err(|e| e.at(None))?;
-    Ok(Parsed::Fixes(vec![fix]))
+    Ok(Parsed::Fixes(DeviceClass::JsonTracker, vec![fix]))
 }
 
 /// A fixgate JSON array, refused whole if longer than `max`.
@@ -381,7 +382,7 @@ fn array(text: &str, max: usize, now: DateTime<Utc>) -> Result<Parsed<'static>, 
         .enumerate()
         .map(|(i, obj)| fixgate_fix(obj, now).map_err(|e| e.at(Some(i))))
         .collect::<Result<_, _>>()
-        .map(Parsed::Fixes)
+        .map(|fixes| Parsed::Fixes(DeviceClass::JsonTracker, fixes))
 }
 
 /// Reads an array of objects, keeping at most `.0` but counting all, so that
@@ -482,7 +483,7 @@ fn owntracks_message(obj: &Obj) -> Result<Parsed<'static>, PayloadError> {
     match kind {
         "location" => {
             let fix = owntracks_location(obj).map_err(|e| e.at(None))?;
-            Ok(Parsed::Fixes(vec![fix]))
+            Ok(Parsed::Fixes(DeviceClass::OwnTracks, vec![fix]))
         }
         "encrypted" => Err(PayloadError::Encrypted),
         other => Ok(Parsed::Ignored(owntracks_label(other))),

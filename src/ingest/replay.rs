@@ -14,7 +14,7 @@ use super::clock::ClockTrust;
 use super::stream::{self, NmeaStream, PipelineClosed};
 pub use crate::config::Pace;
 use crate::config::Replay;
-use crate::fix::{Observed, SourceKind};
+use crate::fix::{DeviceClass, Observed, SourceKind};
 
 /// Longest line read at once; longer ones reach the decoder in pieces and are
 /// rejected there as over-long.
@@ -136,9 +136,15 @@ async fn replay_once(
         for mut fix in stream.take() {
             pacer.wait(fix.time).await;
             fix.time = pass.date(fix.time);
-            stream::send(tx, SourceKind::Replay, stream.device(), fix)
-                .await
-                .map_err(|_| Failure::Closed)?;
+            stream::send(
+                tx,
+                SourceKind::Replay,
+                DeviceClass::NmeaReceiver,
+                stream.device(),
+                fix,
+            )
+            .await
+            .map_err(|_| Failure::Closed)?;
             sent += 1;
         }
         if n == 0 {

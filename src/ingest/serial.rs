@@ -6,6 +6,8 @@
 //! that stopped talking). Then it is closed and reopened with exponential
 //! back-off, forever, without ever spinning.
 
+use std::sync::Arc;
+
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -17,6 +19,7 @@ use super::clock::ClockTrust;
 use super::stream::{NmeaStream, PipelineClosed};
 use crate::config::Serial;
 use crate::fix::{Observed, SourceKind};
+use crate::health::Pulse;
 
 /// Why a port was given up.
 #[derive(Debug)]
@@ -47,14 +50,16 @@ enum Ended {
 
 /// Runs one receiver until `shutdown` or until the pipeline closes.
 /// `clock` decides when the system clock may date fixes that carry no date.
+/// `pulse` is busy while a read is decoded and handed on.
 pub async fn run(
     spec: Serial,
     clock: ClockTrust,
     tx: mpsc::Sender<Observed>,
+    pulse: Arc<Pulse>,
     shutdown: CancellationToken,
 ) {
     let span = tracing::info_span!("serial", device = %spec.device, path = %spec.path.display());
-    read_forever(spec, clock, tx, shutdown)
+    read_forever(spec, clock, tx, pulse, shutdown)
         .instrument(span)
         .await;
 }
@@ -63,6 +68,7 @@ async fn read_forever(
     spec: Serial,
     clock: ClockTrust,
     tx: mpsc::Sender<Observed>,
+    pulse: Arc<Pulse>,
     shutdown: CancellationToken,
 ) {
     let device = spec.device.to_string();
@@ -93,7 +99,7 @@ async fn read_forever(
                 tracing::info!(baud = spec.baud, "port open");
                 failures = 0;
                 connected.set(1.0);
-                let ended = read_port(port, &spec, &mut stream, &tx, &shutdown).await;
+                let ended = read_port(port, &spec, &mut stream, &tx, &pulse, &shutdown).await;
                 connected.set(0.0);
                 stream.finish();
                 if stream.send(&tx).await.is_err() {
@@ -146,6 +152,7 @@ async fn read_port(
     spec: &Serial,
     stream: &mut NmeaStream,
     tx: &mpsc::Sender<Observed>,
+    pulse: &Pulse,
     shutdown: &CancellationToken,
 ) -> Ended {
     let mut buf = [0u8; 1024];
@@ -167,6 +174,7 @@ async fn read_port(
                 };
             }
             Ok(n) => {
+                let _busy = pulse.busy();
                 stream.push(&buf[..n]);
                 let now_seen = stream.sentences();
                 if now_seen > seen {

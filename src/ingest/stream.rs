@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::clock::{ClockTrust, TrustedClock};
 use super::nmea::{DecodeStats, Decoder, DecoderOptions};
-use crate::fix::{DeviceId, Fix, Observed, Position, SourceKind};
+use crate::fix::{DeviceClass, DeviceId, Fix, Observed, Position, SourceKind};
 use crate::log_limit::{LogLimit, Verdict};
 
 /// A receiver that sends garbage all day gets one log line per reason per this.
@@ -85,7 +85,14 @@ impl NmeaStream {
     /// Sends the fixes decoded so far to the pipeline, waiting while it is full.
     pub async fn send(&mut self, tx: &mpsc::Sender<Observed>) -> Result<(), PipelineClosed> {
         for fix in self.fixes.drain(..) {
-            send(tx, self.source, &self.device, fix).await?;
+            send(
+                tx,
+                self.source,
+                DeviceClass::NmeaReceiver,
+                &self.device,
+                fix,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -143,11 +150,13 @@ impl NmeaStream {
 pub async fn send(
     tx: &mpsc::Sender<Observed>,
     source: SourceKind,
+    class: DeviceClass,
     device: &DeviceId,
     fix: Fix,
 ) -> Result<(), PipelineClosed> {
     let observed = Observed {
         source,
+        class,
         position: Position {
             device: device.clone(),
             fix,

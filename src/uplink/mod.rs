@@ -17,6 +17,7 @@ pub mod transport;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
@@ -39,7 +40,15 @@ const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// How long to wait before reading the store again after a read failed.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
-/// Starts the uplink and its transport; returns the task to await on shutdown.
+/// A running uplink.
+pub struct Running {
+    /// Its task, to await on shutdown.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Whether its connection is up now (for the status line).
+    pub connected: Arc<AtomicBool>,
+}
+
+/// Starts the uplink and its transport; `None` when it is off.
 pub fn start(
     config: &UplinkConfig,
     gateway: &str,
@@ -47,7 +56,7 @@ pub fn start(
     head: watch::Receiver<u64>,
     durable: watch::Receiver<u64>,
     shutdown: CancellationToken,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<Option<Running>> {
     let (to_tx, to_rx) = mpsc::channel(config.max_in_flight + 4);
     let (from_tx, from_rx) = mpsc::channel(config.max_in_flight + 4);
     let backoff = Backoff::new(config.retry_min, config.retry_max);
@@ -86,7 +95,9 @@ pub fn start(
         backlog = uplink.backlog(),
         "uplink starting"
     );
-    Ok(Some(tokio::spawn(uplink.run(to_tx, from_rx, shutdown))))
+    let connected = uplink.link_up.clone();
+    let task = tokio::spawn(uplink.run(to_tx, from_rx, shutdown));
+    Ok(Some(Running { task, connected }))
 }
 
 /// A batch handed to the transport and not yet acknowledged.
@@ -137,6 +148,8 @@ struct Uplink {
     backlog_hold: Option<(u64, Instant)>,
     /// The connection's generation while one is up.
     connected: Option<u64>,
+    /// `connected.is_some()`, for readers outside the task.
+    link_up: Arc<AtomicBool>,
     down_since: Option<Instant>,
     store_retry_at: Option<Instant>,
 }
@@ -186,6 +199,7 @@ impl Uplink {
             backlog_at: now,
             backlog_hold: None,
             connected: None,
+            link_up: Arc::new(AtomicBool::new(false)),
             down_since: None,
             store_retry_at: None,
         })
@@ -292,6 +306,7 @@ impl Uplink {
     /// to be re-sent on the next one.
     fn disconnected(&mut self, reason: &str) {
         self.connected = None;
+        self.link_up.store(false, Ordering::Relaxed);
         self.down_since = Some(Instant::now());
         metrics::gauge!("fixgate_uplink_connected").set(0.0);
         metrics::counter!("fixgate_uplink_disconnects_total").increment(1);
@@ -307,6 +322,7 @@ impl Uplink {
 
     fn on_connected(&mut self, generation: u64) {
         self.connected = Some(generation);
+        self.link_up.store(true, Ordering::Relaxed);
         metrics::gauge!("fixgate_uplink_connected").set(1.0);
         let durable = *self.durable.borrow();
         let from = self.live_next.unwrap_or(self.first_seq);

@@ -16,6 +16,7 @@ use super::payload::{self, Limits, Parsed};
 use super::stream::PipelineClosed;
 use crate::config::Topic;
 use crate::fix::{DeviceId, Observed, SourceKind};
+use crate::health::Pulse;
 
 /// Turns MQTT messages into fixes; owned by the one task that receives them.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ pub struct Messages {
     nmea: NmeaDevices,
     rejects: Arc<Rejects>,
     tx: mpsc::Sender<Observed>,
+    pulse: Option<Arc<Pulse>>,
 }
 
 impl Messages {
@@ -46,7 +48,15 @@ impl Messages {
             nmea: NmeaDevices::new(SourceKind::Mqtt, trust, max_devices),
             rejects,
             tx,
+            pulse: None,
         }
+    }
+
+    /// Reports to `pulse` while a message is being handled (the watchdog's
+    /// view of this source).
+    pub fn with_pulse(mut self, pulse: Arc<Pulse>) -> Self {
+        self.pulse = Some(pulse);
+        self
     }
 
     /// The shared rejection counter.
@@ -70,6 +80,8 @@ impl Messages {
     /// Handles one message. Bad input is rejected and counted, never an error:
     /// only a closed pipeline ends the intake.
     pub async fn handle(&mut self, topic: &str, body: &[u8]) -> Result<(), PipelineClosed> {
+        let pulse = self.pulse.clone();
+        let _busy = pulse.as_deref().map(Pulse::busy);
         let Some((device, format)) = self.route(topic) else {
             return Ok(());
         };
@@ -81,7 +93,7 @@ impl Messages {
             }
         };
         match parsed {
-            Parsed::Fixes(reported) => {
+            Parsed::Fixes(class, reported) => {
                 let mut fixes = Vec::with_capacity(reported.len());
                 for r in reported {
                     match r.device.as_deref() {
@@ -94,7 +106,7 @@ impl Messages {
                         _ => fixes.push(r.fix),
                     }
                 }
-                deliver(&self.tx, SourceKind::Mqtt, &device, fixes).await
+                deliver(&self.tx, SourceKind::Mqtt, class, &device, fixes).await
             }
             Parsed::Nmea(text) => self.nmea.push(&device, text, &self.tx).await,
             Parsed::Ignored(kind) => {

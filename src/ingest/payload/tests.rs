@@ -30,7 +30,7 @@ fn parse_as(payload: &str, format: Format) -> Result<Parsed<'_>, PayloadError> {
 
 fn fixes_as(payload: &str, format: Format) -> Vec<Reported> {
     match parse_as(payload, format) {
-        Ok(Parsed::Fixes(v)) => v,
+        Ok(Parsed::Fixes(_, v)) => v,
         other => panic!("expected fixes from {payload}, got {other:?}"),
     }
 }
