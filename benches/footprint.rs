@@ -891,8 +891,9 @@ impl Counted {
 /// Functions that spin until another thread moves on. Valgrind runs one
 /// thread at a time, so a thread spinning there burns instructions until
 /// valgrind switches threads, not the few a spin takes on real cores: in
-/// one run sled's lazy statics spun for 1.0 billion instructions, in the
-/// next for 8 million. Their self cost is left out of the figure.
+/// one run sled's lazy statics spun for 6.3 billion instructions, in the
+/// next for 8 million (before `--fair-sched=yes`, which hands the CPU round
+/// in turn and made them steady). Their self cost is left out of the figure.
 const SPIN_WAITS: &[&str] = &["<sled::lazy::Lazy<T,F> as core::ops::deref::Deref>::deref"];
 
 fn valgrind_version() -> Option<String> {
@@ -937,6 +938,7 @@ fn callgrind(dir: &Path, name: &str, n: usize, extra: Duration) -> Counted {
         "--tool=callgrind".to_owned(),
         format!("--callgrind-out-file={}", out.display()),
         "--quiet".to_owned(),
+        "--fair-sched=yes".to_owned(),
     ];
     let started = Instant::now();
     let mut gateway = Gateway::spawn(dir, name, &text, feed, &wrapper);
