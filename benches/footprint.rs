@@ -21,7 +21,8 @@
 //!    of `benches/mqtt.rs` (`fixgate simulate`, 1,000 devices at 1 Hz, one
 //!    connection each) for 30 s.
 //! 3. **Instructions per fix.** The release daemon under
-//!    `valgrind --tool=callgrind`, fed N fixes through a `[[replay]]` NMEA
+//!    `valgrind --tool=callgrind --fair-sched=yes` (broker off), fed N
+//!    fixes through a `[[replay]]` NMEA
 //!    log at `pace = "max"` (NMEA decoding, the filters, presence, two
 //!    geofences from `config/fences.example.geojson`, the store with its
 //!    group commit), stopped with SIGTERM once the replay logged its end;
@@ -1104,7 +1105,7 @@ fn annotate(out: &Path, inclusive: bool) -> HashMap<String, u64> {
 }
 
 fn instructions(plan: &Plan, summary: &mut Summary) {
-    println!("\n## Instructions per fix (valgrind --tool=callgrind)\n");
+    println!("\n## Instructions per fix (valgrind --tool=callgrind --fair-sched=yes)\n");
     let Some(version) = valgrind_version() else {
         println!("SKIPPED: valgrind is not installed (apt install valgrind)");
         summary.add("instructions_per_fix", "SKIPPED (no valgrind)");
