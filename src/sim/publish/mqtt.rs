@@ -224,19 +224,26 @@ fn raise_fd_limit(needed: u64) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= needed
-    {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return;
     }
+    // rlim_t is 32 bits wide on 32-bit ARM (armv7 glibc), 64 elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let (current, hard) = (u64::from(limit.rlim_cur), u64::from(limit.rlim_max));
+    if current >= needed {
+        return;
+    }
+    let granted = needed.min(hard);
     let wanted = libc::rlimit {
-        rlim_cur: needed.min(limit.rlim_max),
+        // At most the hard limit, so it fits.
+        rlim_cur: libc::rlim_t::try_from(granted).unwrap_or(limit.rlim_max),
         rlim_max: limit.rlim_max,
     };
     // SAFETY: setrlimit only reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 || wanted.rlim_cur < needed {
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 || granted < needed {
         tracing::warn!(
             needed,
-            limit = wanted.rlim_cur,
+            limit = granted,
             "open-files limit too low for one connection per device; raise `ulimit -n` or use --connections shared"
         );
     }
