@@ -37,3 +37,13 @@ cargo test --locked --test nmea_conformance -- --nocapture
 cargo test --locked --test geofence_conformance -- --nocapture
 # Doc tests and the benches' own assertions are cheap; run them too.
 cargo test --doc --locked
+# The systemd unit: verify clean, security exposure at most 1.5.
+scripts/check-unit.sh
+# The ARM build: the library's unit tests (the pure core: NMEA decoding, the
+# wire codec, geofence math, the store) built for aarch64 by Debian's
+# compiler and run under qemu-aarch64.
+scripts/build-arm.sh --test aarch64
+# The amd64 package, installed for real with dpkg -i, check-config run on
+# the installed /etc/fixgate/fixgate.toml, then removed and purged.
+scripts/build-arm.sh --target amd64
+scripts/check-deb.sh target/debian/fixgate_*_amd64.deb
