@@ -344,19 +344,7 @@ impl Gateway {
 
     /// The sum of metric `name` over its series carrying all of `labels`.
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let text = common::get(self.feed, "/metrics").ok()?;
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
+        common::metric_at(self.feed, name, labels)
     }
 
     /// SIGTERM, then waits for the exit; the status and how long it took.
@@ -592,6 +580,14 @@ fn startup(plan: &Plan, summary: &mut Summary) {
         store: PathBuf,
         uplink: bool,
     }
+    /// A case's row title; the backlog case names its size.
+    fn case_name(case: &Case, plan: &Plan) -> String {
+        if case.key == "backlog" {
+            format!("{} fixes, + [uplink] to a closed port", plan.backlog)
+        } else {
+            case.name.to_owned()
+        }
+    }
     let empty_store = dir.path().join("empty-store");
     let cases = [
         Case {
@@ -675,11 +671,7 @@ fn startup(plan: &Plan, summary: &mut Summary) {
     println!("|---|---|---|---|---|---|");
     for (case, starts, _) in &results {
         let column = |f: fn(&Start) -> f64| cell(&starts.iter().map(f).collect::<Vec<_>>());
-        let name = if case.key == "backlog" {
-            format!("{} fixes, + [uplink] to a closed port", plan.backlog)
-        } else {
-            case.name.to_owned()
-        };
+        let name = case_name(case, plan);
         println!(
             "| {name} | **{}** | {} | {} | {} | {} |",
             column(|s| s.ready_ms),
@@ -702,11 +694,7 @@ fn startup(plan: &Plan, summary: &mut Summary) {
     println!("| case | VmRSS at READY=1 | VmRSS after idling | VmHWM |");
     println!("|---|---|---|---|");
     for (case, _, idle) in &results {
-        let name = if case.key == "backlog" {
-            format!("{} fixes, + [uplink] to a closed port", plan.backlog)
-        } else {
-            case.name.to_owned()
-        };
+        let name = case_name(case, plan);
         println!(
             "| {name} | {} | {} ({:.0} s) | {} |",
             mib(idle.rss_at_ready),

@@ -213,8 +213,7 @@ pub async fn run(
     ));
     tokio::spawn(crate::status::run(
         writer_health.clone(),
-        store.clone(),
-        uplink.as_ref().map(|u| u.connected.clone()),
+        uplink.as_ref().map(|u| u.report.clone()),
         shutdown.clone(),
     ));
     crate::systemd::ready(&format!(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_journald::{Priority, PriorityMappings};
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -122,8 +122,18 @@ pub fn init(level: &str) -> Result<Output, tracing_subscriber::filter::ParseErro
             ),
         ),
     };
-    let broker = BrokerEvents::new(!broker_verbatim)
-        .with_filter(Targets::new().with_target(BROKER, Level::INFO));
+    // Events only: rumqttd opens INFO spans per packet on its router's hot
+    // path (`puback`, `outgoing_publish`), which no layer here needs, and a
+    // target filter would enable them all. The hint keeps the global level
+    // cap at INFO for this layer: without one, every `debug!` and `trace!`
+    // in the process (sled's `log` records too) would be built and offered
+    // to the layers before being filtered out.
+    let broker = BrokerEvents::new(!broker_verbatim).with_filter(
+        filter_fn(|meta| {
+            meta.is_event() && meta.target().starts_with(BROKER) && *meta.level() <= Level::INFO
+        })
+        .with_max_level_hint(Level::INFO),
+    );
     tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .with(broker)

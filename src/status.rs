@@ -1,15 +1,14 @@
 //! The daemon's one-line status, every few seconds: systemd shows it in
-//! `systemctl status fixgate` (`STATUS=`), and the uplink's backlog from it
-//! goes to the metrics, since only a walk of the store can tell it.
+//! `systemctl status fixgate` (`STATUS=`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::WriterHealth;
-use crate::store::Store;
+use crate::uplink::Report;
 
 /// How often the status line is renewed.
 pub const EVERY: Duration = Duration::from_secs(10);
@@ -61,11 +60,11 @@ impl Status {
     }
 }
 
-/// Renews the status line (and the backlog gauges) every [`EVERY`].
+/// Renews the status line every [`EVERY`]; `uplink` is the uplink's own
+/// report, `None` when there is none.
 pub async fn run(
     health: Arc<WriterHealth>,
-    store: Store,
-    uplink: Option<Arc<AtomicBool>>,
+    uplink: Option<Arc<Report>>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(EVERY);
@@ -81,31 +80,15 @@ pub async fn run(
         let seconds = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
         let fixes_per_s = now.1.saturating_sub(last.1) as f64 / seconds;
         last = now;
-        let backlog = match uplink {
-            None => None,
-            Some(_) => {
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.backlog()).await {
-                    Ok(Ok(usage)) => {
-                        let age = usage
-                            .oldest
-                            .and_then(|t| (chrono::Utc::now() - t).to_std().ok());
-                        metrics::gauge!("fixgate_uplink_backlog_records").set(usage.records as f64);
-                        metrics::gauge!("fixgate_uplink_backlog_oldest_seconds")
-                            .set(age.map_or(0.0, |a| a.as_secs_f64()));
-                        Some((usage.records, age))
-                    }
-                    // The store's own errors are logged and counted where
-                    // they happen; the line just leaves the backlog out.
-                    _ => None,
-                }
-            }
-        };
+        let backlog = uplink
+            .as_ref()
+            .and_then(|u| u.backlog())
+            .map(|usage| (usage.records, usage.oldest_age(chrono::Utc::now())));
         let status = Status {
             devices: health.devices.load(Ordering::Relaxed),
             online: health.online.load(Ordering::Relaxed),
             fixes_per_s,
-            uplink_up: uplink.as_ref().map(|u| u.load(Ordering::Relaxed)),
+            uplink_up: uplink.as_ref().map(|u| u.connected()),
             backlog,
             store_failing: health.store_failing.load(Ordering::Relaxed),
         };

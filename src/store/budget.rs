@@ -164,9 +164,9 @@ impl Budget {
         self.last_logical = usage.bytes;
         metrics::gauge!("fixgate_store_buffered_records").set(usage.records as f64);
         metrics::gauge!("fixgate_store_buffered_bytes").set(usage.bytes as f64);
-        let age = usage.oldest.map_or(0.0, |t| {
-            (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3
-        });
+        let age = usage
+            .oldest_age(chrono::Utc::now())
+            .map_or(0.0, |a| a.as_secs_f64());
         metrics::gauge!("fixgate_store_oldest_buffered_seconds").set(age);
         metrics::gauge!("fixgate_store_size_bytes").set(on_disk as f64);
         metrics::gauge!("fixgate_store_budget_bytes").set(plan.cap as f64);

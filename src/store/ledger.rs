@@ -86,6 +86,14 @@ pub struct Usage {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+impl Usage {
+    /// How old the oldest event is at `now` (zero for one from the future).
+    pub fn oldest_age(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        self.oldest
+            .map(|t| (now - t).to_std().unwrap_or(std::time::Duration::ZERO))
+    }
+}
+
 /// Every log value's [`Entry`], by first sequence number.
 #[derive(Debug, Default)]
 pub struct Ledger {

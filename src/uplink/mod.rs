@@ -17,6 +17,7 @@ pub mod transport;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,12 +41,43 @@ const HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// How long to wait before reading the store again after a read failed.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// How often the uplink reports its backlog (gauges and the status line):
+/// a walk of the ledger over what is not acknowledged, too dear for every
+/// turn of its loop.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// What the uplink tells the rest of the daemon: its connection, and what
+/// it has not had acknowledged, by its own ranges (which run ahead of those
+/// last written to the store).
+#[derive(Debug, Default)]
+pub struct Report {
+    connected: AtomicBool,
+    /// Events not acknowledged and the oldest one's time; `None` until the
+    /// first report.
+    backlog: Mutex<Option<crate::store::ledger::Usage>>,
+}
+
+impl Report {
+    /// Whether the connection is up now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The backlog at the last report.
+    pub fn backlog(&self) -> Option<crate::store::ledger::Usage> {
+        *self
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A running uplink.
 pub struct Running {
     /// Its task, to await on shutdown.
     pub task: tokio::task::JoinHandle<()>,
-    /// Whether its connection is up now (for the status line).
-    pub connected: Arc<AtomicBool>,
+    /// Its connection and backlog, for the status line.
+    pub report: Arc<Report>,
 }
 
 /// Starts the uplink and its transport; `None` when it is off.
@@ -95,9 +127,9 @@ pub fn start(
         backlog = uplink.backlog(),
         "uplink starting"
     );
-    let connected = uplink.link_up.clone();
+    let report = uplink.report.clone();
     let task = tokio::spawn(uplink.run(to_tx, from_rx, shutdown));
-    Ok(Some(Running { task, connected }))
+    Ok(Some(Running { task, report }))
 }
 
 /// A batch handed to the transport and not yet acknowledged.
@@ -148,8 +180,10 @@ struct Uplink {
     backlog_hold: Option<(u64, Instant)>,
     /// The connection's generation while one is up.
     connected: Option<u64>,
-    /// `connected.is_some()`, for readers outside the task.
-    link_up: Arc<AtomicBool>,
+    /// The connection and backlog as readers outside the task see them.
+    report: Arc<Report>,
+    /// When the backlog was last reported.
+    reported_at: Option<Instant>,
     down_since: Option<Instant>,
     store_retry_at: Option<Instant>,
 }
@@ -199,7 +233,8 @@ impl Uplink {
             backlog_at: now,
             backlog_hold: None,
             connected: None,
-            link_up: Arc::new(AtomicBool::new(false)),
+            report: Arc::new(Report::default()),
+            reported_at: None,
             down_since: None,
             store_retry_at: None,
         })
@@ -248,10 +283,31 @@ impl Uplink {
             if self.acked_dirty && self.persisted_at.elapsed() >= PERSIST_EVERY {
                 self.persist();
             }
+            if self
+                .reported_at
+                .is_none_or(|at| at.elapsed() >= REPORT_EVERY)
+            {
+                self.report_backlog();
+            }
         }
         if self.acked_dirty {
             self.persist();
         }
+    }
+
+    /// Publishes the backlog: gauges, and the status line's copy.
+    fn report_backlog(&mut self) {
+        self.reported_at = Some(Instant::now());
+        let usage = self.store.backlog_given(&self.acked);
+        let age = usage.oldest_age(chrono::Utc::now());
+        metrics::gauge!("fixgate_uplink_backlog_records").set(usage.records as f64);
+        metrics::gauge!("fixgate_uplink_backlog_oldest_seconds")
+            .set(age.map_or(0.0, |a| a.as_secs_f64()));
+        *self
+            .report
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(usage);
     }
 
     /// The next moment something may become due without an outside event.
@@ -306,7 +362,7 @@ impl Uplink {
     /// to be re-sent on the next one.
     fn disconnected(&mut self, reason: &str) {
         self.connected = None;
-        self.link_up.store(false, Ordering::Relaxed);
+        self.report.connected.store(false, Ordering::Relaxed);
         self.down_since = Some(Instant::now());
         metrics::gauge!("fixgate_uplink_connected").set(0.0);
         metrics::counter!("fixgate_uplink_disconnects_total").increment(1);
@@ -322,7 +378,7 @@ impl Uplink {
 
     fn on_connected(&mut self, generation: u64) {
         self.connected = Some(generation);
-        self.link_up.store(true, Ordering::Relaxed);
+        self.report.connected.store(true, Ordering::Relaxed);
         metrics::gauge!("fixgate_uplink_connected").set(1.0);
         let durable = *self.durable.borrow();
         let from = self.live_next.unwrap_or(self.first_seq);

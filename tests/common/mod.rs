@@ -211,20 +211,27 @@ impl Daemon {
     /// The sum of metric `name` over the series carrying every one of
     /// `labels`; `None` when no such series exists.
     pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let text = get(self.port, "/metrics").unwrap_or_default();
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
+        metric_at(self.port, name, labels)
     }
+}
+
+/// The sum of metric `name` over the series carrying every one of `labels`
+/// on the `/metrics` of the daemon whose feed is on `port`; `None` when no
+/// such series exists (or the daemon does not answer).
+pub fn metric_at(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = get(port, "/metrics").unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB (0 when unreadable).
