@@ -7,11 +7,12 @@ pub mod receiver;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use chrono::{DurationRound, Utc};
-use nix::pty::openpty;
+use nix::fcntl::OFlag;
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -676,33 +677,39 @@ pub struct PtyReceiver {
     master: File,
     // Held so the slave's raw settings stay until the daemon has opened it.
     _slave: OwnedFd,
+    link: PathBuf,
+    name: PathBuf,
 }
 
 impl PtyReceiver {
     /// Plugs a new receiver in behind `link`.
     pub fn plug(link: &Path) -> PtyReceiver {
-        let pty = openpty(None, None).expect("openpty");
-        // openpty's descriptors are inherited by children: without this the
-        // daemon would hold the master too, and closing ours would unplug nothing.
-        for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .expect("FD_CLOEXEC");
-        }
+        // Close-on-exec from the start: tests run in parallel and spawn
+        // daemons, and a child forked before a later fcntl would keep our
+        // master open for its whole life, so dropping ours would unplug nothing.
+        let master =
+            posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).expect("posix_openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = PathBuf::from(ptsname_r(&master).expect("ptsname"));
+        let slave: OwnedFd = nix::fcntl::open(
+            &name,
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open pty slave");
         // Raw before the daemon opens it: a cooked slave would echo what we
         // write back into the master until its buffer fills and writes block.
-        let mut termios = tcgetattr(&pty.slave).expect("tcgetattr");
+        let mut termios = tcgetattr(&slave).expect("tcgetattr");
         cfmakeraw(&mut termios);
-        tcsetattr(&pty.slave, SetArg::TCSANOW, &termios).expect("tcsetattr");
-        let name: PathBuf = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
-            .expect("pty name");
+        tcsetattr(&slave, SetArg::TCSANOW, &termios).expect("tcsetattr");
         let _ = std::fs::remove_file(link);
         std::os::unix::fs::symlink(&name, link).expect("symlink");
         PtyReceiver {
-            master: File::from(pty.master),
-            _slave: pty.slave,
+            master: File::from(OwnedFd::from(master)),
+            _slave: slave,
+            link: link.to_owned(),
+            name,
         }
     }
 
@@ -719,6 +726,17 @@ impl PtyReceiver {
         let text = simulated_nmea(n, start, seed);
         self.send(text.as_bytes());
         text
+    }
+}
+
+impl Drop for PtyReceiver {
+    /// Unplugging takes the name away, as udev does for a USB receiver. Left
+    /// in place, the link would point at a freed /dev/pts index that another
+    /// test's pty may take, and the daemon would "reopen" someone else's port.
+    fn drop(&mut self) {
+        if std::fs::read_link(&self.link).is_ok_and(|target| target == self.name) {
+            let _ = std::fs::remove_file(&self.link);
+        }
     }
 }
 
