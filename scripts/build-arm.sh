@@ -15,6 +15,8 @@
 #   --test aarch64|armv7|all     the library's unit tests (cargo test --lib) for
 #                                that target, run under qemu-user; with --test
 #                                alone no release build is made
+#   --profile NAME               build the packages with this Cargo profile
+#                                (default release; CI uses package-check)
 #
 # The ARM builds have their own target directory, target/arm (target/ stays
 # the normal toolchain's). Packages land in target/debian/. Binaries built
@@ -42,6 +44,7 @@ triple_of() {
 
 targets=()
 tests=()
+profile=release
 while (($#)); do
     case $1 in
         --target)
@@ -60,6 +63,11 @@ while (($#)); do
                 aarch64 | arm64 | armv7 | armhf) tests+=("$2") ;;
                 *) echo "--test: aarch64, armv7 or all" >&2 && usage ;;
             esac
+            shift 2
+            ;;
+        --profile)
+            (($# >= 2)) || usage
+            profile=$2
             shift 2
             ;;
         -h | --help) usage ;;
@@ -81,14 +89,38 @@ sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"
 packages=(dpkg-dev)
 if ((needs_arm)); then
-    # rustc-web, cargo-web and rust-web-src must be the same version; apt
-    # installs them together. The libc6-dev-*-cross packages are only
-    # recommended by the cross compilers, so they are named here.
-    packages+=(rustc-web cargo-web rust-web-src
-        gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    # The compiler (rustc-web and co.) is pinned below. The
+    # libc6-dev-*-cross packages are only recommended by the cross
+    # compilers, so they are named here.
+    packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross
         gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
         qemu-user)
 fi
+# The ARM builds double as the rust-version check: they use Debian 12's
+# rustc-web 1.85, the compiler fixgate promises to build with (Cargo.toml's
+# rust-version), not the newer one bookworm-security may carry. Its
+# packages must all be the same version. If the archive no longer has it, the
+# build goes on with what is installed and says so.
+debian_rust=${FIXGATE_DEBIAN_RUST:-1.85.0+dfsg3-1~deb12u3}
+pin_debian_rust() {
+    local have
+    have=$(dpkg-query -W -f='${Version}' rustc-web 2>/dev/null || true)
+    if [[ $have == "$debian_rust" ]]; then
+        return
+    fi
+    in_archive() { apt-cache madison rustc-web 2>/dev/null | grep -qF " $debian_rust "; }
+    in_archive || $sudo apt-get update -qq
+    if in_archive; then
+        echo "installing: rustc-web, cargo-web, rust-web-src $debian_rust (was ${have:-none})"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            --allow-downgrades "rustc-web=$debian_rust" "cargo-web=$debian_rust" \
+            "rust-web-src=$debian_rust" "libstd-rust-web-dev=$debian_rust"
+    else
+        echo "WARNING: rustc-web $debian_rust is not in the archive; building with ${have:-nothing}," \
+            "so this build does not check rust-version (set FIXGATE_DEBIAN_RUST to pin another)" >&2
+    fi
+}
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -97,6 +129,9 @@ if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ((needs_arm)); then
+    pin_debian_rust
 fi
 if ((${#targets[@]})) && ! cargo deb --version >/dev/null 2>&1; then
     echo "installing: cargo-deb (cargo install)"
@@ -138,6 +173,9 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f s", b - a }'; }
 mib() { awk -v n="$1" 'BEGIN { printf "%.2f MiB", n / 1048576 }'; }
 
 summary=()
+if ((needs_arm)); then
+    summary+=("compiler for the ARM builds: $(/usr/bin/rustc --version)")
+fi
 
 # --- unit tests under qemu --------------------------------------------------
 
@@ -164,13 +202,13 @@ for t in "${targets[@]}"; do
     triple=$(triple_of "$t")
     start=$(now)
     if [[ $triple == x86_64-* ]]; then
-        echo "== release build and package for $triple (rustup toolchain)"
-        cargo deb --locked --output target/debian/
-        bin=target/release/fixgate
+        echo "== $profile build and package for $triple (rustup toolchain)"
+        cargo deb --locked --profile "$profile" --output target/debian/
+        bin=target/$profile/fixgate
     else
-        echo "== release build for $triple (Debian's rustc, -Zbuild-std)"
-        debian_cargo build --locked --release -Zbuild-std --target "$triple"
-        bin=target/arm/$triple/release/fixgate
+        echo "== $profile build for $triple (Debian's rustc, -Zbuild-std)"
+        debian_cargo build --locked --profile "$profile" -Zbuild-std --target "$triple"
+        bin=target/arm/$triple/$profile/fixgate
         built=$(since "$start")
         echo "== package for $triple"
         # cargo-deb packages what was just built (--no-build) from the same
@@ -178,7 +216,7 @@ for t in "${targets[@]}"; do
         # (/usr/bin/<gnu triple>-strip, which it finds by itself; named here
         # so that a missing one is an error rather than a skipped strip).
         env CARGO_TARGET_DIR="$root/target/arm" "STRIP_$triple=/usr/bin/$(gnu_of "$triple")-strip" \
-            cargo deb --no-build --target "$triple" --output target/debian/
+            cargo deb --no-build --profile "$profile" --target "$triple" --output target/debian/
         echo "built in $built"
     fi
     arch=$(dpkg-architecture -qDEB_HOST_ARCH -t "$(gnu_of "$triple")" 2>/dev/null)
