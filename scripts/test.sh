@@ -28,8 +28,18 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
-# Again, uncaptured: the per-log table against gpsd (or a plain SKIPPED when
+# The tests of every binary side by side under cargo-nextest (on the CI
+# machines; plain cargo test, one binary after another, where it is missing).
+# The two conformance tests run next, uncaptured, so they are left out here.
+conformance='binary(nmea_conformance) | binary(geofence_conformance)'
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --lib --bins --tests --locked --no-fail-fast -E "not ($conformance)"
+else
+    cargo test --lib --bins --tests --locked
+fi
+# The benches' own self-checks (harness = false: plain cargo test runs them).
+cargo test --benches --locked
+# Uncaptured: the per-log table against gpsd (or a plain SKIPPED when
 # ../shared/testdata/nmea/gpsd is absent) belongs in the CI log.
 cargo test --locked --test nmea_conformance -- --nocapture
 # Likewise the geofence cross-check's tables against shapely (raw settings
@@ -45,5 +55,6 @@ scripts/check-unit.sh
 scripts/build-arm.sh --test aarch64
 # The amd64 package, installed for real with dpkg -i, check-config run on
 # the installed /etc/fixgate/fixgate.toml, then removed and purged.
-scripts/build-arm.sh --target amd64
+# (Built unoptimised: see [profile.package-check] in Cargo.toml.)
+scripts/build-arm.sh --target amd64 --profile package-check
 scripts/check-deb.sh target/debian/fixgate_*_amd64.deb
