@@ -16,7 +16,10 @@
 #                                that target, run under qemu-user; with --test
 #                                alone no release build is made
 #   --profile NAME               build the packages with this Cargo profile
-#                                (default release; CI uses package-check)
+#                                (default release)
+#   --prebuilt PATH              amd64 only: package this binary, already built,
+#                                instead of building one (CI packages the one its
+#                                integration tests ran, target/debug/fixgate)
 #
 # The ARM builds have their own target directory, target/arm (target/ stays
 # the normal toolchain's). Packages land in target/debian/. Binaries built
@@ -29,7 +32,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 usage() {
-    sed -n '9,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '9,22p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -45,6 +48,7 @@ triple_of() {
 targets=()
 tests=()
 profile=release
+prebuilt=""
 while (($#)); do
     case $1 in
         --target)
@@ -70,6 +74,11 @@ while (($#)); do
             profile=$2
             shift 2
             ;;
+        --prebuilt)
+            (($# >= 2)) || usage
+            prebuilt=$2
+            shift 2
+            ;;
         -h | --help) usage ;;
         *) echo "unknown argument: $1" >&2 && usage ;;
     esac
@@ -82,6 +91,12 @@ needs_arm=0
 for t in "${targets[@]}" "${tests[@]}"; do
     [[ $(triple_of "$t") == x86_64-* ]] || needs_arm=1
 done
+if [[ -n $prebuilt ]]; then
+    if [[ ${targets[*]} != amd64 && ${targets[*]} != x86_64 ]] || ((${#tests[@]})); then
+        echo "--prebuilt goes with --target amd64 alone" >&2 && usage
+    fi
+    [[ -x $prebuilt ]] || { echo "--prebuilt: no executable at $prebuilt" >&2 && exit 1; }
+fi
 
 # --- what the builds need -------------------------------------------------
 
@@ -202,8 +217,19 @@ for t in "${targets[@]}"; do
     triple=$(triple_of "$t")
     start=$(now)
     if [[ $triple == x86_64-* ]]; then
-        echo "== $profile build and package for $triple (rustup toolchain)"
-        cargo deb --locked --profile "$profile" --output target/debian/
+        if [[ -n $prebuilt ]]; then
+            # cargo-deb takes a binary from target/<profile>/ only, and
+            # refuses the dev profile; a profile directory of our own holds
+            # the copy (cargo-deb strips it like a release one).
+            echo "== package for $triple of the prebuilt $prebuilt"
+            profile=prebuilt
+            mkdir -p target/prebuilt
+            cp "$prebuilt" target/prebuilt/fixgate
+            cargo deb --locked --no-build --profile prebuilt --output target/debian/
+        else
+            echo "== $profile build and package for $triple (rustup toolchain)"
+            cargo deb --locked --profile "$profile" --output target/debian/
+        fi
         bin=target/$profile/fixgate
     else
         echo "== $profile build for $triple (Debian's rustc, -Zbuild-std)"
