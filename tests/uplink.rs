@@ -374,11 +374,21 @@ fn sigkill_during_ingest_and_upload_loses_at_most_the_flush_interval_and_duplica
         }
         panic!("lost a fix accepted {window:?} before a kill; flush interval {flush:?}\n{logs}");
     }
-    assert!(
-        accepted.len() > 1000,
-        "only {} fixes posted",
-        accepted.len()
-    );
+    // The kills must land while fixes are flowing, or the test proves
+    // nothing; how many flow depends on the machine, so only ask that
+    // every round carried some.
+    let mut since = None;
+    for (round, kill) in kills.iter().enumerate() {
+        let n = accepted
+            .iter()
+            .filter(|a| since.is_none_or(|s| a.at > s) && a.at <= *kill)
+            .count();
+        assert!(
+            n >= 10,
+            "round {round}: only {n} fixes accepted before its kill"
+        );
+        since = Some(*kill);
+    }
     drop(daemon);
 }
 
