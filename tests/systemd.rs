@@ -8,10 +8,10 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{free_port, get};
+use common::{Daemon, get};
 
 /// The next datagram on the socket, as text, within `timeout`.
 fn next(socket: &UnixDatagram, timeout: Duration) -> Option<String> {
@@ -21,39 +21,54 @@ fn next(socket: &UnixDatagram, timeout: Duration) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-#[test]
-fn ready_once_serving_watchdog_fed_stopping_on_sigterm_then_a_clean_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
+/// The daemon (broker off) with a notify socket of the test's own and the
+/// watchdog period `WatchdogSec=400ms` would give: pings every 200 ms while
+/// the pipeline moves. Returned once `READY=1` has arrived, before anything
+/// else is asked of it.
+fn start_notified(dir: &Path) -> (Daemon, UnixDatagram) {
+    let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let port = free_port();
-    let config = dir.path().join("fixgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[feed]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nbroker = \"off\"\n",
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fixgate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        // As WatchdogSec=400ms would: pings every 200 ms while the writer turns.
-        .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-
-    let ready = next(&socket, Duration::from_secs(20)).expect("no notification at all");
+    let (config, port) = Daemon::write_config(dir, "", "");
+    let daemon = Daemon::launch(
+        dir,
+        config,
+        port,
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", "400000".as_ref()),
+        ],
+    );
+    let ready = next(&socket, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no notification at all:\n{}", daemon.log_text()));
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     assert!(
         ready.lines().any(|l| l.starts_with("STATUS=running")),
         "{ready:?}"
     );
+    (daemon, socket)
+}
+
+/// Sends SIGTERM; the next notification that is neither a ping nor a status
+/// line must be `STOPPING=1`, and the process must then exit 0.
+fn stop(daemon: Daemon, socket: &UnixDatagram) {
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = loop {
+        let m = next(socket, Duration::from_secs(10)).expect("no STOPPING=1");
+        if !m.lines().any(|l| l == "WATCHDOG=1") && !m.starts_with("STATUS=") {
+            break m;
+        }
+    };
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn ready_once_serving_watchdog_fed_stopping_on_sigterm_then_a_clean_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, socket) = start_notified(dir.path());
+    let port = daemon.port;
     // Ready means serving: the feed answers at once.
     assert!(
         get(port, "/healthz").is_ok(),
@@ -93,24 +108,7 @@ fn ready_once_serving_watchdog_fed_stopping_on_sigterm_then_a_clean_exit() {
         "{line:?}"
     );
 
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopping = loop {
-        let m = next(&socket, Duration::from_secs(10)).expect("no STOPPING=1");
-        if !m.lines().any(|l| l == "WATCHDOG=1") && !m.starts_with("STATUS=") {
-            break m;
-        }
-    };
-    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    stop(daemon, &socket);
 }
 
 /// The writer thread's id, found by the name the daemon gives it.
@@ -127,8 +125,13 @@ fn writer_thread(pid: u32) -> nix::unistd::Pid {
 }
 
 /// Notifications until `quiet` passes without a `WATCHDOG=1` or `deadline`
-/// comes; returns the `WATCHDOG=1` count and whether the quiet was seen.
-fn pings_until_quiet(socket: &UnixDatagram, quiet: Duration, deadline: Instant) -> (u32, bool) {
+/// comes; returns the `WATCHDOG=1` count and, if the quiet was seen, when
+/// the last ping arrived (the start, if none did).
+fn pings_until_quiet(
+    socket: &UnixDatagram,
+    quiet: Duration,
+    deadline: Instant,
+) -> (u32, Option<Instant>) {
     let mut pings = 0;
     let mut last = Instant::now();
     while Instant::now() < deadline {
@@ -139,10 +142,10 @@ fn pings_until_quiet(socket: &UnixDatagram, quiet: Duration, deadline: Instant) 
             }
         }
         if last.elapsed() >= quiet {
-            return (pings, true);
+            return (pings, Some(last));
         }
     }
-    (pings, false)
+    (pings, None)
 }
 
 #[test]
@@ -151,30 +154,7 @@ fn a_frozen_writer_thread_stops_the_watchdog_pings_until_it_turns_again() {
     use nix::sys::wait::{WaitPidFlag, waitpid};
 
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let port = free_port();
-    let config = dir.path().join("fixgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[feed]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nbroker = \"off\"\n",
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fixgate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let ready = next(&socket, Duration::from_secs(20)).expect("no notification at all");
-    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    let (daemon, socket) = start_notified(dir.path());
     let (pings, _) = pings_until_quiet(
         &socket,
         Duration::from_secs(5),
@@ -188,7 +168,7 @@ fn a_frozen_writer_thread_stops_the_watchdog_pings_until_it_turns_again() {
     // Stop the writer thread alone, as a hang in it would (the rest of the
     // process, the watchdog task with it, runs on): ptrace stops just the
     // thread it is told to.
-    let writer = writer_thread(child.id());
+    let writer = writer_thread(daemon.child.id());
     ptrace::seize(writer, ptrace::Options::empty()).unwrap_or_else(|e| {
         panic!("cannot ptrace the writer thread ({e}); this test needs ptrace, which a seccomp or Yama policy may forbid")
     });
@@ -197,22 +177,24 @@ fn a_frozen_writer_thread_stops_the_watchdog_pings_until_it_turns_again() {
     let frozen = Instant::now();
 
     // The pings go on until the writer has not turned for 10 s, then stop.
-    let (during, quiet) = pings_until_quiet(
+    let (during, last_ping) = pings_until_quiet(
         &socket,
         Duration::from_secs(3),
         frozen + Duration::from_secs(40),
     );
-    let stopped_after = frozen.elapsed() - Duration::from_secs(3);
-    assert!(quiet, "the watchdog was still fed 40 s into the freeze");
+    let last_ping = last_ping.expect("the watchdog was still fed 40 s into the freeze");
+    let stopped_after = last_ping.saturating_duration_since(frozen);
     // The writer's last beat came up to a tick (1 s) before the freeze, and
     // the last ping up to half a period (200 ms) before the limit: pings
-    // may stop 8.8 s into the freeze, never earlier.
+    // may stop 8.8 s into the freeze. The 300 ms beyond that are for a tick
+    // that wakes late on a loaded machine; a bare timer, or a limit a few
+    // seconds short, still fails here.
     assert!(
         stopped_after >= Duration::from_millis(8500),
         "pings stopped {stopped_after:?} into the freeze, before the 10 s stall limit"
     );
     assert!(during > 0, "no pings at all while the stall was young");
-    let metrics = get(port, "/metrics").expect("/metrics while the writer is frozen");
+    let metrics = get(daemon.port, "/metrics").expect("/metrics while the writer is frozen");
     assert!(
         metrics.contains("fixgate_watchdog_withheld_total 1"),
         "withheld pings not counted:\n{metrics}"
@@ -229,10 +211,8 @@ fn a_frozen_writer_thread_stops_the_watchdog_pings_until_it_turns_again() {
         "{after} pings in 5 s once the writer turned again"
     );
 
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
+    let log_path = daemon.log_path();
+    stop(daemon, &socket);
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert_eq!(log.matches("IS STUCK").count(), 1, "{log}");
     assert!(log.contains("the writer IS STUCK"), "{log}");

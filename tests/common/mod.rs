@@ -4,6 +4,7 @@
 
 pub mod receiver;
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -44,6 +45,13 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra `[feed]` keys (e.g. `keepalive = "1s"`).
     pub fn start_with(dir: &Path, feed_extra: &str, extra: &str) -> Daemon {
+        let (config, port) = Self::write_config(dir, feed_extra, extra);
+        Self::spawn(dir, config, port)
+    }
+
+    /// The config [`Daemon::start_with`] runs on, written into `dir`; its
+    /// path and the feed's port.
+    pub fn write_config(dir: &Path, feed_extra: &str, extra: &str) -> (PathBuf, u16) {
         let port = free_port();
         let config = dir.join("fixgate.toml");
         // Tests run in parallel: none may take the embedded broker's fixed
@@ -62,11 +70,20 @@ impl Daemon {
             store = dir.join("store").display(),
         );
         std::fs::write(&config, text).expect("write config");
-        Self::spawn(dir, config, port)
+        (config, port)
     }
 
-    /// Starts the daemon on an existing config file that listens on `port`.
+    /// Starts the daemon on an existing config file that listens on `port`
+    /// and waits until `/healthz` answers.
     pub fn spawn(dir: &Path, config: PathBuf, port: u16) -> Daemon {
+        let mut daemon = Self::launch(dir, config, port, &[]);
+        daemon.wait_healthy();
+        daemon
+    }
+
+    /// Starts the daemon with `env` added to its environment and returns at
+    /// once, for tests that watch it come up (a notify socket's `READY=1`).
+    pub fn launch(dir: &Path, config: PathBuf, port: u16, env: &[(&str, &OsStr)]) -> Daemon {
         // One log per start: a test that restarts the daemon keeps them all.
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -77,19 +94,18 @@ impl Daemon {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info,fixgate=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("start fixgate");
-        let mut daemon = Daemon {
+        Daemon {
             child,
             port,
             dir: dir.to_owned(),
             config,
             log,
-        };
-        daemon.wait_healthy();
-        daemon
+        }
     }
 
     fn wait_healthy(&mut self) {
