@@ -548,12 +548,11 @@ mod tests {
     const SEG: u64 = segment::SEGMENT_RECORDS as u64;
 
     fn open(dir: &Path) -> Store {
-        Store::open(&StoreOptions {
+        Store::open_in_test(&StoreOptions {
             path: dir.join("store"),
             cache_bytes: 1 << 20,
             flush_interval: Duration::from_millis(100),
         })
-        .unwrap()
         .0
     }
 

@@ -113,7 +113,6 @@ impl StoreError {
             Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
             Self::Quarantine { .. } => false,
             Self::Sled(sled::Error::Io(io)) => {
-                let locked = io.to_string().contains("could not acquire lock");
                 let environment = matches!(
                     io.kind(),
                     K::StorageFull
@@ -124,11 +123,18 @@ impl StoreError {
                         | K::OutOfMemory
                         | K::Interrupted
                 );
-                !locked && !environment
+                !self.is_locked() && !environment
             }
             Self::Sled(sled::Error::CollectionNotFound(_)) => false,
             Self::Sled(_) => true,
         }
+    }
+
+    /// Whether sled refused the store because its file lock is held: by
+    /// another process, or (sled#1234) by the background thread of a `Db`
+    /// this process dropped a moment ago.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Self::Sled(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
     }
 
     /// Whether the store failed because its disk (or quota) is full.
@@ -215,6 +221,24 @@ pub struct Store {
 }
 
 impl Store {
+    /// [`Store::open`] for tests that reopen a store they have just
+    /// dropped. sled lets go of its file lock from a background thread a
+    /// moment after the last `Db` is dropped (sled#1234), so an immediate
+    /// reopen can find it still locked; the daemon opens its store once per
+    /// process and never meets this.
+    #[cfg(test)]
+    pub(crate) fn open_in_test(options: &StoreOptions) -> (Self, OpenReport) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match Self::open(options) {
+                Err(err) if err.is_locked() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => return opened.unwrap_or_else(|err| panic!("open the store: {err}")),
+            }
+        }
+    }
+
     /// Opens the store, moving a damaged one aside (kept for diagnosis) and
     /// starting fresh rather than refusing to start.
     pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
@@ -915,7 +939,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bus = DeviceId::new("bus-1").unwrap();
         {
-            let (store, _) = Store::open(&options(dir.path())).unwrap();
+            let (store, _) = Store::open_in_test(&options(dir.path()));
             let mut writer = store.writer().unwrap();
             writer
                 .append_with_zones(&[event("bus-1", 1)], &[(bus.clone(), vec![1, 2, 3])])
@@ -929,7 +953,7 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let (store, report) = Store::open(&options(dir.path())).unwrap();
+        let (store, report) = Store::open_in_test(&options(dir.path()));
         let zones: Vec<_> = report
             .devices
             .iter()
@@ -950,7 +974,7 @@ mod tests {
     #[test]
     fn a_reader_sees_no_holes_while_the_writer_compacts_under_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let (store, _) = Store::open_in_test(&options(dir.path()));
         let mut writer = store.writer().unwrap();
         let base = writer.head();
         let total = 160 * segment::SEGMENT_RECORDS as u64;
@@ -1003,7 +1027,7 @@ mod tests {
     #[test]
     fn a_reader_skips_gone_slots_and_deleted_segments_without_seeking_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let (store, _) = Store::open_in_test(&options(dir.path()));
         let mut writer = store.writer().unwrap();
         let base = writer.head();
         let n = 10 * segment::SEGMENT_RECORDS as u64 + 40;
@@ -1053,7 +1077,7 @@ mod tests {
         // A restart numbers on after the last slot, gone or not.
         store.flush().unwrap();
         drop((writer, reader, store));
-        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let (store, _) = Store::open_in_test(&options(dir.path()));
         assert_eq!(store.writer().unwrap().head(), base + n);
         assert_eq!(store.usage().records, want.len() as u64);
     }
@@ -1061,7 +1085,7 @@ mod tests {
     #[test]
     fn appends_read_back_in_order_across_segments_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, report) = Store::open(&options(dir.path())).unwrap();
+        let (store, report) = Store::open_in_test(&options(dir.path()));
         assert!(report.created);
         let mut writer = store.writer().unwrap();
         let base = writer.head();
@@ -1084,7 +1108,7 @@ mod tests {
         store.flush().unwrap();
         drop((writer, reader, store));
 
-        let (store, report) = Store::open(&options(dir.path())).unwrap();
+        let (store, report) = Store::open_in_test(&options(dir.path()));
         assert!(!report.created && report.quarantined.is_none());
         let mut writer = store.writer().unwrap();
         assert_eq!(writer.head(), base + 600);
@@ -1106,7 +1130,7 @@ mod tests {
     #[test]
     fn keeps_last_known_state_per_device() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let (store, _) = Store::open_in_test(&options(dir.path()));
         let mut writer = store.writer().unwrap();
         let last = writer
             .append(&[event("a", 1), event("b", 2), event("a", 3)])
@@ -1129,7 +1153,7 @@ mod tests {
     #[test]
     fn historic_positions_are_logged_but_never_replace_the_live_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let (store, _) = Store::open_in_test(&options(dir.path()));
         let mut writer = store.writer().unwrap();
         let live = writer.append(&[event("a", 10)]).unwrap();
         let mut old = event("a", 3);
@@ -1163,7 +1187,7 @@ mod tests {
     #[test]
     fn geofence_events_are_logged_but_are_not_device_state() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&options(dir.path())).unwrap();
+        let (store, _) = Store::open_in_test(&options(dir.path()));
         let mut writer = store.writer().unwrap();
         let live = writer.append(&[event("a", 10)]).unwrap();
         let time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 10).unwrap();
@@ -1185,7 +1209,7 @@ mod tests {
     fn a_store_with_a_damaged_record_is_moved_aside_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path());
-        let (store, _) = Store::open(&opts).unwrap();
+        let (store, _) = Store::open_in_test(&opts);
         let old_head = store.writer().unwrap().append(&[event("a", 1)]).unwrap();
         store
             .db
@@ -1194,7 +1218,7 @@ mod tests {
         store.flush().unwrap();
         drop(store);
 
-        let (store, report) = Store::open(&opts).unwrap();
+        let (store, report) = Store::open_in_test(&opts);
         let (aside, cause) = report.quarantined.expect("store should be quarantined");
         assert!(aside.exists(), "damaged store kept for diagnosis");
         assert!(cause.contains("damaged record"), "{cause}");
@@ -1209,18 +1233,18 @@ mod tests {
     fn a_log_that_ends_before_the_durable_mark_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path());
-        let (store, _) = Store::open(&opts).unwrap();
+        let (store, _) = Store::open_in_test(&opts);
         let head = store.writer().unwrap().append(&[event("a", 1)]).unwrap();
         store.flush().unwrap();
         store.mark_durable(head).unwrap();
         drop(store);
         // As marked: opens as it is.
-        let (store, report) = Store::open(&opts).unwrap();
+        let (store, report) = Store::open_in_test(&opts);
         assert!(report.quarantined.is_none());
         // A mark past the log: what sled shows after it dropped damaged data.
         store.mark_durable(head + 5).unwrap();
         drop(store);
-        let (_store, report) = Store::open(&opts).unwrap();
+        let (_store, report) = Store::open_in_test(&opts);
         let (_, cause) = report.quarantined.expect("quarantined");
         assert!(cause.contains("sled dropped damaged data"), "{cause}");
     }
@@ -1247,7 +1271,7 @@ mod tests {
     fn uplink_acknowledgements_persist_as_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path());
-        let (store, _) = Store::open(&opts).unwrap();
+        let (store, _) = Store::open_in_test(&opts);
         assert!(store.uplink_acked().unwrap().is_empty());
         let mut acked = Acked::new();
         acked.insert(1..=10);
@@ -1256,7 +1280,7 @@ mod tests {
         store.set_uplink_acked(&acked).unwrap();
         store.flush().unwrap();
         drop(store);
-        let (store, _) = Store::open(&opts).unwrap();
+        let (store, _) = Store::open_in_test(&opts);
         let back: Vec<_> = store.uplink_acked().unwrap().into_iter().collect();
         assert_eq!(back, vec![1..=20, 40..=41]);
     }
@@ -1265,7 +1289,7 @@ mod tests {
     fn a_store_whose_files_are_garbage_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path());
-        let (store, _) = Store::open(&opts).unwrap();
+        let (store, _) = Store::open_in_test(&opts);
         store.writer().unwrap().append(&[event("a", 1)]).unwrap();
         store.flush().unwrap();
         drop(store);
@@ -1275,7 +1299,7 @@ mod tests {
                 std::fs::write(&path, b"\x00garbage, not a sled file").unwrap();
             }
         }
-        let (_store, report) = Store::open(&opts).unwrap();
+        let (_store, report) = Store::open_in_test(&opts);
         assert!(report.quarantined.is_some());
     }
 }
