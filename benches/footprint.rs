@@ -530,8 +530,7 @@ fn build_backlog(path: &Path, total: usize, vehicles: usize) -> Duration {
             }
         }
     }
-    store.flush().expect("flush");
-    store.mark_durable(writer.head()).expect("durable mark");
+    store.close(writer.head()).expect("flush and mark");
     started.elapsed()
 }
 

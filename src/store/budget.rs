@@ -674,7 +674,7 @@ mod tests {
 
         // The ledger kept in memory is the one a restart reads.
         let usage = store.usage();
-        store.flush().unwrap();
+        store.close(writer.head()).unwrap();
         drop((budget, writer, store));
         let store = open(dir.path());
         assert_eq!(store.usage(), usage);

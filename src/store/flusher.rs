@@ -10,27 +10,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Store;
+use super::{Store, StoreError};
 
-/// How often the durable head is recorded beside the log (see
-/// [`Store::mark_durable`]): a rollback of sled's log to before the last
-/// mark is taken for damage at the next start.
-const MARK_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Records `seq` as durable, on the blocking pool; a failure only weakens
-/// the check at the next start.
-pub async fn mark(store: &Store, seq: u64) {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.mark_durable(seq)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::debug!("cannot record the durable head: {err}"),
-        Err(join) => tracing::debug!("durable head task failed: {join}"),
-    }
+/// One group commit: sled's flush, then the durable mark (and the
+/// reservation ahead of `head`), both on the blocking pool.
+fn commit(store: &Store, durable: u64, head: u64) -> Result<(), StoreError> {
+    store.flush()?;
+    store.record_durable(durable, head)
 }
 
 /// Flushes whenever the head moved, at most once per `interval`, until `shutdown`,
 /// and publishes the last sequence number known durable on `durable`.
-/// The final flush after the writer has stopped is the caller's.
+/// The final flush after the writer has stopped is the caller's ([`Store::close`]).
 pub async fn run(
     store: Store,
     interval: Duration,
@@ -41,7 +32,6 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flushed = *head.borrow();
-    let mut marked = Instant::now();
     // A store that refuses writes fails every flush: log once per streak.
     let mut failing = false;
     loop {
@@ -55,17 +45,17 @@ pub async fn run(
         }
         let flushing = store.clone();
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || flushing.flush()).await {
-            Ok(Ok(_)) => {
+        // The head read now is at least `target`: the reservation runs ahead
+        // of whatever the writer did meanwhile.
+        let ahead = head.clone();
+        match tokio::task::spawn_blocking(move || commit(&flushing, target, *ahead.borrow())).await
+        {
+            Ok(Ok(())) => {
                 if std::mem::replace(&mut failing, false) {
                     tracing::info!("store flushes succeed again");
                 }
                 flushed = target;
                 durable.send_replace(target);
-                if marked.elapsed() >= MARK_INTERVAL {
-                    marked = Instant::now();
-                    mark(&store, target).await;
-                }
                 metrics::histogram!("fixgate_store_flush_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::gauge!("fixgate_store_durable_seq").set(target as f64);

@@ -20,9 +20,11 @@
 pub mod budget;
 pub mod flusher;
 pub mod ledger;
+pub mod mark;
 pub mod segment;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,9 +44,6 @@ const ZONES: u8 = b'G';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
 const META_UPLINK_ACKED: &[u8] = b"Muplink_acked";
-/// The file beside sled's own, in the store directory, that records the last
-/// sequence number known durable (see [`Store::mark_durable`]).
-const DURABLE_MARK: &str = "fixgate-durable";
 /// How often one read seeks again after the writer moved values under it.
 const MAX_RESEEKS: u32 = 8;
 
@@ -90,6 +89,15 @@ pub enum StoreError {
     /// overwritten at the start of its log: "tried to serialize Uninitialized").
     #[error("store: sled panicked while opening: {0}")]
     Panicked(String),
+    /// The durable mark (see [`mark`]) cannot be read or written: without it
+    /// no sequence number may be handed out.
+    #[error("store: the durable mark {path}: {source}")]
+    Mark {
+        /// The mark file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Moving a damaged store aside failed: the daemon cannot start fresh.
     #[error("store at {path} failed to open ({cause}) and could not be moved aside: {source}")]
     Quarantine {
@@ -111,7 +119,7 @@ impl StoreError {
         use std::io::ErrorKind as K;
         match self {
             Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
-            Self::Quarantine { .. } => false,
+            Self::Quarantine { .. } | Self::Mark { .. } => false,
             Self::Sled(sled::Error::Io(io)) => {
                 let environment = matches!(
                     io.kind(),
@@ -139,8 +147,15 @@ impl StoreError {
 
     /// Whether the store failed because its disk (or quota) is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Self::Sled(sled::Error::Io(io))
-            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+        let io = match self {
+            Self::Sled(sled::Error::Io(io)) => io,
+            Self::Mark { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
     }
 }
 
@@ -210,6 +225,75 @@ pub struct OpenReport {
     pub created: bool,
     /// Every device's state, as read (and checked) while opening.
     pub devices: Vec<DeviceState>,
+    /// Something wrong with the durable mark that did not stop the store
+    /// from opening (a damaged copy, a missing or unreadable file), and what
+    /// was done about it: to be logged loudly and counted.
+    pub mark_problem: Option<String>,
+    /// Sequence numbers skipped at this start: the previous run may have
+    /// handed them out without making them durable (a crash), so they are
+    /// never handed out again.
+    pub skipped: u64,
+}
+
+/// The writer's licence to hand out sequence numbers: the highest one the
+/// durable mark allows, raised (and synced) before any number past it is
+/// used, so that no number is ever handed out twice, whatever a crash or a
+/// damaged log loses.
+#[derive(Debug)]
+struct Reservation {
+    file: Mutex<mark::MarkFile>,
+    /// What the file on disk allows; read without the lock by the writer.
+    ceiling: AtomicU64,
+    path: PathBuf,
+}
+
+impl Reservation {
+    fn error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Mark {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Raises the ceiling to at least `upto`, waiting for the disk.
+    fn reserve(&self, upto: u64) -> Result<(), StoreError> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let durable = file.mark().durable;
+        let written = file
+            .write(mark::Mark {
+                durable,
+                reserved: upto,
+            })
+            .map_err(|e| self.error(e))?;
+        self.ceiling.store(written.reserved, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records `durable` after a group commit, reserving ahead of `head`.
+    fn record(&self, durable: u64, head: u64) -> Result<(), StoreError> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = file
+            .write(mark::Mark {
+                durable,
+                reserved: head.saturating_add(mark::STEP),
+            })
+            .map_err(|e| self.error(e))?;
+        self.ceiling.store(written.reserved, Ordering::Release);
+        Ok(())
+    }
+
+    /// At a clean shutdown: everything up to `head` is durable and nothing
+    /// past it was handed out, so the next start numbers on without a hole.
+    fn tighten(&self, head: u64) -> Result<(), StoreError> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.tighten(mark::Mark {
+            durable: head,
+            reserved: head,
+        })
+        .map_err(|e| self.error(e))?;
+        self.ceiling.store(head, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// The opened store: hands out the one writer and readers.
@@ -218,6 +302,52 @@ pub struct Store {
     db: sled::Db,
     ledger: Arc<Mutex<Ledger>>,
     path: Arc<PathBuf>,
+    reservation: Arc<Reservation>,
+    /// Numbers up to this may have been handed out before this start.
+    floor: u64,
+}
+
+/// The durable mark as found at open, reduced to what the store needs.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    /// No mark file.
+    None,
+    /// A mark, possibly with one copy damaged.
+    Mark(mark::Read),
+    /// A file that holds no intact copy.
+    Damaged,
+}
+
+impl Found {
+    fn read(dir: &Path) -> Result<Self, StoreError> {
+        match mark::read(dir) {
+            Ok(None) => Ok(Self::None),
+            Ok(Some(Ok(read))) => Ok(Self::Mark(read)),
+            Ok(Some(Err(_))) => Ok(Self::Damaged),
+            // A store directory that does not exist yet has no mark.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Self::None),
+            Err(source) => Err(StoreError::Mark {
+                path: dir.join(mark::FILE),
+                source,
+            }),
+        }
+    }
+
+    fn durable(self) -> Option<u64> {
+        match self {
+            Self::Mark(read) => Some(read.mark.durable),
+            _ => None,
+        }
+    }
+}
+
+/// The wall clock in microseconds: where a store numbers from when nothing
+/// better is known (a fresh store, a mark that was lost).
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
 }
 
 impl Store {
@@ -241,50 +371,125 @@ impl Store {
 
     /// Opens the store, moving a damaged one aside (kept for diagnosis) and
     /// starting fresh rather than refusing to start.
+    ///
+    /// Sequence numbers go on after the highest the durable mark says may
+    /// have been handed out, so none is reused after a crash, after damage
+    /// that was caught (a fresh store starts above it) or after damage that
+    /// was not.
     pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
         let mut report = OpenReport::default();
-        let (store, devices) = match Self::open_unwinding(options) {
+        let found = Found::read(&options.path)?;
+        let (db, ledger, held) = match Self::open_unwinding(options, found.durable()) {
             Ok(opened) => opened,
             Err(cause) if cause.is_damage() => {
                 let aside = quarantine(&options.path, &cause.to_string())?;
                 report.quarantined = Some((aside, cause.to_string()));
-                Self::open_checked(options)?
+                Self::open_unwinding(options, None)?
             }
             Err(cause) => return Err(cause),
         };
-        report.devices = devices;
-        if store.db.get(META_FIRST_SEQ)?.is_none() {
+        let fresh = db.get(META_FIRST_SEQ)?.is_none();
+        // The highest number the previous run (of this store, or of the one
+        // moved aside) may have handed out.
+        let floor = match found {
+            Found::Mark(read) => {
+                if read.one_damaged {
+                    report.mark_problem = Some(format!(
+                        "one copy of the durable mark was damaged (a torn write at a power cut, or a failing card); numbering goes on after {}",
+                        read.ceiling()
+                    ));
+                }
+                read.ceiling()
+            }
+            // A store made now needs none; one moved aside without a mark
+            // leaves the wall clock as the only floor (below).
+            Found::None if fresh => 0,
+            Found::None | Found::Damaged => {
+                let floor = held.saturating_add(2 * mark::STEP).max(now_micros());
+                report.mark_problem = Some(format!(
+                    "the durable mark was {}: damage in the log's tail cannot be checked this once, and numbering jumps to {floor} so that no number is reused",
+                    if matches!(found, Found::None) {
+                        "missing"
+                    } else {
+                        "damaged (no intact copy)"
+                    }
+                ));
+                floor
+            }
+        };
+        if fresh {
             report.created = true;
             // A replaced store must never reuse a sequence number the old one
             // handed out (the feed and the uplink identify events by it), so a
-            // new store starts at the wall clock in microseconds.
-            let first = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(1, |d| d.as_micros() as u64)
-                .max(1);
-            store.db.insert(META_FIRST_SEQ, &first.to_be_bytes())?;
-            store.db.flush()?;
+            // new store starts past the old one's reservation, and at least at
+            // the wall clock in microseconds, past anything a store whose mark
+            // was lost with it can have numbered.
+            let first = now_micros().max(floor.saturating_add(1));
+            db.insert(META_FIRST_SEQ, &first.to_be_bytes())?;
+            db.flush()?;
         }
+        let first = first_seq_of(&db)?;
+        let held = if fresh { first - 1 } else { held };
+        let start = held.max(floor).max(first - 1);
+        report.skipped = start - held;
+        let file = mark::MarkFile::create(
+            &options.path,
+            mark::Mark {
+                durable: held,
+                reserved: start.saturating_add(mark::STEP),
+            },
+            match found {
+                Found::Mark(read) => read.generation,
+                _ => 0,
+            },
+        )
+        .map_err(|source| StoreError::Mark {
+            path: options.path.join(mark::FILE),
+            source,
+        })?;
+        let reservation = Reservation {
+            ceiling: AtomicU64::new(file.mark().reserved),
+            file: Mutex::new(file),
+            path: options.path.join(mark::FILE),
+        };
+        let store = Self {
+            db,
+            ledger: Arc::new(Mutex::new(ledger)),
+            path: Arc::new(options.path.clone()),
+            reservation: Arc::new(reservation),
+            floor: start,
+        };
+        report.devices = store.reader().devices()?;
         Ok((store, report))
     }
 
     /// [`Store::open_checked`], with a panic inside sled taken for damage
     /// rather than left to stop the daemon at every start.
-    fn open_unwinding(options: &StoreOptions) -> Result<(Self, Vec<DeviceState>), StoreError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_checked(options)))
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".to_owned());
-                Err(StoreError::Panicked(message))
-            })
+    fn open_unwinding(
+        options: &StoreOptions,
+        durable: Option<u64>,
+    ) -> Result<(sled::Db, Ledger, u64), StoreError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_checked(options, durable)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            Err(StoreError::Panicked(message))
+        })
     }
 
     /// Opens sled and reads every log value once, so that damage shows now
     /// rather than in the middle of serving; the same read builds the ledger.
-    fn open_checked(options: &StoreOptions) -> Result<(Self, Vec<DeviceState>), StoreError> {
+    /// Returns the last sequence number the log holds, which must not be
+    /// below `durable`, the mark's.
+    fn open_checked(
+        options: &StoreOptions,
+        durable: Option<u64>,
+    ) -> Result<(sled::Db, Ledger, u64), StoreError> {
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -315,31 +520,25 @@ impl Store {
             );
             ledger.put(seq, entry);
         }
-        if let Some(durable) = read_mark(&options.path) {
-            let first = db
-                .get(META_FIRST_SEQ)?
-                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(1);
-            let held = ledger
-                .iter()
-                .next_back()
-                .map_or(first - 1, |(at, e)| at + u64::from(e.slots) - 1);
-            if held < durable {
-                return Err(StoreError::RolledBack { held, durable });
-            }
+        let first = first_seq_of(&db)?;
+        let held = ledger
+            .iter()
+            .next_back()
+            .map_or(first - 1, |(at, e)| at + u64::from(e.slots) - 1);
+        if let Some(durable) = durable.filter(|&d| held < d) {
+            return Err(StoreError::RolledBack { held, durable });
         }
-        let store = Self {
-            db,
-            ledger: Arc::new(Mutex::new(ledger)),
-            path: Arc::new(options.path.clone()),
-        };
-        let devices = store.reader().devices()?;
-        Ok((store, devices))
+        Ok((db, ledger, held))
     }
 
     /// The single writer. Call once: two writers would hand out the same numbers.
     pub fn writer(&self) -> Result<Writer, StoreError> {
-        Writer::resume(self.db.clone(), self.ledger.clone())
+        Writer::resume(
+            self.db.clone(),
+            self.ledger.clone(),
+            self.reservation.clone(),
+            self.floor,
+        )
     }
 
     /// A reader; cheap, clone as needed.
@@ -357,25 +556,24 @@ impl Store {
 
     /// The first sequence number this store handed out (or will hand out).
     pub fn first_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .get(META_FIRST_SEQ)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(1))
+        first_seq_of(&self.db)
     }
 
-    /// Records, beside sled's files, that everything up to `seq` is durable;
-    /// call after a [`Store::flush`] that covered it. [`Store::open`] then
-    /// knows a log that ends before `seq` lost data to damage (sled would
-    /// open it without a word). A small file replaced atomically: cheap, but
-    /// an fsync, so the flusher calls it every few seconds, not every flush.
-    pub fn mark_durable(&self, seq: u64) -> std::io::Result<()> {
-        let mark = self.path.join(DURABLE_MARK);
-        let tmp = self.path.join(format!("{DURABLE_MARK}.tmp"));
-        let mut file = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, seq.to_string().as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &mark)
+    /// Records, beside sled's files, that everything up to `durable` is
+    /// durable, and reserves numbers ahead of the writer's `head`; call after
+    /// every [`Store::flush`] that covered `durable`. [`Store::open`] then
+    /// knows a log that ends before `durable` lost data to damage (sled would
+    /// open it without a word). One small in-place write and a sync.
+    pub fn record_durable(&self, durable: u64, head: u64) -> Result<(), StoreError> {
+        self.reservation.record(durable, head)
+    }
+
+    /// A clean shutdown, after the writer has stopped at `head`: makes
+    /// everything durable and tells the next start that nothing past `head`
+    /// was handed out, so that it numbers on without a hole.
+    pub fn close(&self, head: u64) -> Result<(), StoreError> {
+        self.flush()?;
+        self.reservation.tighten(head)
     }
 
     /// The store's directory.
@@ -451,13 +649,13 @@ fn kind_of(value: &[u8]) -> Kind {
     }
 }
 
-/// The durable mark of the store at `path`, if one was written and reads.
-fn read_mark(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path.join(DURABLE_MARK))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The first sequence number of a store (1 if it never recorded one).
+fn first_seq_of(db: &sled::Db) -> Result<u64, StoreError> {
+    Ok(db
+        .get(META_FIRST_SEQ)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(1)
+        .max(1))
 }
 
 /// Moves a damaged store directory aside, next to where it was.
@@ -585,6 +783,7 @@ fn merge_zones(states: &mut BTreeMap<DeviceId, DeviceState>, key: &[u8], value: 
 pub struct Writer {
     db: sled::Db,
     ledger: Arc<Mutex<Ledger>>,
+    reservation: Arc<Reservation>,
     next_seq: u64,
     /// Raw events not yet compacted; the first has sequence number `tail_first`.
     tail: Vec<Event>,
@@ -592,12 +791,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Picks up where the log ends: the next number, and the raw tail to compact later.
-    fn resume(db: sled::Db, ledger: Arc<Mutex<Ledger>>) -> Result<Self, StoreError> {
-        let first = db
-            .get(META_FIRST_SEQ)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(1);
+    /// Picks up where the log ends: the next number, and the raw tail to
+    /// compact later. Numbering goes on after `floor` when the last run may
+    /// have handed out numbers the log does not hold (a crash); the raw tail
+    /// is then compacted at once into a short segment, since the budget only
+    /// ever leaves raw values at the very end of the log alone.
+    fn resume(
+        db: sled::Db,
+        ledger: Arc<Mutex<Ledger>>,
+        reservation: Arc<Reservation>,
+        floor: u64,
+    ) -> Result<Self, StoreError> {
+        let first = first_seq_of(&db)?;
         let mut next_seq = None;
         let mut raw = Vec::new();
         // Walk back over the raw values at the end of the log: they are the tail.
@@ -617,18 +822,49 @@ impl Writer {
         }
         let next_seq = next_seq.unwrap_or(first);
         let tail_first = raw.last().map_or(next_seq, |(seq, _)| *seq);
-        let tail = raw
+        let tail: Vec<Event> = raw
             .into_iter()
             .rev()
             .flat_map(|(_, events)| events)
             .collect();
-        Ok(Self {
+        let mut writer = Self {
             db,
             ledger,
+            reservation,
             next_seq,
             tail,
             tail_first,
-        })
+        };
+        if floor >= next_seq {
+            writer.seal_tail()?;
+            writer.next_seq = floor + 1;
+            writer.tail_first = floor + 1;
+        }
+        Ok(writer)
+    }
+
+    /// Compacts the raw tail, however short, into one segment.
+    fn seal_tail(&mut self) -> Result<(), StoreError> {
+        if self.tail.is_empty() {
+            return Ok(());
+        }
+        let first = self.tail_first;
+        let value = segment::encode_segment(self.tail.iter());
+        let entry = Entry::of(self.tail.iter().map(Some), 9 + value.len(), Kind::Segment);
+        let mut batch = sled::Batch::default();
+        batch.insert(&log_key(first)[..], value);
+        for s in first + 1..first + self.tail.len() as u64 {
+            batch.remove(&log_key(s)[..]);
+        }
+        self.db.apply_batch(batch)?;
+        let mut ledger = lock(&self.ledger);
+        for s in first + 1..first + u64::from(entry.slots) {
+            ledger.remove(s);
+        }
+        ledger.put(first, entry);
+        drop(ledger);
+        self.tail.clear();
+        Ok(())
     }
 
     /// The sequence number of the last appended event (one less than the first
@@ -653,6 +889,12 @@ impl Writer {
         events: &[Event],
         zones: &[(DeviceId, Vec<u8>)],
     ) -> Result<u64, StoreError> {
+        // Never number past what the durable mark allows: a crash must not
+        // let the next start hand out these numbers again.
+        let last = self.next_seq + events.len() as u64;
+        if last > self.reservation.ceiling.load(Ordering::Acquire) {
+            self.reservation.reserve(last.saturating_add(mark::STEP))?;
+        }
         let mut batch = sled::Batch::default();
         for (device, bytes) in zones {
             batch.insert(state_key(ZONES, device), bytes.as_slice());
@@ -1075,7 +1317,7 @@ mod tests {
         let from_start = reader.read_after(0, 1).unwrap();
         assert_eq!(seqs(&from_start), vec![seg(0) + 128]);
         // A restart numbers on after the last slot, gone or not.
-        store.flush().unwrap();
+        store.close(writer.head()).unwrap();
         drop((writer, reader, store));
         let (store, _) = Store::open_in_test(&options(dir.path()));
         assert_eq!(store.writer().unwrap().head(), base + n);
@@ -1105,7 +1347,7 @@ mod tests {
         let part = reader.read_after(base + 300, 5).unwrap();
         assert_eq!(seqs(&part), (base + 301..=base + 305).collect::<Vec<_>>());
         assert!(reader.read_after(base + 600, 10).unwrap().is_empty());
-        store.flush().unwrap();
+        store.close(writer.head()).unwrap();
         drop((writer, reader, store));
 
         let (store, report) = Store::open_in_test(&options(dir.path()));
@@ -1236,17 +1478,95 @@ mod tests {
         let (store, _) = Store::open_in_test(&opts);
         let head = store.writer().unwrap().append(&[event("a", 1)]).unwrap();
         store.flush().unwrap();
-        store.mark_durable(head).unwrap();
+        store.record_durable(head, head).unwrap();
         drop(store);
         // As marked: opens as it is.
         let (store, report) = Store::open_in_test(&opts);
         assert!(report.quarantined.is_none());
+        assert!(report.mark_problem.is_none());
         // A mark past the log: what sled shows after it dropped damaged data.
-        store.mark_durable(head + 5).unwrap();
+        store.record_durable(head + 5, head + 5).unwrap();
         drop(store);
-        let (_store, report) = Store::open_in_test(&opts);
+        let (store, report) = Store::open_in_test(&opts);
         let (_, cause) = report.quarantined.expect("quarantined");
         assert!(cause.contains("sled dropped damaged data"), "{cause}");
+        // The fresh store numbers past the old one's reservation.
+        assert!(store.writer().unwrap().head() > head + 5 + mark::STEP);
+    }
+
+    #[test]
+    fn after_a_crash_numbers_handed_out_but_not_durable_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (store, _) = Store::open_in_test(&opts);
+        let mut writer = store.writer().unwrap();
+        let base = writer.head();
+        // A segment and a raw tail of 44, durable...
+        let events: Vec<Event> = (0..300).map(|i| event("a", i)).collect();
+        let durable = writer.append(&events).unwrap();
+        store.flush().unwrap();
+        store.record_durable(durable, durable).unwrap();
+        // ...and numbers the feed has seen but no flush made durable: lost
+        // in a crash, like a log whose damaged tail sled dropped unnoticed.
+        let lost_seq = writer.append(&[event("a", 300)]).unwrap();
+        store.db.remove(log_key(lost_seq)).unwrap();
+        store.flush().unwrap();
+        drop((writer, store));
+
+        let (store, report) = Store::open_in_test(&opts);
+        assert!(report.quarantined.is_none() && report.mark_problem.is_none());
+        assert!(report.skipped > 0);
+        let mut writer = store.writer().unwrap();
+        let next = writer.append(&[event("a", 301)]).unwrap();
+        assert!(next > lost_seq, "{next} reuses a number up to {lost_seq}");
+        // The old raw tail was sealed: everything reads back in order, and
+        // only the new event is raw.
+        let all = store.reader().read_after(base, usize::MAX).unwrap();
+        let mut want: Vec<u64> = (base + 1..=durable).collect();
+        want.push(next);
+        assert_eq!(seqs(&all), want);
+        let raw = store
+            .db
+            .scan_prefix([LOG])
+            .values()
+            .filter(|v| segment::is_raw(v.as_ref().unwrap()))
+            .count();
+        assert_eq!(raw, 1);
+        // A clean shutdown leaves no hole at the next start.
+        store.close(next).unwrap();
+        drop((writer, store));
+        let (store, report) = Store::open_in_test(&opts);
+        assert_eq!(report.skipped, 0);
+        assert_eq!(store.writer().unwrap().head(), next);
+    }
+
+    #[test]
+    fn a_damaged_or_missing_mark_is_reported_and_numbering_jumps_past_any_use() {
+        for damage in ["garbage", "missing"] {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = options(dir.path());
+            let (store, _) = Store::open_in_test(&opts);
+            let mut writer = store.writer().unwrap();
+            let head = writer.append(&[event("a", 1)]).unwrap();
+            store.close(head).unwrap();
+            drop((writer, store));
+            let file = opts.path.join(mark::FILE);
+            if damage == "garbage" {
+                std::fs::write(&file, b"\x01\x02 not a mark").unwrap();
+            } else {
+                std::fs::remove_file(&file).unwrap();
+            }
+            let (store, report) = Store::open_in_test(&opts);
+            assert!(report.quarantined.is_none(), "{damage}");
+            let problem = report.mark_problem.expect(damage);
+            assert!(
+                problem.contains(damage) || problem.contains("damaged"),
+                "{problem}"
+            );
+            assert!(store.writer().unwrap().head() >= head + 2 * mark::STEP);
+            // The data is kept.
+            assert_eq!(store.reader().read_after(0, 10).unwrap().len(), 1);
+        }
     }
 
     #[test]
