@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -18,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use std::net::SocketAddr;
 
 use crate::config::{Broker, Config, Demo, DemoVia};
-use crate::feed::{self, FeedOptions, FeedState};
+use crate::feed::body::BodyLimits;
+use crate::feed::{self, FeedOptions, FeedState, server};
 use crate::fix::SourceKind;
 use crate::health::{Pulse, Pulses};
 use crate::ingest::http::HttpIntake;
@@ -64,12 +64,36 @@ pub async fn run(
             "THE STORE WAS DAMAGED and has been moved aside; starting with an empty store. Cause: {cause}"
         );
     }
+    if let Some(problem) = &report.mark_problem {
+        metrics::counter!("fixgate_store_mark_damaged_total").increment(1);
+        tracing::error!("store: {problem}");
+    }
+    if report.skipped > 0 {
+        // After a crash: numbers the last run may have handed out to the feed
+        // before they were durable are not handed out again.
+        tracing::info!(
+            skipped = report.skipped,
+            "store: numbering goes on past the last run's reservation"
+        );
+    }
     let writer = store.writer()?;
     tracing::info!(
         path = %config.store.path.display(),
         head = writer.head(),
         created = report.created,
         "store open"
+    );
+
+    // Every connection we allow must find a file descriptor, with room for
+    // the store, the serial ports and the logs: else the limits would not
+    // hold and the process would stop accepting anything at all.
+    let mqtt_connections = match &config.mqtt.broker {
+        Broker::Embedded(e) => e.max_connections,
+        _ => 0,
+    };
+    crate::fd_limit::raise(
+        (config.feed.max_connections + server::RESERVED + mqtt_connections + 256) as u64,
+        "feed.max_connections and mqtt.max_connections",
     );
 
     // Bind before starting anything that accepts data: a busy port is a
@@ -181,6 +205,7 @@ pub async fn run(
             keepalive: config.feed.keepalive,
             retry: config.feed.retry,
             max_clients: config.feed.max_clients,
+            max_snapshots: config.feed.max_snapshots,
         },
         health,
         metrics,
@@ -189,22 +214,27 @@ pub async fn run(
     .with_geofences(geofences);
     let mut app = feed::router(state);
     if config.http.enabled {
-        app = app.merge(HttpIntake::new(&config.http, &tx, rejects).router());
+        let bodies = BodyLimits::new(
+            config.http.max_body,
+            config.feed.body_timeout,
+            BODY_BUDGET.max(config.http.max_body),
+            rejects.clone(),
+        );
+        let intake = HttpIntake::new(&config.http, &tx, rejects).router().layer(
+            axum::middleware::from_fn_with_state(bodies, feed::body::read_whole),
+        );
+        app = app.merge(intake);
     }
-    let server = tokio::spawn(
-        axum::serve(
-            // Events are small writes; Nagle would hold each back for the
-            // previous one's ACK and a catching-up client would crawl.
-            listener.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY: {err}");
-                }
-            }),
-            app,
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
-    );
+    let server = tokio::spawn(feed::server::serve(
+        listener,
+        app,
+        server::Limits {
+            max_connections: config.feed.max_connections,
+            header_timeout: config.feed.header_timeout,
+            stall_timeout: config.feed.stall_timeout,
+        },
+        shutdown.clone(),
+    ));
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
     tokio::spawn(crate::systemd::watchdog(
         writer_health.clone(),
@@ -249,16 +279,15 @@ pub async fn run(
         let _ = uplink.task.await;
     }
     let final_store = store.clone();
-    tokio::task::spawn_blocking(move || final_store.flush())
+    let head = *final_head.borrow();
+    tokio::task::spawn_blocking(move || final_store.close(head))
         .await?
         .context("final store flush failed")?;
-    flusher::mark(&store, *final_head.borrow()).await;
-    tracing::info!("store flushed");
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => tracing::warn!("feed server: {err}"),
+    tracing::info!(head, "store flushed");
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!("feed server task: {err}"),
-        Err(_) => tracing::warn!("feed server did not stop within 5 s"),
+        Err(_) => tracing::warn!("feed server did not stop within 10 s"),
     }
     tracing::info!("stopped");
     match fatal {
@@ -266,6 +295,10 @@ pub async fn run(
         None => Ok(()),
     }
 }
+
+/// Bytes of request bodies being received at once, across all intake
+/// requests (at least one `http.max_body`).
+const BODY_BUDGET: usize = 16 * 1024 * 1024;
 
 /// How often the disk budget measures the store when the writer is quiet.
 const BUDGET_INTERVAL: Duration = Duration::from_secs(5);

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod fd_limit;
 pub mod feed;
 pub mod fence_watch;
 pub mod filter;

@@ -173,8 +173,23 @@ pub struct Feed {
     pub keepalive: Duration,
     /// The `retry:` reconnection hint sent to browsers.
     pub retry: Duration,
-    /// Most SSE clients served at once.
+    /// Most SSE clients served at once; a new one beyond takes the place
+    /// of a stalled or crowded one.
     pub max_clients: usize,
+    /// Most HTTP connections open at once (feed, snapshot, intake); a few
+    /// more are always kept for `/healthz` and `/metrics`.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and the most a
+    /// keep-alive connection may idle between requests.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body.
+    pub body_timeout: Duration,
+    /// A connection whose socket takes no byte for this long while a
+    /// response waits to be written is closed (a client that stopped reading).
+    pub stall_timeout: Duration,
+    /// Snapshot responses (`/api/devices`, `/api/geofences`, SSE resets)
+    /// being built or sent at once; beyond, `503`.
+    pub max_snapshots: usize,
 }
 
 impl Default for Feed {
@@ -184,6 +199,11 @@ impl Default for Feed {
             keepalive: Duration::from_secs(15),
             retry: Duration::from_secs(3),
             max_clients: 256,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+            max_snapshots: 16,
         }
     }
 }

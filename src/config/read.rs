@@ -41,7 +41,17 @@ const SECTIONS: &[&str] = &[
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
-const FEED_KEYS: &[&str] = &["listen", "keepalive", "retry", "max_clients"];
+const FEED_KEYS: &[&str] = &[
+    "listen",
+    "keepalive",
+    "retry",
+    "max_clients",
+    "max_connections",
+    "header_timeout",
+    "body_timeout",
+    "stall_timeout",
+    "max_snapshots",
+];
 const LOG_KEYS: &[&str] = &["level"];
 const SERIAL_KEYS: &[&str] = &[
     "device",
@@ -397,6 +407,22 @@ impl<'s> Reader<'s> {
         }
         if let Some(n) = self.integer(s, "max_clients", 1..=100_000) {
             feed.max_clients = n;
+        }
+        if let Some(n) = self.integer(s, "max_connections", 8..=1_000_000) {
+            feed.max_connections = n;
+        }
+        let timeout = Duration::from_secs(1)..=Duration::from_secs(600);
+        if let Some((d, _)) = self.duration(s, "header_timeout", timeout.clone()) {
+            feed.header_timeout = d;
+        }
+        if let Some((d, _)) = self.duration(s, "body_timeout", timeout.clone()) {
+            feed.body_timeout = d;
+        }
+        if let Some((d, _)) = self.duration(s, "stall_timeout", timeout) {
+            feed.stall_timeout = d;
+        }
+        if let Some(n) = self.integer(s, "max_snapshots", 1..=10_000) {
+            feed.max_snapshots = n;
         }
         feed
     }

@@ -2,6 +2,11 @@
 //!
 //! Every handler is a reader of the store; none of them touches the pipeline.
 
+pub mod body;
+pub mod clients;
+pub mod conn;
+pub mod server;
+pub mod snapshot;
 pub mod sse;
 
 use std::sync::Arc;
@@ -15,14 +20,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::fix::FenceId;
-use crate::geofence::{Rules, Zones};
+use crate::geofence::Rules;
 use crate::pipeline::WriterHealth;
-use crate::store::{DeviceState, Reader};
+use crate::store::Reader;
+use clients::Clients;
+use snapshot::{Snapshots, permitted_body};
 
 /// Tunables of the feed.
 #[derive(Debug, Clone)]
@@ -33,6 +38,8 @@ pub struct FeedOptions {
     pub retry: Duration,
     /// Concurrent SSE clients allowed.
     pub max_clients: usize,
+    /// Snapshot responses held at once (see [`snapshot`]).
+    pub max_snapshots: usize,
 }
 
 /// What every handler shares.
@@ -52,7 +59,8 @@ pub struct FeedState {
     pub shutdown: CancellationToken,
     /// The geofence rules in force (`None` until a set has loaded).
     pub geofences: watch::Receiver<Option<Arc<Rules>>>,
-    clients: Arc<Semaphore>,
+    clients: Arc<Clients>,
+    snapshots: Snapshots,
 }
 
 impl FeedState {
@@ -65,7 +73,14 @@ impl FeedState {
         metrics: Option<PrometheusHandle>,
         shutdown: CancellationToken,
     ) -> Self {
-        let clients = Arc::new(Semaphore::new(options.max_clients));
+        let clients = Arc::new(Clients::new(options.max_clients));
+        let geofences = watch::channel(None).1;
+        let snapshots = Snapshots::new(
+            reader.clone(),
+            head.clone(),
+            geofences.clone(),
+            options.max_snapshots,
+        );
         Self {
             reader,
             head,
@@ -73,13 +88,20 @@ impl FeedState {
             health,
             metrics,
             shutdown,
-            geofences: watch::channel(None).1,
+            geofences,
             clients,
+            snapshots,
         }
     }
 
     /// Serves the fences and the devices' zones from these rules.
     pub fn with_geofences(mut self, rules: watch::Receiver<Option<Arc<Rules>>>) -> Self {
+        self.snapshots = Snapshots::new(
+            self.reader.clone(),
+            self.head.clone(),
+            rules.clone(),
+            self.options.max_snapshots,
+        );
         self.geofences = rules;
         self
     }
@@ -96,93 +118,60 @@ pub fn router(state: FeedState) -> Router {
         .with_state(state)
 }
 
-/// `GET /api/devices` body: the head sequence number (connect to
+/// `503` for a snapshot request beyond `feed.max_snapshots`.
+fn busy() -> Response {
+    metrics::counter!("fixgate_http_refused_total", "reason" => "busy").increment(1);
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many snapshot requests at once; try again\n",
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
+/// `GET /api/devices`: `{"seq": head, "devices": [...]}` — connect to
 /// `/events?last_event_id=<seq>` to continue from this snapshot without a
-/// gap) and the last known state of every device.
-#[derive(Debug, Serialize)]
-struct Devices {
-    seq: u64,
-    devices: Vec<Device>,
-}
-
-/// A device in the snapshot: its state and the fences it is in now.
-#[derive(Debug, Serialize)]
-struct Device {
-    #[serde(flatten)]
-    state: DeviceState,
-    zones: Vec<Zone>,
-}
-
-/// A fence a device is in.
-#[derive(Debug, Serialize)]
-struct Zone {
-    id: FenceId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    /// When the device came in.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::fix::time_ms::serialize_opt"
-    )]
-    since: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// A device's zones from its stored geofence state, among the fences in
-/// force (a removed fence leaves a device's stored state only at its next
-/// fix, which may be long in coming), named from them.
-fn zones(state: &DeviceState, rules: Option<&Rules>) -> Vec<Zone> {
-    let (Some(zones), Some(rules)) = (
-        state.zones.as_deref().and_then(|b| Zones::decode(b).ok()),
-        rules,
-    ) else {
-        return Vec::new();
-    };
-    zones
-        .inside()
-        .filter_map(|(id, since)| {
-            let fence = rules.fences.get(id)?;
-            Some(Zone {
-                id: id.clone(),
-                name: fence.name.clone(),
-                since,
-            })
-        })
-        .collect()
-}
-
+/// gap. One shared snapshot per head (see [`snapshot`]).
 async fn devices(State(state): State<FeedState>) -> Response {
-    // Read the head first: anything newer than it is also in the snapshot or
-    // will be replayed, never missed.
-    let seq = *state.head.borrow();
-    let reader = state.reader.clone();
-    match tokio::task::spawn_blocking(move || reader.devices()).await {
-        Ok(Ok(devices)) => {
-            let rules = state.geofences.borrow().clone();
-            let devices = devices
-                .into_iter()
-                .map(|state| Device {
-                    zones: zones(&state, rules.as_deref()),
-                    state,
-                })
-                .collect();
-            Json(Devices { seq, devices }).into_response()
-        }
-        Ok(Err(err)) => {
+    let Some(permit) = state.snapshots.try_permit() else {
+        return busy();
+    };
+    let snapshot = match state.snapshots.get().await {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
             tracing::error!("device snapshot failed: {err}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "store read failed\n").into_response()
+            return (StatusCode::INTERNAL_SERVER_ERROR, "store read failed\n").into_response();
         }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    };
+    let Ok(json) = tokio::task::spawn_blocking(move || snapshot.json()).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        permitted_body(json, permit),
+    )
+        .into_response()
 }
 
 /// `GET /api/geofences`: the fences in force as a GeoJSON FeatureCollection.
 async fn geofences(State(state): State<FeedState>) -> Response {
+    let Some(permit) = state.snapshots.try_permit() else {
+        return busy();
+    };
     let rules = state.geofences.borrow().clone();
     match rules {
-        Some(rules) => Json(crate::geofence::geojson_out::feature_collection(
-            &rules.fences,
-        ))
-        .into_response(),
+        Some(rules) => {
+            let collection = crate::geofence::geojson_out::feature_collection(&rules.fences);
+            let json = serde_json::to_vec(&collection).unwrap_or_default();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                permitted_body(json.into(), permit),
+            )
+                .into_response()
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no geofences are loaded: the log says why\n",

@@ -4,24 +4,35 @@
 //! small chunks and then sleeps until the writer announces a new head. Nothing
 //! is buffered per client beyond one chunk, so a slow or stuck client costs a
 //! socket and a few kilobytes, never the pipeline's time or unbounded memory;
-//! it simply falls behind and catches up from the store.
+//! it simply falls behind and catches up from the store. A reset's device
+//! states come from one shared [`super::snapshot`], encoded one event at a
+//! time as the client takes them. A client that stops reading is closed
+//! after the stall timeout, and a full feed makes room for a new client
+//! ([`super::clients`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::FeedState;
+use super::clients::Place;
+use super::conn::Conn;
+use super::snapshot::Snapshot;
 use crate::fix::{Event, Record};
 
 /// Events read from the store per chunk, per client.
 const CHUNK: usize = 256;
+/// How old a shared snapshot may be for a reset (see [`super::snapshot`]).
+const RESET_REUSE: Duration = Duration::from_secs(5);
 
 /// Query parameters of `/events`.
 #[derive(Debug, Deserialize)]
@@ -43,6 +54,7 @@ enum Start {
 /// Serves `GET /events`.
 pub async fn events(
     State(state): State<FeedState>,
+    conn: Option<Extension<Conn>>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
@@ -65,21 +77,21 @@ pub async fn events(
             }
         },
     };
-    let Ok(permit) = state.clients.clone().try_acquire_owned() else {
-        metrics::counter!("fixgate_sse_rejected_total", "reason" => "too_many_clients")
-            .increment(1);
-        let mut response =
-            (StatusCode::SERVICE_UNAVAILABLE, "too many feed clients\n").into_response();
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from_static("5"));
-        return response;
+    // Served by our own server, a request knows its connection; a router
+    // served some other way (tests, embedding) counts as one anonymous peer.
+    let (peer, socket) = match conn {
+        Some(Extension(conn)) => (conn.peer, conn.state),
+        None => (
+            std::net::IpAddr::from([0, 0, 0, 0]),
+            super::conn::Guarded::new((), state.options.keepalive).1,
+        ),
     };
-    tracing::debug!(?start, "feed client connected");
+    let place = state.clients.join(peer, socket);
+    tracing::debug!(?start, %peer, "feed client connected");
     let keepalive = KeepAlive::new()
         .interval(state.options.keepalive)
         .text("keepalive");
-    let mut response = Sse::new(client_stream(state, start, permit))
+    let mut response = Sse::new(client_stream(state, start, place))
         .keep_alive(keepalive)
         .into_response();
     // Reverse proxies (nginx) would otherwise hold events back in their buffers.
@@ -89,22 +101,33 @@ pub async fn events(
     response
 }
 
-/// Counts a connected client for as long as its stream lives.
-struct Connected {
-    _permit: OwnedSemaphorePermit,
+/// A reset's device states still to send, from a shared snapshot.
+struct Resetting {
+    snapshot: Arc<Snapshot>,
+    /// The next device, and whether its status was sent already.
+    next: usize,
+    status_sent: bool,
 }
 
-impl Connected {
-    fn new(permit: OwnedSemaphorePermit) -> Self {
-        metrics::gauge!("fixgate_sse_clients").increment(1.0);
-        Self { _permit: permit }
-    }
-}
-
-impl Drop for Connected {
-    fn drop(&mut self) {
-        metrics::gauge!("fixgate_sse_clients").decrement(1.0);
-        tracing::debug!("feed client left");
+impl Resetting {
+    /// The next snapshot event, encoded now; `None` when all are sent.
+    fn next_event(&mut self) -> Option<SseEvent> {
+        while let Some(device) = self.snapshot.devices.get(self.next) {
+            let event = if self.status_sent {
+                self.next += 1;
+                self.status_sent = false;
+                device.position().map(Event::Position)
+            } else {
+                self.status_sent = true;
+                device.status_event().map(Event::Status)
+            };
+            // Snapshot events carry no id: the client's cursor stays at the reset's.
+            if let Some(data) = event.as_ref().and_then(|e| e.to_json().ok()) {
+                let name = event.as_ref().map_or("position", Event::name);
+                return Some(SseEvent::default().event(name).data(data));
+            }
+        }
+        None
     }
 }
 
@@ -114,20 +137,22 @@ struct Client {
     head: tokio::sync::watch::Receiver<u64>,
     after: u64,
     pending: VecDeque<SseEvent>,
-    _connected: Connected,
+    resetting: Option<Resetting>,
+    place: Place,
 }
 
 fn client_stream(
     state: FeedState,
     start: Start,
-    permit: OwnedSemaphorePermit,
+    place: Place,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let retry = SseEvent::default().retry(state.options.retry);
     let client = Client {
         head: state.head.clone(),
         after: 0,
         pending: VecDeque::from([retry]),
-        _connected: Connected::new(permit),
+        resetting: None,
+        place,
         state,
     };
     futures_util::stream::unfold((client, Some(start)), |(mut client, start)| async move {
@@ -170,6 +195,17 @@ impl Client {
 
     async fn reset(&mut self, reason: &str, id: u64, oldest: Option<u64>, head: u64) {
         metrics::counter!("fixgate_sse_resets_total", "reason" => reason.to_owned()).increment(1);
+        let snapshot = match self.state.snapshots.get_recent(RESET_REUSE).await {
+            Ok(snapshot) => Some(snapshot),
+            Err(err) => {
+                tracing::error!("feed snapshot failed: {err}");
+                None
+            }
+        };
+        // The cursor stays at the head read before the snapshot: anything the
+        // writer adds meanwhile is sent again from the store rather than
+        // skipped (a device's newer state may be in the snapshot, another's not).
+        let head = snapshot.as_ref().map_or(head, |s| head.min(s.seq));
         let data = serde_json::json!({
             "reason": reason,
             "last_event_id": id,
@@ -182,43 +218,30 @@ impl Client {
                 .id(head.to_string())
                 .data(data.to_string()),
         );
-        let reader = self.state.reader.clone();
-        let devices = match tokio::task::spawn_blocking(move || reader.devices()).await {
-            Ok(Ok(devices)) => devices,
-            Ok(Err(err)) => {
-                tracing::error!("feed snapshot failed: {err}");
-                Vec::new()
-            }
-            Err(_) => Vec::new(),
-        };
-        // The cursor stays at the head read before the snapshot: anything the
-        // writer adds meanwhile is sent again from the store rather than
-        // skipped (a device's newer state may be in the snapshot, another's not).
         self.after = head;
-        for device in devices {
-            // Snapshot events carry no id: the client's cursor stays at the reset's.
-            let events = [
-                device.status_event().map(Event::Status),
-                device.position().map(Event::Position),
-            ];
-            for event in events.into_iter().flatten() {
-                if let Ok(data) = event.to_json() {
-                    self.pending
-                        .push_back(SseEvent::default().event(event.name()).data(data));
-                }
-            }
-        }
+        self.resetting = snapshot.map(|snapshot| Resetting {
+            snapshot,
+            next: 0,
+            status_sent: false,
+        });
     }
 
     /// The next event to send, waiting for the writer when caught up; `None`
-    /// ends the stream (shutdown).
+    /// ends the stream (shutdown, or another client took this one's place).
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
+            if self.state.shutdown.is_cancelled() || self.place.evicted.is_cancelled() {
+                return None;
+            }
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if self.state.shutdown.is_cancelled() {
-                return None;
+            if let Some(resetting) = self.resetting.as_mut() {
+                match resetting.next_event() {
+                    Some(event) => return Some(event),
+                    // Done: the snapshot and its licence go.
+                    None => self.resetting = None,
+                }
             }
             let head = *self.head.borrow_and_update();
             if self.after < head {
@@ -228,6 +251,7 @@ impl Client {
             tokio::select! {
                 changed = self.head.changed() => changed.ok()?,
                 _ = self.state.shutdown.cancelled() => return None,
+                _ = self.place.evicted.cancelled() => return None,
             }
         }
     }

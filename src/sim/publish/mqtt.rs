@@ -62,7 +62,10 @@ impl Connections {
             Sharing::PerDevice => devices.iter().map(DeviceId::as_str).collect(),
             Sharing::Shared => vec!["shared"],
         };
-        raise_fd_limit(labels.len() as u64 + 64);
+        crate::fd_limit::raise(
+            labels.len() as u64 + 64,
+            "one connection per device (or use --connections shared)",
+        );
         let mut clients = Vec::with_capacity(labels.len());
         let mut polls = JoinSet::new();
         for label in labels {
@@ -214,39 +217,6 @@ fn drop_one(counter: &std::sync::atomic::AtomicU64) {
 /// broker together do not all come back in the same instant.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + fastrand::f64())
-}
-
-/// Raises the soft open-files limit towards `needed` (up to the hard limit):
-/// a thousand per-device connections exceed the common default of 1024.
-fn raise_fd_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return;
-    }
-    // rlim_t is 32 bits wide on 32-bit ARM (armv7 glibc), 64 elsewhere.
-    #[allow(clippy::useless_conversion)]
-    let (current, hard) = (u64::from(limit.rlim_cur), u64::from(limit.rlim_max));
-    if current >= needed {
-        return;
-    }
-    let granted = needed.min(hard);
-    let wanted = libc::rlimit {
-        // At most the hard limit, so it fits.
-        rlim_cur: libc::rlim_t::try_from(granted).unwrap_or(limit.rlim_max),
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit only reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 || granted < needed {
-        tracing::warn!(
-            needed,
-            limit = granted,
-            "open-files limit too low for one connection per device; raise `ulimit -n` or use --connections shared"
-        );
-    }
 }
 
 #[cfg(test)]
