@@ -266,14 +266,22 @@ fn a_forgotten_device_keeps_its_live_position_and_a_flood_of_bad_names_evicts_no
     post("a", 10_000, 52.1);
     post("b", 10_000, 52.2);
     std::thread::sleep(Duration::from_millis(2500)); // both offline now
-    // New names whose fixes are all invalid: dropped, nobody evicted.
+    // New names whose fixes the filters drop (at 0,0): nobody evicted.
     for i in 0..5 {
-        post(&format!("junk-{i}"), 1000, 123.0);
+        let body = format!(r#"{{"device":"junk-{i}","lat":0.0,"lon":0.0}}"#);
+        assert_eq!(send(daemon.port, "POST", "/api/fixes", None, &body).0, 200);
     }
     assert_eq!(
-        daemon.wait_metric("fixgate_fixes_dropped_total", &[("reason", "invalid")], 5.0),
+        daemon.wait_metric(
+            "fixgate_fixes_dropped_total",
+            &[("reason", "zero_island")],
+            5.0
+        ),
         Some(5.0)
     );
+    // Nor do impossible ones, which the intake refuses outright.
+    let body = r#"{"device":"junk-9","lat":123.0,"lon":5.1}"#;
+    assert_eq!(send(daemon.port, "POST", "/api/fixes", None, body).0, 400);
     assert_eq!(
         daemon.metric_with(
             "fixgate_fixes_dropped_total",
@@ -336,4 +344,101 @@ fn a_token_in_the_query_is_url_decoded() {
         send(daemon.port, "POST", path, Some("abc+def/ghi="), "").0,
         200
     );
+}
+
+#[test]
+fn impossible_values_are_refused_naming_the_field_and_the_edges_are_stored_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        "[filter]\nmax_age = false\nmax_hdop = false\nmax_accuracy = false\n",
+    );
+    let now = Utc::now().timestamp_millis();
+    let fix =
+        |extra: &str| format!(r#"{{"device":"v-1","time":{now},"lat":52.1,"lon":5.1{extra}}}"#);
+    let cases = [
+        (
+            fix(r#","alt":1e308"#),
+            "`alt`: 1e308 is outside -1000…100000 m",
+        ),
+        (
+            fix(r#","speed":1e12"#),
+            "`speed`: 1000000000000 is outside 0…3000 m/s",
+        ),
+        (fix(r#","hdop":1000"#), "`hdop`"),
+        (fix(r#","accuracy":1e12"#), "`accuracy`"),
+        (fix(r#","course":400"#), "`course`"),
+        (fix(r#","alt":-1e5"#), "`alt`"),
+        (
+            format!("[{},{}]", fix(""), fix(r#","speed":-1"#)),
+            "array element 1: invalid `speed`",
+        ),
+        (
+            r#"{"device":"v-1","time":0,"lat":52.1,"lon":5.1}"#.to_owned(),
+            "`time`: 1970-01-01T00:00:00.000Z is outside 1980-01-06",
+        ),
+    ];
+    for (body, named) in &cases {
+        let (status, text) = send(daemon.port, "POST", "/api/fixes", None, body);
+        assert_eq!(status, 400, "{body}: {text}");
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["error"], "invalid_value", "{text}");
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.contains(named), "{named:?} in {detail}");
+    }
+    let (status, text) = send(
+        daemon.port,
+        "GET",
+        "/osmand?id=v-1&lat=52.1&lon=5.1&altitude=1e308",
+        None,
+        "",
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("`altitude`"), "{text}");
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "invalid_value"), ("source", "http")]
+        ),
+        Some(cases.len() as f64 + 1.0)
+    );
+    // Nothing of a refused request was taken, not even its good fix.
+    assert_eq!(daemon.metric("fixgate_fixes_accepted_total"), None);
+
+    // The ends of every range are stored and served exactly.
+    let feed = SseClient::connect(daemon.port, "", None);
+    let high = format!(
+        r#"{{"device":"edge-1","time":{},"lat":-89.9999999,"lon":180,"alt":100000,"speed":3000,"course":359.9,"hdop":100,"sats":255,"accuracy":20000000}}"#,
+        now - 1000
+    );
+    let low = format!(
+        r#"{{"device":"edge-1","time":{now},"lat":-89.9999999,"lon":180,"alt":-1000,"speed":0,"course":0,"hdop":0,"sats":0,"accuracy":0}}"#
+    );
+    for body in [&high, &low] {
+        let (status, text) = send(daemon.port, "POST", "/api/fixes", None, body);
+        assert_eq!(status, 200, "{text}");
+    }
+    let got = feed.take("position", 2, WAIT);
+    let sent: Vec<serde_json::Value> = [&high, &low]
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    for (event, sent) in got.iter().zip(&sent) {
+        let event = event.json();
+        for key in [
+            "lat", "lon", "alt", "speed", "course", "hdop", "sats", "accuracy",
+        ] {
+            assert_eq!(
+                event[key].as_f64(),
+                sent[key].as_f64(),
+                "{key}: {event} for {sent}"
+            );
+        }
+    }
+    // And as the store keeps them, from the snapshot.
+    let all: serde_json::Value =
+        serde_json::from_str(&common::get(daemon.port, "/api/devices").unwrap()).unwrap();
+    let edge = &all["devices"][0]["fix"];
+    assert_eq!(edge["alt"], -1000.0, "{all}");
+    assert_eq!(edge["accuracy"], 0.0, "{all}");
 }

@@ -210,7 +210,7 @@ fn every_class_of_bad_input_is_counted_and_the_broker_keeps_serving() {
         json_fix(1, 1).as_bytes(),
         None
     ));
-    // Valid JSON, impossible latitude: the pipeline's `invalid` filter.
+    // Valid JSON, impossible latitude: refused at the intake too.
     assert!(mosquitto_pub(
         mqtt,
         topic,
@@ -229,12 +229,14 @@ fn every_class_of_bad_input_is_counted_and_the_broker_keeps_serving() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json()["device"], "good-1");
     for (reason, _) in cases {
+        // Two invalid values: the string latitude and the one of 123°.
+        let want = if *reason == "invalid_value" { 2.0 } else { 1.0 };
         assert_eq!(
             daemon.metric_with(
                 "fixgate_ingest_rejected_total",
                 &[("reason", reason), ("device", "bad-1"), ("source", "mqtt")]
             ),
-            Some(1.0),
+            Some(want),
             "{reason}\n{}",
             daemon.log_text()
         );
@@ -243,13 +245,7 @@ fn every_class_of_bad_input_is_counted_and_the_broker_keeps_serving() {
         daemon.metric_with("fixgate_ingest_rejected_total", &[("reason", "device_id")]),
         Some(1.0)
     );
-    assert_eq!(
-        daemon.metric_with(
-            "fixgate_fixes_dropped_total",
-            &[("reason", "invalid"), ("device", "bad-1")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(daemon.metric("fixgate_fixes_dropped_total"), None);
     let log = daemon.log_text();
     assert!(log.contains("input rejected"), "{log}");
 }
@@ -542,7 +538,7 @@ fn fixgate_simulate_publishes_a_fleet_with_outages_and_bad_payloads_and_nothing_
         std::thread::sleep(Duration::from_millis(100));
     }
     // Every good message is stored; every bad one is refused with a reason
-    // (a latitude of 123° passes the parser and is dropped by `invalid`).
+    // (a latitude of 123° at the intake, as `invalid_value`, like the rest).
     let rejected = daemon
         .metric("fixgate_ingest_rejected_total")
         .unwrap_or(0.0);
@@ -552,8 +548,8 @@ fn fixgate_simulate_publishes_a_fleet_with_outages_and_bad_payloads_and_nothing_
     assert_eq!(stored(&daemon), good, "{summary}\n{}", daemon.log_text());
     assert_eq!(rejected + invalid, bad, "{summary}");
     assert_eq!(
-        daemon.metric("fixgate_fixes_dropped_total"),
-        Some(invalid),
+        daemon.metric("fixgate_fixes_dropped_total").unwrap_or(0.0),
+        invalid,
         "no other drops"
     );
     let all = devices(&daemon);
@@ -644,4 +640,43 @@ fn a_burst_from_many_devices_at_once_is_stored_whole_and_intake_goes_on() {
         None
     ));
     assert_eq!(feed.take("position", 1, WAIT).len(), 1);
+}
+
+#[test]
+fn impossible_values_are_refused_and_counted_for_their_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(dir.path(), "", "");
+    let topic = "fleet/x/device/wild-1/fix";
+    let now = Utc::now().timestamp_millis();
+    for extra in [r#""alt":1e308"#, r#""speed":1e12"#, r#""hdop":1e9"#] {
+        let payload = format!(r#"{{"time":{now},"lat":52.1,"lon":5.1,{extra}}}"#);
+        assert!(mosquitto_pub(mqtt, topic, payload.as_bytes(), None));
+    }
+    // OwnTracks names its own fields: `vel` in km/h.
+    assert!(mosquitto_pub(
+        mqtt,
+        "owntracks/jane/wild-1",
+        br#"{"_type":"location","lat":52.1,"lon":5.1,"tst":1795428010,"vel":1e12}"#,
+        None
+    ));
+    assert_eq!(
+        daemon.wait_metric(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "invalid_value"), ("source", "mqtt")],
+            4.0
+        ),
+        Some(4.0),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "invalid_value"), ("device", "wild-1")]
+        ),
+        Some(3.0)
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("invalid `alt`: 1e308 is outside"), "{log}");
+    assert_eq!(daemon.metric("fixgate_fixes_accepted_total"), None);
 }
