@@ -20,6 +20,7 @@ use super::intake::{Rejects, deliver, same_secret};
 use super::payload::{self, Format, Limits, Parsed, PayloadError, Reported};
 use crate::config::Http;
 use crate::fix::{DeviceClass, DeviceId, Observed, Position, SourceKind};
+use crate::log_limit::{OUTSIDE_CHARS, outside};
 
 /// What the intake handlers share.
 #[derive(Clone)]
@@ -93,7 +94,10 @@ impl HttpIntake {
                 StatusCode::BAD_REQUEST,
                 "device_id",
                 None,
-                format!("device {named:?} is not a valid id: {e}"),
+                format!(
+                    "device {:?} is not a valid id: {e}",
+                    outside(&named, OUTSIDE_CHARS)
+                ),
             )
         })?;
         self.authorise(&device, token).map_err(|reason| {
