@@ -574,3 +574,30 @@ fn a_flood_of_invented_names_leaves_metrics_and_logs_small() {
         log.lines().count()
     );
 }
+
+#[test]
+fn a_fix_of_a_device_beyond_max_devices_is_answered_as_queued_and_dropped_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), "[devices]\nmax_devices = 1\n");
+    let fix = |device: &str| format!(r#"{{"device":"{device}","lat":52.1,"lon":5.1}}"#);
+    assert_eq!(
+        send(daemon.port, "POST", "/api/fixes", None, &fix("one")).0,
+        200
+    );
+    // `one` is online, so there is no room for `two`: the intake has
+    // queued its fix (200), and the writer drops and counts it, as the
+    // README says.
+    let (status, body) = send(daemon.port, "POST", "/api/fixes", None, &fix("two"));
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":1}"#));
+    assert_eq!(
+        daemon.wait_metric(
+            "fixgate_fixes_dropped_total",
+            &[("reason", "too_many_devices"), ("source", "http")],
+            1.0
+        ),
+        Some(1.0)
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&common::get(daemon.port, "/api/devices").unwrap()).unwrap();
+    assert_eq!(all["devices"].as_array().unwrap().len(), 1, "{all}");
+}

@@ -2,7 +2,11 @@
 //! or an array) and `/osmand` (the OsmAnd protocol Traccar Client and OsmAnd
 //! speak, as a query string). Every request is answered only after its
 //! fixes are in the pipeline's queue, so a full pipeline slows senders down
-//! instead of dropping their fixes.
+//! instead of dropping their fixes. `200 {"accepted": n}` therefore means
+//! queued: the writer's filters judge the fixes afterwards and may still
+//! drop them (a duplicate, or `too_many_devices`), counted in
+//! `fixgate_fixes_dropped_total{source="http"}`. Only the writer knows, fix
+//! by fix, which devices are tracked; answering that here would race it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
