@@ -183,18 +183,153 @@ pub struct Fix {
     pub accuracy: Option<f64>,
 }
 
-/// Why a fix cannot be accepted at all (the coarse check every source shares).
+/// The range of one value of a fix: what the gateway takes in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    /// The field's name in [`Fix`] (and in fixgate JSON).
+    pub field: &'static str,
+    /// The least value taken.
+    pub min: f64,
+    /// The greatest value taken.
+    pub max: f64,
+    /// The unit, for messages (empty for a plain number).
+    pub unit: &'static str,
+}
+
+impl Range {
+    /// Whether `v` is a finite number within the range, ends included.
+    pub fn contains(&self, v: f64) -> bool {
+        v.is_finite() && (self.min..=self.max).contains(&v)
+    }
+}
+
+/// What a fix may hold: physically plausible values, each well within what
+/// the store (`store::segment`) and the upstream wire format (`wire`) can
+/// represent at their precision, so that any value [`Fix::validate`] passes
+/// is stored and sent exactly (to 1e-7°, 1 ms, 0.1 m, 0.01 m/s, 0.1°, 0.01
+/// HDOP, 0.1 m accuracy) and never clamped. The store and the wire codec
+/// check at compile time that these ranges fit their integer types.
+pub mod limits {
+    use super::Range;
+
+    /// Latitude, degrees.
+    pub const LAT: Range = Range {
+        field: "lat",
+        min: -90.0,
+        max: 90.0,
+        unit: "°",
+    };
+    /// Longitude, degrees.
+    pub const LON: Range = Range {
+        field: "lon",
+        min: -180.0,
+        max: 180.0,
+        unit: "°",
+    };
+    /// Altitude above mean sea level, metres: the Dead Sea shore is at
+    /// −430 m, and 100 km is the edge of space (civilian receivers stop
+    /// reporting at 18 km).
+    pub const ALT: Range = Range {
+        field: "alt",
+        min: -1_000.0,
+        max: 100_000.0,
+        unit: "m",
+    };
+    /// Speed over ground, m/s: above any aircraft that carries a tracker
+    /// (civilian receivers stop reporting at 515 m/s).
+    pub const SPEED: Range = Range {
+        field: "speed",
+        min: 0.0,
+        max: 3_000.0,
+        unit: "m/s",
+    };
+    /// Course over ground, degrees true; 360 is north, stored as 0.
+    pub const COURSE: Range = Range {
+        field: "course",
+        min: 0.0,
+        max: 360.0,
+        unit: "°",
+    };
+    /// Horizontal dilution of precision: NMEA gives it with two integer
+    /// digits, and receivers report 99.99 for "unknown".
+    pub const HDOP: Range = Range {
+        field: "hdop",
+        min: 0.0,
+        max: 100.0,
+        unit: "",
+    };
+    /// Horizontal accuracy, metres: no error on Earth is larger than half
+    /// its circumference (phones on cell or IP location report kilometres).
+    pub const ACCURACY: Range = Range {
+        field: "accuracy",
+        min: 0.0,
+        max: 20_000_000.0,
+        unit: "m",
+    };
+    /// Earliest fix time, ms since the Unix epoch: 1980-01-06T00:00:00Z,
+    /// the GPS epoch; no satellite fix is older.
+    pub const TIME_MIN_MS: i64 = 315_964_800_000;
+    /// Latest fix time, ms since the Unix epoch: 9999-12-31T23:59:59.999Z,
+    /// the last time RFC 3339 (four-digit years), and so the feed's JSON,
+    /// can write. Times ahead of the gateway clock are the `future` filter's.
+    pub const TIME_MAX_MS: i64 = 253_402_300_799_999;
+}
+
+/// Why a fix cannot be accepted at all (the check every source shares).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidFix {
     /// Latitude is not a finite number in `[-90, 90]`.
-    #[error("latitude {0} outside [-90, 90]")]
+    #[error("latitude {} outside [-90, 90]", Num(*.0))]
     Latitude(f64),
     /// Longitude is not a finite number in `[-180, 180]`.
-    #[error("longitude {0} outside [-180, 180]")]
+    #[error("longitude {} outside [-180, 180]", Num(*.0))]
     Longitude(f64),
-    /// An optional value is NaN or infinite, or negative where that is meaningless.
+    /// An optional value is NaN or infinite.
     #[error("{0} is not a valid value")]
     Field(&'static str),
+    /// A value outside its [`limits`].
+    #[error("{} {} is outside {}", range.field, Num(*value), Shown(range))]
+    OutOfRange {
+        /// The range it missed.
+        range: Range,
+        /// The value.
+        value: f64,
+    },
+    /// The fix time is outside `limits::TIME_MIN_MS..=limits::TIME_MAX_MS`.
+    #[error(
+        "time {} is outside 1980-01-06T00:00:00Z (the GPS epoch) … 9999-12-31T23:59:59.999Z",
+        time_ms::format(.0)
+    )]
+    Time(DateTime<Utc>),
+}
+
+/// A number as messages show it: plainly, or in exponent form when that
+/// is shorter (Rust writes 1e308 with all its 309 digits).
+struct Num(f64);
+
+impl fmt::Display for Num {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v != 0.0 && !(1e-4..1e15).contains(&v.abs()) {
+            write!(f, "{v:e}")
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+/// A range as messages show it: `-1000…100000 m`.
+struct Shown<'a>(&'a Range);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        write!(f, "{}…{}", r.min, r.max)?;
+        if !r.unit.is_empty() {
+            write!(f, " {}", r.unit)?;
+        }
+        Ok(())
+    }
 }
 
 impl InvalidFix {
@@ -203,8 +338,46 @@ impl InvalidFix {
         match self {
             Self::Latitude(_) => "latitude",
             Self::Longitude(_) => "longitude",
-            Self::Field(_) => "field",
+            Self::Field(_) | Self::OutOfRange { .. } | Self::Time(_) => "field",
         }
+    }
+
+    /// What is wrong with the value, without naming the field: for a
+    /// message that names it its own way (a payload's `vel` for `speed`).
+    pub fn problem(&self) -> String {
+        match self {
+            Self::Latitude(v) => format!("{} is outside {}", Num(*v), Shown(&limits::LAT)),
+            Self::Longitude(v) => format!("{} is outside {}", Num(*v), Shown(&limits::LON)),
+            Self::Field(_) => "not a finite number".to_owned(),
+            Self::OutOfRange { range, value } => {
+                format!("{} is outside {}", Num(*value), Shown(range))
+            }
+            Self::Time(t) => format!(
+                "{} is outside 1980-01-06T00:00:00Z (the GPS epoch) … 9999-12-31T23:59:59.999Z",
+                time_ms::format(t)
+            ),
+        }
+    }
+
+    /// The [`Fix`] field at fault (`lat`, `alt`, `time`, …).
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Latitude(_) => "lat",
+            Self::Longitude(_) => "lon",
+            Self::Field(field) => field,
+            Self::OutOfRange { range, .. } => range.field,
+            Self::Time(_) => "time",
+        }
+    }
+}
+
+/// Checks an optional value against its range.
+fn within(v: Option<f64>, range: Range) -> Result<(), InvalidFix> {
+    match v {
+        None => Ok(()),
+        Some(v) if !v.is_finite() => Err(InvalidFix::Field(range.field)),
+        Some(v) if range.contains(v) => Ok(()),
+        Some(value) => Err(InvalidFix::OutOfRange { range, value }),
     }
 }
 
@@ -225,34 +398,24 @@ impl Fix {
         }
     }
 
-    /// Checks that the numbers are physically meaningful; says which one is not.
+    /// Checks that every value is physically plausible, within [`limits`]
+    /// (and so storable and sendable without loss); says which one is not.
     pub fn validate(&self) -> Result<(), InvalidFix> {
-        if !(self.lat.is_finite() && (-90.0..=90.0).contains(&self.lat)) {
+        if !limits::LAT.contains(self.lat) {
             return Err(InvalidFix::Latitude(self.lat));
         }
-        if !(self.lon.is_finite() && (-180.0..=180.0).contains(&self.lon)) {
+        if !limits::LON.contains(self.lon) {
             return Err(InvalidFix::Longitude(self.lon));
         }
-        let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
-        let non_negative = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v >= 0.0);
-        if !finite(self.alt) {
-            return Err(InvalidFix::Field("alt"));
+        let ms = self.time.timestamp_millis();
+        if !(limits::TIME_MIN_MS..=limits::TIME_MAX_MS).contains(&ms) {
+            return Err(InvalidFix::Time(self.time));
         }
-        if !non_negative(self.speed) {
-            return Err(InvalidFix::Field("speed"));
-        }
-        if !self
-            .course
-            .is_none_or(|c| c.is_finite() && (0.0..=360.0).contains(&c))
-        {
-            return Err(InvalidFix::Field("course"));
-        }
-        if !non_negative(self.hdop) {
-            return Err(InvalidFix::Field("hdop"));
-        }
-        if !non_negative(self.accuracy) {
-            return Err(InvalidFix::Field("accuracy"));
-        }
+        within(self.alt, limits::ALT)?;
+        within(self.speed, limits::SPEED)?;
+        within(self.course, limits::COURSE)?;
+        within(self.hdop, limits::HDOP)?;
+        within(self.accuracy, limits::ACCURACY)?;
         Ok(())
     }
 }
@@ -394,17 +557,19 @@ pub struct Geofence {
 
 impl Geofence {
     /// Checks the numbers as [`Fix::validate`] checks a fix's: a place on
-    /// Earth, speed and limit finite and not negative.
+    /// Earth and a time within [`limits`], speed and limit within
+    /// [`limits::SPEED`].
     pub fn validate(&self) -> Result<(), InvalidFix> {
         let fix = Fix {
             speed: self.speed,
             ..Fix::new(self.time, self.lat, self.lon)
         };
         fix.validate()?;
-        if !self.limit.is_none_or(|l| l.is_finite() && l >= 0.0) {
-            return Err(InvalidFix::Field("limit"));
-        }
-        Ok(())
+        let limit = Range {
+            field: "limit",
+            ..limits::SPEED
+        };
+        within(self.limit, limit)
     }
 
     /// A `speeding` event of `device` in fence `depot` with every optional
@@ -679,8 +844,12 @@ mod tests {
             Err(InvalidFix::Longitude(_))
         ));
         assert_eq!(
-            bad(|g| g.speed = Some(-0.1)),
-            Err(InvalidFix::Field("speed"))
+            bad(|g| g.speed = Some(-0.1)).map_err(|e| e.field()),
+            Err("speed")
+        );
+        assert_eq!(
+            bad(|g| g.limit = Some(1e9)).map_err(|e| e.field()),
+            Err("limit")
         );
         assert_eq!(
             bad(|g| g.limit = Some(f64::NAN)),
@@ -709,6 +878,64 @@ mod tests {
         assert!(matches!(f.validate(), Err(InvalidFix::Longitude(_))));
         let mut f = fix();
         f.speed = Some(-1.0);
-        assert_eq!(f.validate(), Err(InvalidFix::Field("speed")));
+        assert_eq!(
+            f.validate(),
+            Err(InvalidFix::OutOfRange {
+                range: limits::SPEED,
+                value: -1.0
+            })
+        );
+        let mut f = fix();
+        f.alt = Some(f64::INFINITY);
+        assert_eq!(f.validate(), Err(InvalidFix::Field("alt")));
+    }
+
+    #[test]
+    fn values_beyond_plausibility_are_refused_naming_the_field_and_the_range() {
+        let check = |change: fn(&mut Fix)| {
+            let mut f = fix();
+            change(&mut f);
+            f.validate().map_err(|e| (e.field(), e.to_string()))
+        };
+        assert_eq!(
+            check(|f| f.alt = Some(1e308)),
+            Err(("alt", "alt 1e308 is outside -1000…100000 m".to_owned()))
+        );
+        assert_eq!(check(|f| f.speed = Some(1e12)).unwrap_err().0, "speed");
+        assert_eq!(check(|f| f.course = Some(360.1)).unwrap_err().0, "course");
+        assert_eq!(check(|f| f.hdop = Some(100.01)).unwrap_err().0, "hdop");
+        assert_eq!(
+            check(|f| f.accuracy = Some(2.1e7)).unwrap_err().0,
+            "accuracy"
+        );
+        let (field, message) = check(|f| {
+            f.time = DateTime::from_timestamp_millis(limits::TIME_MIN_MS - 1).unwrap();
+        })
+        .unwrap_err();
+        assert_eq!(field, "time");
+        assert!(message.contains("1980-01-05T23:59:59.999Z"), "{message}");
+        assert!(
+            check(|f| f.time = DateTime::from_timestamp_millis(limits::TIME_MAX_MS + 1).unwrap())
+                .is_err()
+        );
+        // The ends themselves are taken.
+        let edges = |f: &mut Fix| {
+            f.alt = Some(limits::ALT.min);
+            f.speed = Some(limits::SPEED.max);
+            f.course = Some(360.0);
+            f.hdop = Some(limits::HDOP.max);
+            f.accuracy = Some(limits::ACCURACY.max);
+        };
+        assert_eq!(check(edges), Ok(()));
+        assert_eq!(check(|f| f.alt = Some(limits::ALT.max)), Ok(()));
+        assert_eq!(
+            check(|f| f.time = DateTime::from_timestamp_millis(limits::TIME_MAX_MS).unwrap()),
+            Ok(())
+        );
+        // And the latest time still reads back from its JSON.
+        let mut f = fix();
+        f.time = DateTime::from_timestamp_millis(limits::TIME_MAX_MS).unwrap();
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(serde_json::from_str::<Fix>(&json).unwrap(), f);
     }
 }

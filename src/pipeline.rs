@@ -20,11 +20,23 @@ use crate::filter::{FilterOptions, Filters, Verdict as FilterVerdict};
 use crate::fix::{DeviceId, Event, Observed, Presence, SourceKind, Status};
 use crate::geofence::{Rules, Tracker, Zones};
 use crate::ingest::clock::{ClockTrust, TrustedClock};
-use crate::labels::BoundedLabels;
-use crate::log_limit::{LogLimit, Verdict};
+use crate::labels::DeviceSeries;
+use crate::log_limit::{Flood, FloodLimit, LINES_PER_REASON};
 use crate::presence::Presences;
 use crate::store::{DeviceState, Reader, Writer};
 use crate::wire::quantise;
+
+/// The metric of fixes the writer drops.
+const DROPPED: &str = "fixgate_fixes_dropped_total";
+
+/// What a reason's last log line of the minute adds.
+fn more(last: bool) -> &'static str {
+    if last {
+        " (further drops for this reason are held back for a minute)"
+    } else {
+        ""
+    }
+}
 
 /// Most events appended in one store batch: bursts are batched, but a
 /// batch never delays the wake-up of readers by much.
@@ -82,9 +94,9 @@ pub struct Checks {
     pub max_devices: usize,
     /// Whether the system clock may judge fix times (future / too old).
     pub clock: TrustedClock,
-    /// Device labels of the drop metric; bounded like the devices tracked,
-    /// since ids come from outside.
-    labels: BoundedLabels,
+    /// Device labels of the drop metric, from the process's budget of
+    /// device-labelled series, since ids come from outside.
+    series: Arc<DeviceSeries>,
     /// Where forgotten devices' live fixes are looked up again.
     reader: Reader,
     /// Devices of configured sources (serial, replay, demo): fixes under
@@ -123,9 +135,9 @@ impl Checks {
         }
     }
 
-    /// The metric label of `device`.
-    fn label(&mut self, device: &DeviceId) -> String {
-        self.labels.label(device.as_str())
+    /// The device label of `device`'s series of the drop metric.
+    fn label(&self, source: &'static str, reason: &'static str, device: &DeviceId) -> String {
+        self.series.label(DROPPED, source, reason, device.as_str())
     }
 }
 
@@ -160,7 +172,7 @@ impl Checks {
             presence,
             max_devices,
             clock: TrustedClock::new(trust),
-            labels: BoundedLabels::new(max_devices),
+            series: DeviceSeries::shared(max_devices),
             reader,
             owned: HashMap::new(),
             geofences,
@@ -208,7 +220,7 @@ pub fn run(
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
 ) {
-    let mut dropped_log = LogLimit::new(Duration::from_secs(60), 4096);
+    let mut dropped_log = FloodLimit::new(Duration::from_secs(60), LINES_PER_REASON, 4096);
     let mut batch: Vec<Observed> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -315,8 +327,8 @@ fn shed(events: &[Event], checks: &mut Checks) {
     for event in events {
         match event {
             Event::Position(p) => {
-                let device = checks.label(&p.device);
-                metrics::counter!("fixgate_fixes_dropped_total", "source" => "any", "reason" => "store_full", "device" => device)
+                let device = checks.label("any", "store_full", &p.device);
+                metrics::counter!(DROPPED, "source" => "any", "reason" => "store_full", "device" => device)
                     .increment(1);
             }
             Event::Status(_) => {
@@ -352,7 +364,7 @@ fn check(
     wall: DateTime<Utc>,
     now: Option<DateTime<Utc>>,
     events: &mut Vec<Event>,
-    dropped_log: &mut LogLimit<(DeviceId, &'static str)>,
+    dropped_log: &mut FloodLimit<DeviceId, (&'static str, &'static str)>,
 ) {
     let source = observed.source.as_str();
     let class = observed.class.as_str();
@@ -363,12 +375,16 @@ fn check(
         .get(&device)
         .is_some_and(|owner| *owner != observed.source)
     {
-        metrics::counter!("fixgate_fixes_dropped_total", "source" => source, "reason" => "reserved_device", "device" => device.to_string())
+        // A configured name: bounded by the configuration, so it keeps its label.
+        metrics::counter!(DROPPED, "source" => source, "reason" => "reserved_device", "device" => device.to_string())
             .increment(1);
-        if let Verdict::Log { suppressed } =
-            dropped_log.check(&(device.clone(), "reserved_device"), Instant::now())
+        if let Flood::Log {
+            suppressed,
+            held,
+            last,
+        } = dropped_log.check(&device, (source, "reserved_device"), Instant::now())
         {
-            tracing::warn!(%device, source, suppressed, "fix refused: the device belongs to a configured source");
+            tracing::warn!(%device, source, suppressed, held, "fix refused: the device belongs to a configured source{}", more(last));
         }
         return;
     }
@@ -431,16 +447,19 @@ fn check(
         }
         Err(reason) => {
             metrics::counter!(
-                "fixgate_fixes_dropped_total",
+                DROPPED,
                 "source" => source,
                 "reason" => reason,
-                "device" => checks.label(&device)
+                "device" => checks.label(source, reason, &device)
             )
             .increment(1);
-            if let Verdict::Log { suppressed } =
-                dropped_log.check(&(device.clone(), reason), Instant::now())
+            if let Flood::Log {
+                suppressed,
+                held,
+                last,
+            } = dropped_log.check(&device, (source, reason), Instant::now())
             {
-                tracing::info!(%device, source, reason, suppressed, time = %crate::fix::time_ms::format(&position.fix.time), "fix dropped by filter");
+                tracing::info!(%device, source, reason, suppressed, held, time = %crate::fix::time_ms::format(&position.fix.time), "fix dropped by filter{}", more(last));
             }
         }
     }

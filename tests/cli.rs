@@ -141,6 +141,90 @@ fn check_config_loads_the_fence_files_and_counts_the_fences() {
     );
 }
 
+/// A GeoJSON Feature with `id` and the rectangle from `west` to `east`
+/// between 0° and 1° N, drawn in that order.
+fn band(id: &str, west: f64, east: f64) -> String {
+    format!(
+        r#"{{"type":"Feature","id":"{id}","properties":{{}},"geometry":{{"type":"Polygon","coordinates":[[[{west},0],[{east},0],[{east},1],[{west},1],[{west},0]]]}}}}"#
+    )
+}
+
+#[test]
+fn check_config_refuses_a_fence_wider_than_half_the_globe_naming_file_and_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fixgate.toml");
+    let file = dir.path().join("wide.geojson");
+    // Across the antimeridian, drawn both ways RFC 7946 readers meet: one
+    // ring from 170° to -170° (20° wide), and split at ±180°.
+    let split = r#"{"type":"Feature","id":"split","properties":{},"geometry":{"type":"MultiPolygon","coordinates":[[[[175,0],[180,0],[180,1],[175,1],[175,0]]],[[[-180,0],[-175,0],[-175,1],[-180,1],[-180,0]]]]}}"#;
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"type":"FeatureCollection","features":[{},{split}]}}"#,
+            band("pacific", 170.0, -170.0)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[geofence]
+files = [{file:?}]
+"
+        ),
+    )
+    .unwrap();
+    let out = fixgate(&["check-config", config.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with(": ok (2 fences)\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // -100° to 100°: 200° wide as written, 160° read across ±180°.
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"type":"FeatureCollection","features":[{},{}]}}"#,
+            band("pacific", 170.0, -170.0),
+            band("wide", -100.0, 100.0)
+        ),
+    )
+    .unwrap();
+    let out = fixgate(&["check-config", config.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: feature 1 (id \"wide\"): the area spans 200.0° of longitude as written, or 160.0° read across the antimeridian",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pacific"), "{stderr}");
+
+    // The same drawn the other way round, inline.
+    std::fs::write(&file, band("pacific", 170.0, -170.0)).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[geofence]\nfiles = [{file:?}]\n\n[[geofence.fence]]\nid = \"inline\"\npolygon = [[[100, 0], [-100, 0], [-100, 1], [100, 1]]]\n"
+        ),
+    )
+    .unwrap();
+    let out = fixgate(&["check-config", config.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:11: `geofence.fence.polygon`: the area spans 200.0° of longitude as written",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn run_refuses_a_bad_config_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();

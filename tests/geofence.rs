@@ -353,3 +353,76 @@ fn geofence_events_go_upstream_with_the_fix_that_caused_them() {
     assert_eq!(fix["time"], e["time"]);
     assert_eq!(fix["lat"], e["lat"]);
 }
+
+#[test]
+fn a_fence_wider_than_half_the_globe_is_refused_at_reload_and_the_fences_in_force_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, feed, t0) = start(dir.path(), &fences("yard", 0.0, ""), "");
+    let file = dir.path().join("fences.geojson");
+    let ids = || -> Vec<String> {
+        let api: Value =
+            serde_json::from_str(&get(daemon.port, "/api/geofences").unwrap()).unwrap();
+        api["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(), ["yard"]);
+    // -100° to 100° would be read as 160° across ±180° (everything but
+    // Europe, Africa and the yard): refused whole, with the file and the feature.
+    let wide = r#"{"type":"Feature","id":"wide","properties":{},"geometry":{"type":"Polygon","coordinates":[[[-100,0],[100,0],[100,60],[-100,60],[-100,0]]]}}"#;
+    let yard = fences("yard", 0.0, "");
+    let both = yard.replace("}]}", &format!("}},{wide}]}}"));
+    replace(&file, &both);
+    let error = &[("result", "error")];
+    assert_eq!(
+        daemon.wait_metric("fixgate_geofence_reloads_total", error, 1.0),
+        Some(1.0)
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains(
+            "fences.geojson: feature 1 (id \"wide\"): the area spans 200.0° of longitude as written"
+        ),
+        "{log}"
+    );
+    assert_eq!(ids(), ["yard"]);
+    // The yard is still judged: in and out of it.
+    post(daemon.port, "car-9", &walk(t0, 0, -300.0, 300.0));
+    assert_eq!(
+        types(&geofence_events(&feed, 2)),
+        vec!["enter:yard", "exit:yard"]
+    );
+
+    // The same as an inline fence on SIGHUP: refused whole too.
+    replace(&file, &yard);
+    let ok = &[("result", "ok")];
+    daemon.wait_metric("fixgate_geofence_reloads_total", ok, 2.0);
+    let mut toml = std::fs::read_to_string(&daemon.config).unwrap();
+    toml.push_str("\n[[geofence.fence]]\nid = \"inline\"\npolygon = [[[100, 0], [-100, 0], [-100, 60], [100, 60]]]\n");
+    std::fs::write(&daemon.config, toml).unwrap();
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert_eq!(
+        daemon.wait_metric("fixgate_geofence_reloads_total", error, 2.0),
+        Some(2.0)
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("`geofence.fence.polygon`: the area spans 200.0°"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(ids(), ["yard"]);
+    // A fix across the Pacific enters nothing.
+    let pacific = t0 + chrono::Duration::seconds(200);
+    post(
+        daemon.port,
+        "ship-1",
+        &[serde_json::json!({"time": pacific.to_rfc3339(), "lat": 30.0, "lon": 179.0})],
+    );
+    assert_no_geofence_event(&feed, Duration::from_millis(500));
+}

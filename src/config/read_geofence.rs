@@ -159,8 +159,9 @@ impl Reader<'_> {
             self.report(
                 &span,
                 format!(
-                    "{} must be a number above 0, not {kmh}",
-                    s.key("speed_limit_kmh")
+                    "{} must be a number above 0 and at most {}, not {kmh}",
+                    s.key("speed_limit_kmh"),
+                    load::MAX_SPEED_LIMIT_KMH
                 ),
             );
         }

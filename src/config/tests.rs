@@ -523,7 +523,7 @@ dwell = "0s"
         "t.toml:4:15: each of `geofence.files` must be a non-empty path string",
         "t.toml:5:1: [[geofence.fence]] needs one of `geofence.fence.circle`, `geofence.fence.polygon` or `geofence.fence.multipolygon`",
         "t.toml:7:1: unknown key `colour` in [[geofence.fence]]",
-        "t.toml:8:19: `geofence.fence.speed_limit_kmh` must be a number above 0, not 0",
+        "t.toml:8:19: `geofence.fence.speed_limit_kmh` must be a number above 0 and at most 10800, not 0",
         "t.toml:9:1: missing required key `geofence.fence.id` in [[geofence.fence]]",
         "t.toml:11:10: missing required key `geofence.fence.circle.lon` in [geofence.fence.circle]",
         "t.toml:11:39: unknown key `size` in [geofence.fence.circle]",

@@ -3,7 +3,7 @@
 //! GeoJSON conventions: a fence is a Feature; its id is the Feature's `id`
 //! (a string, or a number taken as its decimal text) or else
 //! `properties.id`. `properties.name` is a string, `properties.speed_limit_kmh`
-//! a number above 0, `properties.dwell` a duration string like `"10m"` or a
+//! a number above 0 and at most 10,800, `properties.dwell` a duration string like `"10m"` or a
 //! number of seconds (`properties.dwell_s`, as `/api/geofences` writes it,
 //! is seconds too). A Polygon or MultiPolygon (holes allowed) is an area; a
 //! Point with `properties.radius_m` is a circle. These keys are taken out of
@@ -73,9 +73,15 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// A speed limit given in km/h, in m/s; `None` unless finite and above 0.
+/// Highest speed limit, km/h: the fastest speed a fix may report
+/// ([`crate::fix::limits::SPEED`]); the limit is stored and sent with
+/// `speeding` events like a speed.
+pub const MAX_SPEED_LIMIT_KMH: f64 = crate::fix::limits::SPEED.max * KMH_PER_MPS;
+
+/// A speed limit given in km/h, in m/s; `None` unless above 0 and at most
+/// [`MAX_SPEED_LIMIT_KMH`].
 pub fn speed_limit_from_kmh(kmh: f64) -> Option<f64> {
-    (kmh.is_finite() && kmh > 0.0).then_some(kmh / KMH_PER_MPS)
+    (kmh.is_finite() && kmh > 0.0 && kmh <= MAX_SPEED_LIMIT_KMH).then_some(kmh / KMH_PER_MPS)
 }
 
 /// A dwell given in seconds; `None` unless above 0 and at most [`MAX_DWELL`].
@@ -242,7 +248,8 @@ impl FeatureReader {
         let value = take(properties, "speed_limit_kmh")?;
         let limit = value.as_f64().and_then(speed_limit_from_kmh);
         if limit.is_none() {
-            self.bad("speed_limit_kmh", "a number above 0", &value);
+            let expected = format!("a number above 0 and at most {MAX_SPEED_LIMIT_KMH}");
+            self.bad("speed_limit_kmh", &expected, &value);
         }
         limit
     }
@@ -606,7 +613,7 @@ mod tests {
             found,
             [
                 "f.geojson: feature 0 (id \"a\"): properties.name must be a string, not 3",
-                "f.geojson: feature 0 (id \"a\"): properties.speed_limit_kmh must be a number above 0, not \"fast\"",
+                "f.geojson: feature 0 (id \"a\"): properties.speed_limit_kmh must be a number above 0 and at most 10800, not \"fast\"",
                 "f.geojson: feature 0 (id \"a\"): no geometry; a fence needs a Polygon, a MultiPolygon or a Point with properties.radius_m",
                 "f.geojson: feature 2: no id: give the feature an \"id\" or a properties.id",
                 "f.geojson: feature 2: a Point needs properties.radius_m (metres) to be a circle fence",
@@ -639,7 +646,11 @@ mod tests {
         for (properties, expected) in [
             (
                 r#"{"speed_limit_kmh": 0}"#,
-                "properties.speed_limit_kmh must be a number above 0, not 0",
+                "properties.speed_limit_kmh must be a number above 0 and at most 10800, not 0",
+            ),
+            (
+                r#"{"speed_limit_kmh": 20000}"#,
+                "properties.speed_limit_kmh must be a number above 0 and at most 10800, not 20000",
             ),
             (
                 r#"{"dwell": "soon"}"#,

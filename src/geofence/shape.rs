@@ -16,6 +16,21 @@
 //! vertices are limited to |lat| ≤ [`MAX_AREA_LAT`] and an area to less than
 //! [`MAX_LON_SPAN`] of longitude; both are checked at load. Circles are
 //! measured on the sphere (haversine) and work anywhere, poles included.
+//!
+//! # Which way round
+//!
+//! Longitudes written in [-180, 180] can be read two ways: as written (the
+//! edges straight in the plane, RFC 7946), or across the antimeridian (each
+//! vertex unwrapped around the first, so no edge is longer than 180°). An
+//! area narrower than [`MAX_LON_SPAN`] as written is read as written. A
+//! wider one is read across the antimeridian, but only when that reading is
+//! narrower than [`MAX_LON_SPAN`] *and less than half as wide* as the
+//! written one. So one ring from 170° to −170° is the 20° across ±180° that
+//! was meant, not 340° around the globe; a ring from −100° to 100° could be
+//! 200° through Greenwich or 160° across ±180°, and is refused rather than
+//! guessed (it would be read inside out). Split at ±180° as RFC 7946 asks,
+//! an area is always unambiguous: a part touching ±180° makes the written
+//! reading 360° wide, so any area narrower than 180° across it loads.
 
 use geo::{
     Area, Contains, Distance, Euclidean, Haversine, LineString, MultiPolygon, Point, Polygon,
@@ -107,6 +122,19 @@ pub enum ShapeError {
     TooWide {
         /// The span in degrees.
         span: f64,
+    },
+    /// An area too wide as written, and not clearly narrower read across
+    /// the antimeridian (see the module's "Which way round").
+    #[error(
+        "the area spans {written:.1}° of longitude as written, or {across:.1}° read across the antimeridian (±180°): \
+         fences must span less than {MAX_LON_SPAN}°, and one is read across ±180° only when that makes it less than half as wide; \
+         split a fence that crosses ±180° there, as RFC 7946 asks"
+    )]
+    Ambiguous {
+        /// The span as written, degrees.
+        written: f64,
+        /// The span read across the antimeridian, degrees.
+        across: f64,
     },
     /// A circle whose centre or radius is out of range.
     #[error(
@@ -245,6 +273,8 @@ fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError
     let mut lat_max = f64::NEG_INFINITY;
     let mut lon_min = f64::INFINITY;
     let mut lon_max = f64::NEG_INFINITY;
+    let mut written_min = f64::INFINITY;
+    let mut written_max = f64::NEG_INFINITY;
     for (i, polygon) in polygons.0.iter().enumerate() {
         let mut rings = Vec::with_capacity(1 + polygon.interiors().len());
         for (r, ring) in std::iter::once(polygon.exterior())
@@ -268,6 +298,8 @@ fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError
                 if lat.abs() > MAX_AREA_LAT {
                     return Err(ShapeError::Polar { polygon: i, lat });
                 }
+                written_min = written_min.min(lon);
+                written_max = written_max.max(lon);
                 let lon = anchor + wrap(lon - anchor);
                 lat_min = lat_min.min(lat);
                 lat_max = lat_max.max(lat);
@@ -306,9 +338,18 @@ fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError
         }
         unwrapped.push(polygon);
     }
+    // Narrower than MAX_LON_SPAN as written, every vertex lies within it of
+    // the first, so the unwrapped reading is the written one.
+    let written = written_max - written_min;
     let span = lon_max - lon_min;
     if span >= MAX_LON_SPAN {
         return Err(ShapeError::TooWide { span });
+    }
+    if written >= MAX_LON_SPAN && span * 2.0 >= written {
+        return Err(ShapeError::Ambiguous {
+            written,
+            across: span,
+        });
     }
     let lat0 = (lat_min + lat_max) / 2.0;
     let lon0 = (lon_min + lon_max) / 2.0;
@@ -488,6 +529,53 @@ mod tests {
             let e = s.envelope();
             assert!((e.lon_max - e.lon_min - 0.02).abs() < 1e-9, "{e:?}");
         }
+    }
+
+    #[test]
+    fn an_area_wider_than_half_the_globe_is_refused_not_read_inside_out() {
+        let band = |west: f64, east: f64| polygon![(x: west, y: 0.0), (x: east, y: 0.0), (x: east, y: 1.0), (x: west, y: 1.0), (x: west, y: 0.0)];
+        // -100 to 100: 200° as written, or 160° across ±180°: refused, in
+        // whichever order it is drawn.
+        for p in [band(-100.0, 100.0), band(100.0, -100.0)] {
+            let err = Shape::new(Outline::Area(MultiPolygon::new(vec![p]))).unwrap_err();
+            assert!(
+                matches!(err, ShapeError::Ambiguous { written, across } if written == 200.0 && across == 160.0),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("split a fence that crosses ±180° there"),
+                "{err}"
+            );
+        }
+        // 170 to -170 as one ring: the 20° across ±180° that was meant.
+        let s = area_of(vec![band(170.0, -170.0)]);
+        assert!(s.depth(0.5, 180.0) > 0.0 && s.depth(0.5, -175.0) > 0.0);
+        assert!(s.depth(0.5, 0.0) < 0.0 && s.depth(0.5, 100.0) < 0.0);
+        let e = s.envelope();
+        assert!((e.lon_max - e.lon_min - 20.0).abs() < 1e-9, "{e:?}");
+        // 130 to -130 as one ring: 100° across, 260° as written: clear.
+        assert!(area_of(vec![band(130.0, -130.0)]).depth(0.5, 180.0) > 0.0);
+        // 120 to -120: 120° one way, 240° the other: not clear enough.
+        assert!(matches!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![band(120.0, -120.0)]))),
+            Err(ShapeError::Ambiguous { .. })
+        ));
+        // The same 160° split at the antimeridian, as RFC 7946 asks: clear.
+        let split = area_of(vec![band(100.0, 180.0), band(-180.0, -100.0)]);
+        assert!(split.depth(0.5, 180.0) > 0.0 && split.depth(0.5, -120.0) > 0.0);
+        assert!(split.depth(0.5, 0.0) < 0.0);
+        // And 179° wide as written is read as written.
+        let wide = area_of(vec![band(-89.5, 89.5)]);
+        assert!(wide.depth(0.5, 0.0) > 0.0 && wide.depth(0.5, 180.0) < 0.0);
+        // A split area wider than 180° across is too wide.
+        assert!(matches!(
+            Shape::new(Outline::Area(MultiPolygon::new(vec![
+                band(80.0, 180.0),
+                band(-180.0, -80.0)
+            ]))),
+            Err(ShapeError::TooWide { .. })
+        ));
     }
 
     #[test]

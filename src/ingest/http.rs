@@ -2,7 +2,11 @@
 //! or an array) and `/osmand` (the OsmAnd protocol Traccar Client and OsmAnd
 //! speak, as a query string). Every request is answered only after its
 //! fixes are in the pipeline's queue, so a full pipeline slows senders down
-//! instead of dropping their fixes.
+//! instead of dropping their fixes. `200 {"accepted": n}` therefore means
+//! queued: the writer's filters judge the fixes afterwards and may still
+//! drop them (a duplicate, or `too_many_devices`), counted in
+//! `fixgate_fixes_dropped_total{source="http"}`. Only the writer knows, fix
+//! by fix, which devices are tracked; answering that here would race it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use super::intake::{Rejects, deliver, same_secret};
 use super::payload::{self, Format, Limits, Parsed, PayloadError, Reported};
 use crate::config::Http;
 use crate::fix::{DeviceClass, DeviceId, Observed, Position, SourceKind};
+use crate::log_limit::{OUTSIDE_CHARS, outside};
 
 /// What the intake handlers share.
 #[derive(Clone)]
@@ -93,7 +98,10 @@ impl HttpIntake {
                 StatusCode::BAD_REQUEST,
                 "device_id",
                 None,
-                format!("device {named:?} is not a valid id: {e}"),
+                format!(
+                    "device {:?} is not a valid id: {e}",
+                    outside(&named, OUTSIDE_CHARS)
+                ),
             )
         })?;
         self.authorise(&device, token).map_err(|reason| {

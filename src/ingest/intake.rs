@@ -1,50 +1,60 @@
 //! What MQTT and HTTP intake share: turning a parsed payload into fixes for
-//! the pipeline, and rejecting bad input with a reason, a count and at most
-//! one log line per device and reason per minute.
+//! the pipeline, and rejecting bad input with a reason, a count and a log
+//! line, at most once a minute per device and reason and a few a minute per
+//! reason in all.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::clock::ClockTrust;
-use super::stream::{NmeaStream, PipelineClosed, send};
+use super::stream::{NmeaStream, OutsideNames, PipelineClosed, send};
 use crate::fix::{DeviceClass, DeviceId, Fix, Observed, SourceKind};
-use crate::labels::BoundedLabels;
-use crate::log_limit::{LogLimit, Verdict};
+use crate::labels::{self, DeviceSeries};
+use crate::log_limit::{DETAIL_CHARS, Flood, FloodLimit, LINES_PER_REASON, OUTSIDE_CHARS, outside};
 
 /// A device that sends garbage all day gets one log line per reason per this.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Metric label for input that names no valid device.
-const NO_DEVICE: &str = "-";
+/// The metric of rejected input.
+const REJECTED: &str = "fixgate_ingest_rejected_total";
 
 /// Counts and logs rejected input; shared by every intake task.
 #[derive(Debug)]
 pub struct Rejects {
-    inner: Mutex<RejectsInner>,
-}
-
-#[derive(Debug)]
-struct RejectsInner {
-    log: LogLimit<(String, &'static str)>,
-    labels: BoundedLabels,
+    log: Mutex<FloodLimit<String, (&'static str, &'static str)>>,
+    series: Arc<DeviceSeries>,
+    nmea: Arc<OutsideNames>,
 }
 
 impl Rejects {
-    /// At most `max_devices` distinct device labels; the rest count as `other`.
+    /// Device labels from the process's [`DeviceSeries`] budget, sized for
+    /// `max_devices`.
     pub fn new(max_devices: usize) -> Self {
+        let series = DeviceSeries::shared(max_devices);
         Self {
-            inner: Mutex::new(RejectsInner {
-                log: LogLimit::new(LOG_EVERY, max_devices.clamp(16, 65_536)),
-                labels: BoundedLabels::new(max_devices),
-            }),
+            log: Mutex::new(FloodLimit::new(
+                LOG_EVERY,
+                LINES_PER_REASON,
+                max_devices.clamp(16, 65_536),
+            )),
+            nmea: Arc::new(OutsideNames::new(series.clone(), max_devices)),
+            series,
         }
     }
 
-    /// Counts one rejection of `source` input and logs it unless it was logged lately.
+    /// What the NMEA streams of devices named from outside (over MQTT)
+    /// share: the series budget and a log limit across them all.
+    pub fn nmea(&self) -> Arc<OutsideNames> {
+        self.nmea.clone()
+    }
+
+    /// Counts one rejection of `source` input and logs it unless it was
+    /// logged lately (or its reason had its lines this minute). `device` is
+    /// the name as given, `None` when the input names no valid device.
     pub fn reject(
         &self,
         source: SourceKind,
@@ -52,25 +62,43 @@ impl Rejects {
         reason: &'static str,
         detail: &dyn fmt::Display,
     ) {
-        let device = device.unwrap_or(NO_DEVICE);
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
+        let device = device.map(|d| outside(d, OUTSIDE_CHARS));
+        let label = match &device {
+            Some(d) => self.series.label(REJECTED, source.as_str(), reason, d),
+            None => labels::NONE.to_owned(),
         };
-        let label = inner.labels.label(device);
         metrics::counter!(
-            "fixgate_ingest_rejected_total",
+            REJECTED,
             "source" => source.as_str(),
             "reason" => reason,
-            "device" => label.clone()
+            "device" => label
         )
         .increment(1);
-        if let Verdict::Log { suppressed } = inner.log.check(&(label, reason), Instant::now()) {
+        let shown = device.as_deref().unwrap_or(labels::NONE);
+        let verdict = match self.log.lock() {
+            Ok(mut log) => log.check(&shown.to_owned(), (source.as_str(), reason), Instant::now()),
+            Err(_) => return,
+        };
+        if let Flood::Log {
+            suppressed,
+            held,
+            last,
+        } = verdict
+        {
+            let detail = detail.to_string();
             tracing::warn!(
                 source = source.as_str(),
-                device,
+                device = shown,
                 reason,
                 suppressed,
-                "input rejected: {detail}"
+                held,
+                "input rejected: {}{}",
+                outside(&detail, DETAIL_CHARS),
+                if last {
+                    " (further rejections for this reason are held back for a minute)"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -85,16 +113,24 @@ pub struct NmeaDevices {
     source: SourceKind,
     trust: ClockTrust,
     max_devices: usize,
+    names: Arc<OutsideNames>,
 }
 
 impl NmeaDevices {
-    /// An empty set that holds at most `max_devices` decoders.
-    pub fn new(source: SourceKind, trust: ClockTrust, max_devices: usize) -> Self {
+    /// An empty set that holds at most `max_devices` decoders, whose
+    /// streams label and log through `names`.
+    pub fn new(
+        source: SourceKind,
+        trust: ClockTrust,
+        max_devices: usize,
+        names: Arc<OutsideNames>,
+    ) -> Self {
         Self {
             streams: HashMap::new(),
             source,
             trust,
             max_devices,
+            names,
         }
     }
 
@@ -119,7 +155,8 @@ impl NmeaDevices {
         }
         let (stream, used) = self.streams.entry(device.clone()).or_insert_with(|| {
             (
-                NmeaStream::new(device.clone(), self.source, self.trust),
+                NmeaStream::new(device.clone(), self.source, self.trust)
+                    .named_from_outside(self.names.clone()),
                 Instant::now(),
             )
         });

@@ -3,8 +3,12 @@
 //! [`crate::ingest::nmea::Decoder`]) and the OsmAnd query string of Traccar
 //! Client and OsmAnd. Pure functions: bytes in, fixes or a precise error out.
 //!
-//! Values are converted to the units of [`Fix`] but not range-checked: the
-//! pipeline validates and counts out-of-range fixes in one place.
+//! Values are converted to the units of [`Fix`] and must be plausible
+//! ([`Fix::validate`], [`crate::fix::limits`]): a value out of range (an
+//! altitude of 1e308 m, a speed of 1e12 m/s, a latitude of 123°) is an
+//! `invalid_value` naming the payload's own field, and the whole payload is
+//! refused, never stored as another value. NMEA text is range-checked by its
+//! decoder.
 //!
 //! ## fixgate JSON
 //!
@@ -465,6 +469,7 @@ fn fixgate_fix(obj: Obj, now: DateTime<Utc>) -> Result<Reported, FieldError> {
         mode: mode(obj.mode.as_ref())?,
         accuracy: number("accuracy", obj.accuracy.as_ref())?,
     };
+    let fix = plausible(fix, |field| field)?;
     let device = match obj.device {
         None => None,
         Some(Value::String(s)) => Some(s),
@@ -514,7 +519,23 @@ fn owntracks_location(obj: &Obj) -> Result<Reported, FieldError> {
         mode: None,
         accuracy: number("acc", obj.acc.as_ref())?,
     };
+    let fix = plausible(fix, |field| match field {
+        "time" => "tst",
+        "speed" => "vel",
+        "course" => "cog",
+        "accuracy" => "acc",
+        other => other,
+    })?;
     Ok(Reported { device: None, fix })
+}
+
+/// The fix if every value is plausible ([`Fix::validate`]); else the error
+/// names the payload's own field, which `name` gives for a [`Fix`] field.
+fn plausible(fix: Fix, name: fn(&'static str) -> &'static str) -> Result<Fix, FieldError> {
+    match fix.validate() {
+        Ok(()) => Ok(fix),
+        Err(e) => Err(FieldError::Invalid(name(e.field()), e.problem())),
+    }
 }
 
 /// Metric label of an OwnTracks message type that carries no position.
@@ -763,6 +784,12 @@ impl OsmAnd {
             mode: None,
             accuracy: self.accuracy,
         };
+        let fix = plausible(fix, |field| match field {
+            "time" => "timestamp",
+            "alt" => "altitude",
+            "course" => "bearing",
+            other => other,
+        })?;
         Ok(Some(Reported {
             device: Some(device),
             fix,

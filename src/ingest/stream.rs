@@ -2,6 +2,7 @@
 //! metrics, and the way into the pipeline. Serial ports, replayed files and
 //! the demo fleet all go through it.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -9,10 +10,36 @@ use tokio::sync::mpsc;
 use super::clock::{ClockTrust, TrustedClock};
 use super::nmea::{DecodeStats, Decoder, DecoderOptions};
 use crate::fix::{DeviceClass, DeviceId, Fix, Observed, Position, SourceKind};
-use crate::log_limit::{LogLimit, Verdict};
+use crate::labels::DeviceSeries;
+use crate::log_limit::{Flood, FloodLimit, LINES_PER_REASON, LogLimit, Verdict};
 
 /// A receiver that sends garbage all day gets one log line per reason per this.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the streams of devices named from outside (NMEA over MQTT) share,
+/// since anyone may invent such a name: the process's budget of
+/// device-labelled series, and a log limit per reason across all of them.
+/// A configured receiver's stream has neither: its name is the
+/// configuration's, and its lines are its own.
+#[derive(Debug)]
+pub struct OutsideNames {
+    series: Arc<DeviceSeries>,
+    log: Mutex<FloodLimit<DeviceId, &'static str>>,
+}
+
+impl OutsideNames {
+    /// Labels from `series`; log lines remembered for up to `max_devices` names.
+    pub fn new(series: Arc<DeviceSeries>, max_devices: usize) -> Self {
+        Self {
+            series,
+            log: Mutex::new(FloodLimit::new(
+                LOG_EVERY,
+                LINES_PER_REASON,
+                max_devices.clamp(16, 65_536),
+            )),
+        }
+    }
+}
 
 /// The pipeline has shut down: the source should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +56,8 @@ pub struct NmeaStream {
     /// The decoder's counters as last exported to metrics.
     exported: DecodeStats,
     log: LogLimit<&'static str>,
+    /// Set for a device named from outside.
+    outside: Option<Arc<OutsideNames>>,
     fixes: Vec<Fix>,
 }
 
@@ -42,8 +71,17 @@ impl NmeaStream {
             clock: TrustedClock::new(trust),
             exported: DecodeStats::default(),
             log: LogLimit::new(LOG_EVERY, 16),
+            outside: None,
             fixes: Vec::new(),
         }
+    }
+
+    /// The stream of a device named from outside: its metric labels come
+    /// from the shared budget and its log lines count against the shared
+    /// limit of their reason.
+    pub fn named_from_outside(mut self, names: Arc<OutsideNames>) -> Self {
+        self.outside = Some(names);
+        self
     }
 
     /// The device this stream belongs to.
@@ -128,20 +166,49 @@ impl NmeaStream {
     }
 
     fn count(&self, metric: &'static str, reason: &'static str, n: u64) {
-        if n > 0 {
-            metrics::counter!(
-                metric,
-                "source" => self.source.as_str(),
-                "device" => self.device.to_string(),
-                "reason" => reason
-            )
-            .increment(n);
+        if n == 0 {
+            return;
         }
+        let source = self.source.as_str();
+        let device = match &self.outside {
+            Some(names) => names
+                .series
+                .label(metric, source, reason, self.device.as_str()),
+            None => self.device.to_string(),
+        };
+        metrics::counter!(
+            metric,
+            "source" => source,
+            "device" => device,
+            "reason" => reason
+        )
+        .increment(n);
     }
 
     fn warn(&mut self, reason: &'static str, message: std::fmt::Arguments<'_>) {
-        if let Verdict::Log { suppressed } = self.log.check(&reason, Instant::now()) {
-            tracing::warn!(device = %self.device, suppressed, "{message}");
+        let now = Instant::now();
+        let Some(names) = &self.outside else {
+            if let Verdict::Log { suppressed } = self.log.check(&reason, now) {
+                tracing::warn!(device = %self.device, suppressed, "{message}");
+            }
+            return;
+        };
+        let verdict = match names.log.lock() {
+            Ok(mut log) => log.check(&self.device, reason, now),
+            Err(_) => return,
+        };
+        if let Flood::Log {
+            suppressed,
+            held,
+            last,
+        } = verdict
+        {
+            let more = if last {
+                " (further lines for this reason are held back for a minute)"
+            } else {
+                ""
+            };
+            tracing::warn!(device = %self.device, suppressed, held, "{message}{more}");
         }
     }
 }

@@ -140,13 +140,13 @@ struct StoredGeofence {
 impl StoredGeofence {
     /// The event reduced to the integers that are stored.
     fn new(g: &Geofence) -> Self {
-        let speed = |v: f64| scale(v, 100.0) as u32;
+        let speed = |v: f64| fit(v, 100.0, "speed", U32);
         Self {
             fence: g.fence.as_str().to_owned(),
             crossing: g.crossing.code(),
             time: g.time.timestamp_millis(),
-            lat: scale(g.lat, 1e7) as i32,
-            lon: scale(g.lon, 1e7) as i32,
+            lat: fit(g.lat, 1e7, "lat", I32),
+            lon: fit(g.lon, 1e7, "lon", I32),
             speed: g.speed.map(speed),
             limit: g.limit.map(speed),
             since: g.since.map(|t| t.timestamp_millis()),
@@ -220,9 +220,41 @@ struct Quantised {
     alt: i32,
 }
 
-fn scale(v: f64, factor: f64) -> f64 {
-    (v * factor).round()
+// Every value `Fix::validate` passes fits the store's integers at their
+// precision (checked when this compiles), so a stored fix reads back
+// exactly as the wire will send it and nothing is clamped.
+const _: () = {
+    use crate::fix::limits;
+    assert!(limits::LAT.max * 1e7 <= i32::MAX as f64 && limits::LAT.min * 1e7 >= i32::MIN as f64);
+    assert!(limits::LON.max * 1e7 <= i32::MAX as f64 && limits::LON.min * 1e7 >= i32::MIN as f64);
+    assert!(limits::ALT.max * 10.0 <= i32::MAX as f64 && limits::ALT.min * 10.0 >= i32::MIN as f64);
+    assert!(limits::SPEED.max * 100.0 <= u32::MAX as f64 && limits::SPEED.min >= 0.0);
+    assert!(limits::COURSE.max * 10.0 <= u16::MAX as f64 && limits::COURSE.min >= 0.0);
+    assert!(limits::HDOP.max * 100.0 <= u16::MAX as f64 && limits::HDOP.min >= 0.0);
+    assert!(limits::ACCURACY.max * 10.0 <= u32::MAX as f64 && limits::ACCURACY.min >= 0.0);
+};
+
+/// `v × factor`, rounded, in the store's integer type `T`. The writer
+/// stores only fixes `Fix::validate` passed (and events made of them), which
+/// always fit; a value that does not is a bug: a debug build stops there, a
+/// release build saturates (`bounds`), as the store cannot hold it.
+fn fit<T: TryFrom<i64> + Copy>(v: f64, factor: f64, field: &str, bounds: (T, T)) -> T {
+    let u = (v * factor).round();
+    // Within ±2^62 the cast to i64 is exact and cannot saturate.
+    let fitted = (u.is_finite() && u.abs() < 4.6e18)
+        .then(|| T::try_from(u as i64).ok())
+        .flatten();
+    fitted.unwrap_or_else(|| {
+        if cfg!(debug_assertions) {
+            panic!("{field} {v} does not fit the store: only validated fixes may be stored");
+        }
+        if u > 0.0 { bounds.1 } else { bounds.0 }
+    })
 }
+
+const I32: (i32, i32) = (i32::MIN, i32::MAX);
+const U32: (u32, u32) = (u32::MIN, u32::MAX);
+const U16: (u16, u16) = (u16::MIN, u16::MAX);
 
 /// Encodes one event for immediate storage.
 pub fn encode_raw(event: &Event) -> Vec<u8> {
@@ -340,9 +372,9 @@ fn append_position(cols: &mut Columns, prev: &mut Quantised, position: &Position
     let fix = &position.fix;
     let q = Quantised {
         time: fix.time.timestamp_millis(),
-        lat: scale(fix.lat, 1e7) as i32,
-        lon: scale(fix.lon, 1e7) as i32,
-        alt: fix.alt.map_or(prev.alt, |a| scale(a, 10.0) as i32),
+        lat: fit(fix.lat, 1e7, "lat", I32),
+        lon: fit(fix.lon, 1e7, "lon", I32),
+        alt: fix.alt.map_or(prev.alt, |a| fit(a, 10.0, "alt", I32)),
     };
     let mut present = 0u16;
     cols.time.push(q.time.wrapping_sub(prev.time));
@@ -354,16 +386,16 @@ fn append_position(cols: &mut Columns, prev: &mut Quantised, position: &Position
     }
     if let Some(s) = fix.speed {
         present |= has::SPEED;
-        cols.speed.push(scale(s, 100.0) as u32);
+        cols.speed.push(fit(s, 100.0, "speed", U32));
     }
     if let Some(c) = fix.course {
         present |= has::COURSE;
-        cols.course.push(scale(c, 10.0) as u16 % 3600);
+        // 360° and 359.95° and up are north: 0.
+        cols.course.push(fit(c, 10.0, "course", U16) % 3600);
     }
     if let Some(h) = fix.hdop {
         present |= has::HDOP;
-        cols.hdop
-            .push(scale(h, 100.0).min(f64::from(u16::MAX)) as u16);
+        cols.hdop.push(fit(h, 100.0, "hdop", U16));
     }
     if let Some(n) = fix.sats {
         present |= has::SATS;
@@ -376,8 +408,7 @@ fn append_position(cols: &mut Columns, prev: &mut Quantised, position: &Position
     }
     if let Some(a) = fix.accuracy {
         present |= has::ACCURACY;
-        cols.accuracy
-            .push(scale(a, 10.0).min(f64::from(u32::MAX)) as u32);
+        cols.accuracy.push(fit(a, 10.0, "accuracy", U32));
     }
     if position.historic {
         present |= has::HISTORIC;
@@ -617,6 +648,132 @@ mod tests {
             assert_eq!(g.fix.sats, w.fix.sats);
             assert_eq!(g.fix.mode, w.fix.mode);
         }
+    }
+
+    /// A value of `range`: either end, or anything between.
+    fn within(range: crate::fix::Range) -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![Just(range.min), Just(range.max), range.min..=range.max]
+    }
+
+    /// Any fix `Fix::validate` passes, the ends of every range included.
+    fn valid_fix() -> impl proptest::strategy::Strategy<Value = Fix> {
+        use crate::fix::limits;
+        use proptest::prelude::*;
+        let time = (
+            prop_oneof![
+                Just(limits::TIME_MIN_MS),
+                Just(limits::TIME_MAX_MS),
+                limits::TIME_MIN_MS..=limits::TIME_MAX_MS
+            ],
+            0i64..1_000_000,
+        )
+            .prop_map(|(ms, ns)| {
+                Utc.timestamp_millis_opt(ms).unwrap() + chrono::Duration::nanoseconds(ns)
+            });
+        (
+            (time, within(limits::LAT), within(limits::LON)),
+            (
+                proptest::option::of(within(limits::ALT)),
+                proptest::option::of(within(limits::SPEED)),
+                proptest::option::of(within(limits::COURSE)),
+                proptest::option::of(within(limits::HDOP)),
+                proptest::option::of(any::<u8>()),
+                proptest::option::of(within(limits::ACCURACY)),
+            ),
+        )
+            .prop_map(
+                |((time, lat, lon), (alt, speed, course, hdop, sats, accuracy))| Fix {
+                    alt,
+                    speed,
+                    course,
+                    hdop,
+                    sats,
+                    mode: Some(FixMode::ThreeD),
+                    accuracy,
+                    ..Fix::new(time, lat, lon)
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// Whatever `Fix::validate` passes, the store keeps exactly as the
+        /// wire will send it (the two quantisations agree, nothing is
+        /// clamped), within half a unit of what came in.
+        #[test]
+        fn every_valid_fix_is_stored_as_the_wire_sends_it(fix in valid_fix()) {
+            use crate::wire::quantise::WireFix;
+            proptest::prop_assert!(fix.validate().is_ok(), "{fix:?}");
+            let event = Event::Position(Position::new(DeviceId::new("d").unwrap(), fix.clone()));
+            let wire = WireFix::try_from_fix(&fix)
+                .and_then(WireFix::to_fix)
+                .map_err(proptest::test_runner::TestCaseError::fail)?;
+            for value in [encode_raw(&event), encode_segment([&event, &event])] {
+                for slot in decode(&value).unwrap() {
+                    let Some(Event::Position(p)) = slot else {
+                        return Err(proptest::test_runner::TestCaseError::fail("not a position"));
+                    };
+                    proptest::prop_assert_eq!(&p.fix, &wire);
+                }
+            }
+            let near = |a: Option<f64>, b: Option<f64>, unit: f64| match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() <= unit / 2.0 + 1e-9,
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            proptest::prop_assert!(near(wire.alt, fix.alt, 0.1));
+            proptest::prop_assert!(near(wire.speed, fix.speed, 0.01));
+            proptest::prop_assert!(near(wire.hdop, fix.hdop, 0.01));
+            proptest::prop_assert!(near(wire.accuracy, fix.accuracy, 0.1));
+            // A course rounding to 360° is north: 0.
+            let course = fix.course.map(|c| if c >= 359.95 { c - 360.0 } else { c });
+            proptest::prop_assert!(near(wire.course, course, 0.1), "{:?}", fix.course);
+        }
+    }
+
+    #[test]
+    fn the_ends_of_every_range_are_stored_exactly() {
+        use crate::fix::limits;
+        let event = |fix: Fix| Event::Position(Position::new(DeviceId::new("d").unwrap(), fix));
+        let time = Utc.timestamp_millis_opt(limits::TIME_MAX_MS).unwrap();
+        for (lat, lon, alt, speed, hdop, accuracy) in [
+            (
+                90.0,
+                180.0,
+                limits::ALT.max,
+                limits::SPEED.max,
+                limits::HDOP.max,
+                limits::ACCURACY.max,
+            ),
+            (-90.0, -180.0, limits::ALT.min, 0.0, 0.0, 0.0),
+        ] {
+            let fix = Fix {
+                alt: Some(alt),
+                speed: Some(speed),
+                course: Some(359.9),
+                hdop: Some(hdop),
+                sats: Some(255),
+                accuracy: Some(accuracy),
+                ..Fix::new(time, lat, lon)
+            };
+            let back = present(&encode_raw(&event(fix.clone())));
+            assert_eq!(back, vec![event(fix)]);
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "does not fit the store")]
+    fn a_value_beyond_the_store_is_never_clamped_silently() {
+        let mut fix = Fix::new(
+            Utc.timestamp_millis_opt(1_790_000_000_000).unwrap(),
+            1.0,
+            2.0,
+        );
+        fix.alt = Some(1e308);
+        encode_raw(&Event::Position(Position::new(
+            DeviceId::new("d").unwrap(),
+            fix,
+        )));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::fix::{DeviceId, DeviceIdError, Event, Geofence, InvalidFix, Position, Record, Status};
+use crate::fix::{
+    DeviceId, DeviceIdError, Event, Geofence, InvalidFix, Position, Record, Status, limits,
+};
 
 /// One record as one line of JSON (no newline), e.g.
 /// `{"gateway":"gw-1","seq":7,"event":"position","device":"bus-1","time":…}`.
@@ -50,9 +52,13 @@ pub enum JsonError {
     /// No `device`, and no default was given.
     #[error("no device (give one for lines without)")]
     NoDevice,
-    /// The fix (of a position or a geofence event) is not valid.
+    /// The place of a position or a geofence event is not on Earth.
     #[error("{0}")]
     Fix(#[from] InvalidFix),
+    /// Another value of a position or a geofence event is not a number
+    /// within the wire's range (`quantise`).
+    #[error("`{0}` is not a number within the wire's range")]
+    Range(&'static str),
 }
 
 /// The kinds of event a line can hold.
@@ -119,12 +125,16 @@ pub fn parse_record_json(
         Kind::Status => Event::Status(serde_json::from_value::<Status>(object)?),
         Kind::Position => {
             let position = serde_json::from_value::<Position>(object)?;
-            position.fix.validate()?;
+            on_earth(position.fix.lat, position.fix.lon)?;
+            // What a batch can carry, no more: `decode | encode` must
+            // reproduce any batch, an older gateway's included.
+            super::quantise::WireFix::try_from_fix(&position.fix).map_err(JsonError::Range)?;
             Event::Position(position)
         }
         Kind::Geofence => {
             let geofence = serde_json::from_value::<Geofence>(object)?;
-            geofence.validate()?;
+            on_earth(geofence.lat, geofence.lon)?;
+            super::body::check_geofence(&geofence).map_err(JsonError::Range)?;
             Event::Geofence(geofence)
         }
     };
@@ -133,6 +143,17 @@ pub fn parse_record_json(
         seq,
         event,
     })
+}
+
+/// A latitude and longitude on Earth, or the error naming the one that is not.
+fn on_earth(lat: f64, lon: f64) -> Result<(), InvalidFix> {
+    if !limits::LAT.contains(lat) {
+        return Err(InvalidFix::Latitude(lat));
+    }
+    if !limits::LON.contains(lon) {
+        return Err(InvalidFix::Longitude(lon));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -89,7 +89,9 @@ impl Batch {
     /// Checks what [`decode`] will check, so a sender finds a bad batch
     /// before the receiver refuses it: a valid gateway id, a non-empty range,
     /// at most [`MAX_BATCH_RECORDS`] records in strictly increasing `seq`
-    /// within the range, and valid fixes and geofence events.
+    /// within the range, and every value of a fix or geofence event a
+    /// number within the wire's range (`quantise`): the encoder never
+    /// clamps one that is not.
     pub fn check(&self) -> Result<(), WireError> {
         let bad = |m: String| Err(WireError::Malformed(m));
         if let Err(e) = DeviceId::new(&self.gateway) {
@@ -118,13 +120,15 @@ impl Batch {
                 ));
             }
             previous = Some(r.seq);
-            let valid = match &r.event {
-                Event::Position(p) => p.fix.validate(),
-                Event::Geofence(g) => g.validate(),
+            let fits = match &r.event {
+                Event::Position(p) => quantise::WireFix::try_from_fix(&p.fix).map(drop),
+                Event::Geofence(g) => body::check_geofence(g),
                 Event::Status(_) => Ok(()),
             };
-            if let Err(e) = valid {
-                return bad(format!("record {i}: {e}"));
+            if let Err(field) = fits {
+                return bad(format!(
+                    "record {i}: {field} is not a number within the wire's range"
+                ));
             }
         }
         Ok(())
@@ -142,9 +146,10 @@ pub enum WireError {
     Malformed(String),
 }
 
-/// Encodes a batch. A batch that fails [`Batch::check`] still encodes, but
-/// [`decode`] refuses the bytes. Values beyond the wire's ranges are clamped
-/// (see `docs/wire-format.md`).
+/// Encodes a batch. A batch that fails [`Batch::check`] with its header or
+/// its sequence numbers still encodes, but [`decode`] refuses the bytes; one
+/// with a value beyond the wire's ranges is a bug of the caller: a debug
+/// build panics, a release build clamps the value (see `quantise`).
 pub fn encode(batch: &Batch) -> Vec<u8> {
     let mut out = vec![VERSION];
     header::write(batch, &mut out);

@@ -1,9 +1,13 @@
 //! The units of the wire: each fix value as a scaled integer, and back.
 //!
 //! One place for the scales and ranges, so the encoder, the decoder and
-//! `docs/wire-format.md` agree. Values outside a range are clamped on the way
-//! in (a valid fix may carry an absurd altitude or speed; the batch must still
-//! encode) and refused on the way out (only a damaged batch holds them).
+//! `docs/wire-format.md` agree. A value outside a range is never clamped:
+//! [`WireFix::try_from_fix`] names it, so that [`crate::wire::Batch::check`]
+//! refuses the batch before it is sent, and the decoder refuses it on the way
+//! out (only a damaged batch holds one). The gateway never gets that far:
+//! what [`crate::fix::Fix::validate`] takes in lies well within these
+//! ranges (checked below at compile time), and so does whatever its store
+//! can hold.
 
 use chrono::{DateTime, Utc};
 
@@ -58,31 +62,92 @@ pub struct WireFix {
     pub mode: Option<FixMode>,
 }
 
-/// Rounds to the nearest unit and clamps into `range` (NaN becomes 0).
-fn scaled(v: f64, per_unit: f64, (min, max): (i64, i64)) -> i64 {
-    // `as` saturates at the i64 bounds, so the clamp sees every value.
-    ((v * per_unit).round() as i64).clamp(min, max)
+// What the gateway takes in fits the wire: the ranges of `fix::limits`,
+// scaled, lie within the wire's (checked when this compiles).
+const _: () = {
+    use crate::fix::limits;
+    assert!(limits::ALT.min * ALT_PER_METRE >= ALT_RANGE.0 as f64);
+    assert!(limits::ALT.max * ALT_PER_METRE <= ALT_RANGE.1 as f64);
+    assert!(limits::SPEED.min >= 0.0);
+    assert!(limits::SPEED.max * SPEED_PER_MPS <= UNSIGNED_RANGE.1 as f64);
+    assert!(limits::COURSE.min >= 0.0 && limits::COURSE.max <= 360.0);
+    assert!(limits::HDOP.min >= 0.0);
+    assert!(limits::HDOP.max * HDOP_SCALE <= UNSIGNED_RANGE.1 as f64);
+    assert!(limits::ACCURACY.min >= 0.0);
+    assert!(limits::ACCURACY.max * ACCURACY_PER_METRE <= UNSIGNED_RANGE.1 as f64);
+    assert!(limits::LAT.max * PER_DEGREE <= LAT_MAX as f64);
+    assert!(limits::LON.max * PER_DEGREE <= LON_MAX as f64);
+};
+
+/// Rounds to the nearest unit; `None` for a value that is not a number or
+/// lies outside `range` once rounded.
+fn units(v: f64, per_unit: f64, (min, max): (i64, i64)) -> Option<i64> {
+    let u = (v * per_unit).round();
+    // Every bound is an integer an f64 holds exactly, so the cast is exact.
+    (u.is_finite() && u >= min as f64 && u <= max as f64).then_some(u as i64)
+}
+
+/// [`units`] for a value already known to fit. One that does not is a bug
+/// of the caller ([`crate::wire::Batch::check`] refuses it): a debug build
+/// stops there; a release build clamps, as the wire cannot carry it.
+fn scaled(v: f64, per_unit: f64, (min, max): (i64, i64), name: &str) -> i64 {
+    units(v, per_unit, (min, max)).unwrap_or_else(|| {
+        if cfg!(debug_assertions) {
+            panic!("{name} {v} is beyond the wire's range: Batch::check refuses such a batch");
+        }
+        // `as` saturates at the i64 bounds (NaN becomes 0), so the clamp sees every value.
+        ((v * per_unit).round() as i64).clamp(min, max)
+    })
 }
 
 impl WireFix {
-    /// The fix reduced to wire units. Time is truncated to the millisecond,
-    /// a course of 359.95° or more wraps to 0.
-    pub fn from_fix(fix: &Fix) -> Self {
-        Self {
+    /// The fix in wire units, or the name of the first value the wire
+    /// cannot carry (not a number, or beyond its range once rounded). Time
+    /// is truncated to the millisecond, a course of 359.95° or more wraps
+    /// to 0.
+    pub fn try_from_fix(fix: &Fix) -> Result<Self, &'static str> {
+        let optional = |v: Option<f64>, per_unit, range, name| {
+            v.map(|v| units(v, per_unit, range).ok_or(name)).transpose()
+        };
+        Ok(Self {
             time: fix.time.timestamp_millis(),
-            lat: lat(fix.lat),
-            lon: lon(fix.lon),
-            alt: fix.alt.map(|v| scaled(v, ALT_PER_METRE, ALT_RANGE)),
-            speed: fix.speed.map(|v| scaled(v, SPEED_PER_MPS, UNSIGNED_RANGE)),
-            course: fix
-                .course
-                .map(|v| scaled(v, COURSE_PER_DEGREE, (0, COURSE_TURN)) % COURSE_TURN),
-            hdop: fix.hdop.map(|v| scaled(v, HDOP_SCALE, UNSIGNED_RANGE)),
+            lat: units(fix.lat, PER_DEGREE, (-LAT_MAX, LAT_MAX)).ok_or("lat")?,
+            lon: units(fix.lon, PER_DEGREE, (-LON_MAX, LON_MAX)).ok_or("lon")?,
+            alt: optional(fix.alt, ALT_PER_METRE, ALT_RANGE, "alt")?,
+            speed: optional(fix.speed, SPEED_PER_MPS, UNSIGNED_RANGE, "speed")?,
+            course: optional(fix.course, COURSE_PER_DEGREE, (0, COURSE_TURN), "course")?
+                .map(|c| c % COURSE_TURN),
+            hdop: optional(fix.hdop, HDOP_SCALE, UNSIGNED_RANGE, "hdop")?,
             sats: fix.sats.map(i64::from),
-            accuracy: fix
-                .accuracy
-                .map(|v| scaled(v, ACCURACY_PER_METRE, UNSIGNED_RANGE)),
+            accuracy: optional(fix.accuracy, ACCURACY_PER_METRE, UNSIGNED_RANGE, "accuracy")?,
             mode: fix.mode,
+        })
+    }
+
+    /// The fix in wire units, for a fix [`Self::try_from_fix`] takes (every
+    /// fix of a batch that passed [`crate::wire::Batch::check`]); see
+    /// [`scaled`] for one it would not.
+    pub fn from_fix(fix: &Fix) -> Self {
+        match Self::try_from_fix(fix) {
+            Ok(q) => q,
+            Err(name) => Self {
+                time: fix.time.timestamp_millis(),
+                lat: lat(fix.lat),
+                lon: lon(fix.lon),
+                alt: fix.alt.map(|v| scaled(v, ALT_PER_METRE, ALT_RANGE, name)),
+                speed: fix.speed.map(speed).map(i64::from),
+                course: fix
+                    .course
+                    .map(|v| scaled(v, COURSE_PER_DEGREE, (0, COURSE_TURN), name) % COURSE_TURN),
+                hdop: fix
+                    .hdop
+                    .map(|v| scaled(v, HDOP_SCALE, UNSIGNED_RANGE, name)),
+                sats: fix.sats.map(i64::from),
+                accuracy: fix
+                    .accuracy
+                    .map(|v| scaled(v, ACCURACY_PER_METRE, UNSIGNED_RANGE, name)),
+                mode: fix.mode,
+            },
         }
     }
 
@@ -127,14 +192,14 @@ impl WireFix {
     }
 }
 
-/// A latitude in wire units, clamped to ±90°.
+/// A latitude in wire units, of a valid fix (see [`scaled`] for others).
 pub fn lat(v: f64) -> i64 {
-    scaled(v, PER_DEGREE, (-LAT_MAX, LAT_MAX))
+    scaled(v, PER_DEGREE, (-LAT_MAX, LAT_MAX), "lat")
 }
 
-/// A longitude in wire units, clamped to ±180°.
+/// A longitude in wire units, of a valid fix (see [`scaled`] for others).
 pub fn lon(v: f64) -> i64 {
-    scaled(v, PER_DEGREE, (-LON_MAX, LON_MAX))
+    scaled(v, PER_DEGREE, (-LON_MAX, LON_MAX), "lon")
 }
 
 /// Degrees from wire units, if within ±`max` units ([`LAT_MAX`] or [`LON_MAX`]).
@@ -142,9 +207,15 @@ pub fn degrees(v: i64, max: i64) -> Option<f64> {
     (-max..=max).contains(&v).then(|| v as f64 / PER_DEGREE)
 }
 
-/// A speed in wire units (0.01 m/s), clamped into a `u32`.
+/// A speed in wire units (0.01 m/s), if a `u32` holds it.
+pub fn try_speed(v: f64) -> Option<u32> {
+    units(v, SPEED_PER_MPS, UNSIGNED_RANGE).and_then(|u| u32::try_from(u).ok())
+}
+
+/// A speed in wire units (0.01 m/s), of a valid fix or geofence event (see
+/// [`scaled`] for others).
 pub fn speed(v: f64) -> u32 {
-    u32::try_from(scaled(v, SPEED_PER_MPS, UNSIGNED_RANGE)).unwrap_or(u32::MAX)
+    u32::try_from(scaled(v, SPEED_PER_MPS, UNSIGNED_RANGE, "speed")).unwrap_or(u32::MAX)
 }
 
 /// A time from milliseconds since the epoch, if chrono can represent it.

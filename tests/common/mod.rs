@@ -251,6 +251,36 @@ pub fn metric_at(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         .reduce(|a, b| a + b)
 }
 
+/// What a scrape of `/metrics` shows of the series labelled by device.
+#[derive(Debug, Clone, Copy)]
+pub struct Scrape {
+    /// Bytes of the whole page.
+    pub bytes: usize,
+    /// Series (sample lines) in all.
+    pub series: usize,
+    /// Series with a `device` label.
+    pub device_series: usize,
+    /// How long the scrape took.
+    pub took: Duration,
+}
+
+/// Scrapes `/metrics` of the daemon whose feed is on `port`.
+pub fn scrape(port: u16) -> Scrape {
+    let started = Instant::now();
+    let text = get(port, "/metrics").expect("/metrics");
+    let took = started.elapsed();
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    Scrape {
+        bytes: text.len(),
+        series: samples.len(),
+        device_series: samples.iter().filter(|l| l.contains("device=\"")).count(),
+        took,
+    }
+}
+
 /// `VmRSS` and `VmHWM` of a process, in KiB (0 when unreadable).
 pub fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -17,6 +17,7 @@ use super::stream::PipelineClosed;
 use crate::config::Topic;
 use crate::fix::{DeviceId, Observed, SourceKind};
 use crate::health::Pulse;
+use crate::log_limit::{OUTSIDE_CHARS, outside};
 
 /// Turns MQTT messages into fixes; owned by the one task that receives them.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ impl Messages {
                 max_bytes: max_payload,
                 ..Limits::default()
             },
-            nmea: NmeaDevices::new(SourceKind::Mqtt, trust, max_devices),
+            nmea: NmeaDevices::new(SourceKind::Mqtt, trust, max_devices, rejects.nmea()),
             rejects,
             tx,
             pulse: None,
@@ -99,7 +100,9 @@ impl Messages {
                     match r.device.as_deref() {
                         Some(named) if named != device.as_str() => {
                             let why = format!(
-                                "payload names device {named:?} but topic {topic:?} is device {device}"
+                                "payload names device {:?} but topic {:?} is device {device}",
+                                outside(named, OUTSIDE_CHARS),
+                                outside(topic, OUTSIDE_CHARS)
                             );
                             self.reject(Some(device.as_str()), "device_mismatch", &why);
                         }
@@ -124,13 +127,19 @@ impl Messages {
                 None => continue,
                 Some(Ok(device)) => return Some((device, t.format)),
                 Some(Err(err)) => {
-                    let why = format!("topic {topic:?} gives no valid device id: {err}");
+                    let why = format!(
+                        "topic {:?} gives no valid device id: {err}",
+                        outside(topic, OUTSIDE_CHARS)
+                    );
                     self.reject(None, "device_id", &why);
                     return None;
                 }
             }
         }
-        let why = format!("topic {topic:?} matches no [[mqtt.topic]] pattern");
+        let why = format!(
+            "topic {:?} matches no [[mqtt.topic]] pattern",
+            outside(topic, OUTSIDE_CHARS)
+        );
         self.reject(None, "unknown_topic", &why);
         None
     }

@@ -15,7 +15,7 @@ use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 use nmea::sentences as crate_nmea;
 use nmea::{NmeaSentence, SentenceType};
 
-use crate::fix::FixMode;
+use crate::fix::{FixMode, limits};
 
 /// Knots to metres per second (1852 m per nautical mile).
 const KNOTS_TO_MPS: f64 = 1852.0 / 3600.0;
@@ -248,7 +248,7 @@ fn via_crate(kind: Kind, talker: &str, data: &str) -> Option<Report> {
             r.position = lat_lon(f.get(2), f.get(3), f.get(4), f.get(5));
             r.sats = d.fix_satellites.and_then(|n| u8::try_from(n).ok());
             r.hdop = hdop(d.hdop.map(widen));
-            r.alt = finite(d.altitude.map(widen));
+            r.alt = altitude(d.altitude.map(widen));
         }
         Kind::Gll => {
             let d = crate_nmea::parse_gll(s).ok()?;
@@ -409,7 +409,7 @@ fn own(kind: Kind, data: &str) -> Option<Report> {
             };
             r.sats = f.get(7).parse().ok();
             r.hdop = hdop(parse_f64(f.get(8)));
-            r.alt = finite(parse_f64(f.get(9)));
+            r.alt = altitude(parse_f64(f.get(9)));
         }
         Kind::Gns => {
             r.time = opt_time(f.get(1))?;
@@ -430,7 +430,7 @@ fn own(kind: Kind, data: &str) -> Option<Report> {
             };
             r.sats = f.get(7).parse().ok();
             r.hdop = hdop(parse_f64(f.get(8)));
-            r.alt = finite(parse_f64(f.get(9)));
+            r.alt = altitude(parse_f64(f.get(9)));
         }
         Kind::Gll => {
             r.position = lat_lon(f.get(1), f.get(2), f.get(3), f.get(4));
@@ -620,8 +620,10 @@ fn position(lat: Option<f64>, lon: Option<f64>) -> Option<(f64, f64)> {
     ok.then_some((lat, lon))
 }
 
-fn finite(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| v.is_finite())
+/// An altitude within [`limits::ALT`]: a receiver's garbage altitude is
+/// left out of the fix, which keeps its position (as gpsd does).
+fn altitude(v: Option<f64>) -> Option<f64> {
+    v.filter(|v| limits::ALT.contains(*v))
 }
 
 fn speed_knots(knots: Option<f64>) -> Option<f64> {
@@ -629,7 +631,7 @@ fn speed_knots(knots: Option<f64>) -> Option<f64> {
 }
 
 fn speed_mps(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| v.is_finite() && *v >= 0.0)
+    v.filter(|v| limits::SPEED.contains(*v))
 }
 
 fn course(v: Option<f64>) -> Option<f64> {
@@ -860,6 +862,12 @@ mod tests {
         assert_eq!((r.position, r.speed, r.course), (None, None, None));
         let (r, _) = report("$GPGGA,120000,4500.00,N,00100.00,E,1,05,99.99,inf,M,,M,,");
         assert_eq!((r.hdop, r.alt), (None, None));
+        // Beyond plausibility (fix::limits): an altitude of 200 km, a
+        // speed of 10,000 knots; the position stays.
+        let (r, _) = report("$GPGGA,120000,4500.00,N,00100.00,E,1,05,1.0,200000.0,M,,M,,");
+        assert_eq!((r.position.is_some(), r.alt), (true, None));
+        let (r, _) = report("$GPRMC,120000,A,4500.00,N,00100.00,E,10000.0,90.0,010120,,,A");
+        assert_eq!((r.position.is_some(), r.speed), (true, None));
     }
 
     #[test]

@@ -262,11 +262,16 @@ fn full_object_maps_every_field() {
 
 #[test]
 fn times_in_every_form() {
+    // How a time reads, before the fix's plausibility (from 1980 on) is
+    // checked: the forms are the same for every range.
     let t = |json_time: &str| {
-        one(&format!(r#"{{"lat":1,"lon":2,"time":{json_time}}}"#))
-            .fix
-            .time
+        let value: Value = serde_json::from_str(json_time).unwrap();
+        super::time("time", &value).unwrap()
     };
+    assert_eq!(
+        one(r#"{"lat":1,"lon":2,"time":1795428010}"#).fix.time,
+        epoch_s(1795428010)
+    );
     assert_eq!(t("1795428010"), epoch_s(1795428010));
     assert_eq!(
         t("1795428010.25"),
@@ -437,10 +442,52 @@ fn long_offending_values_are_clipped_in_messages() {
 }
 
 #[test]
-fn out_of_range_positions_are_left_to_the_pipeline() {
-    let r = one(r#"{"lat":123.0,"lon":-500,"speed":-3,"course":720}"#);
-    assert_eq!((r.fix.lat, r.fix.lon), (123.0, -500.0));
-    assert_eq!((r.fix.speed, r.fix.course), (Some(-3.0), Some(720.0)));
+fn values_out_of_range_are_invalid_values_naming_the_payloads_field() {
+    let field = |json: &str| invalid_field(&err(json)).0;
+    assert_eq!(field(r#"{"lat":123.0,"lon":5}"#), "lat");
+    assert_eq!(field(r#"{"lat":1,"lon":-500}"#), "lon");
+    assert_eq!(field(r#"{"lat":1,"lon":2,"speed":-3}"#), "speed");
+    assert_eq!(field(r#"{"lat":1,"lon":2,"course":720}"#), "course");
+    assert_eq!(field(r#"{"lat":1,"lon":2,"hdop":100.5}"#), "hdop");
+    assert_eq!(field(r#"{"lat":1,"lon":2,"accuracy":3e7}"#), "accuracy");
+    assert_eq!(field(r#"{"lat":1,"lon":2,"time":5}"#), "time");
+    let e = err(r#"{"lat":1,"lon":2,"alt":1e308}"#);
+    assert_eq!(
+        e.to_string(),
+        "invalid `alt`: 1e308 is outside -1000…100000 m"
+    );
+    assert_eq!(e.reason(), "invalid_value");
+    let e = err(r#"[{"lat":1,"lon":2},{"lat":1,"lon":2,"speed":1e12}]"#);
+    assert_eq!(
+        e.to_string(),
+        "array element 1: invalid `speed`: 1000000000000 is outside 0…3000 m/s"
+    );
+    // The ends of the ranges are taken.
+    let r = one(
+        r#"{"lat":-90,"lon":180,"alt":100000,"speed":3000,"course":360,"hdop":100,"accuracy":2e7}"#,
+    );
+    assert_eq!((r.fix.alt, r.fix.speed), (Some(100_000.0), Some(3000.0)));
+    // OwnTracks and OsmAnd name their own fields.
+    let owntracks = |extra: &str| {
+        err(&format!(
+            r#"{{"_type":"location","lat":1,"lon":2,"tst":1795428010{extra}}}"#
+        ))
+    };
+    assert_eq!(invalid_field(&owntracks(r#","vel":20000"#)).0, "vel");
+    assert_eq!(invalid_field(&owntracks(r#","acc":1e9"#)).0, "acc");
+    assert_eq!(invalid_field(&owntracks(r#","cog":400"#)).0, "cog");
+    assert_eq!(
+        invalid_field(&osmand_err("id=a&lat=1&lon=2&altitude=1e308")).0,
+        "altitude"
+    );
+    assert_eq!(
+        invalid_field(&osmand_err("id=a&lat=1&lon=2&bearing=361")).0,
+        "bearing"
+    );
+    assert_eq!(
+        invalid_field(&osmand_err("id=a&lat=1&lon=2&timestamp=1")).0,
+        "timestamp"
+    );
 }
 
 #[test]
