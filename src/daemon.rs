@@ -211,7 +211,8 @@ pub async fn run(
         metrics,
         shutdown.clone(),
     )
-    .with_geofences(geofences);
+    .with_geofences(geofences)
+    .with_map(&config.map, config.gateway.id.as_str());
     let mut app = feed::router(state);
     if config.http.enabled {
         let bodies = BodyLimits::new(

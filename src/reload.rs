@@ -24,6 +24,7 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
         filter,
         uplink,
         geofence: _,
+        map,
     } = reread;
     let mut changed = Vec::new();
     let mut check = |name, same: bool| {
@@ -43,6 +44,7 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
     check("devices", running.devices == *devices);
     check("filter", running.filter == *filter);
     check("uplink", running.uplink == *uplink);
+    check("map", running.map == *map);
     changed
 }
 

@@ -73,6 +73,42 @@ pub struct Config {
     pub uplink: Uplink,
     /// `[geofence]`: fences and how fixes are judged against them.
     pub geofence: Geofence,
+    /// `[map]`: what the depot screen draws under the vehicles.
+    pub map: Map,
+}
+
+/// `[map]`: the depot screen's base map and view; by default none (fences,
+/// trails and a scale bar on a plain background) and no request leaves the
+/// gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Map {
+    /// A local raster tile archive (PMTiles) the daemon serves at
+    /// `/tiles/<file name>`, so the map works offline.
+    pub tiles: Option<std::path::PathBuf>,
+    /// An online tile URL template (`https://…/{z}/{x}/{y}.png`), for depots
+    /// with internet; its origin is the only one the page may reach.
+    pub tile_url: Option<String>,
+    /// Credit shown for the tiles (as their licence asks).
+    pub attribution: Option<String>,
+    /// Highest zoom level the tiles have.
+    pub max_zoom: Option<u8>,
+    /// Where the map opens before any device has reported: `[lat, lon]`.
+    pub center: Option<[f64; 2]>,
+    /// A device whose last position is older than this is drawn as stale.
+    pub stale_after: Duration,
+}
+
+impl Default for Map {
+    fn default() -> Self {
+        Self {
+            tiles: None,
+            tile_url: None,
+            attribution: None,
+            max_zoom: None,
+            center: None,
+            stale_after: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[gateway]`: the identity of this gateway.

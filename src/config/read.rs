@@ -30,6 +30,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 mod fences;
 #[path = "read_ingest.rs"]
 mod ingest;
+#[path = "read_map.rs"]
+mod map;
 #[path = "read_store.rs"]
 mod store;
 #[path = "read_uplink.rs"]
@@ -37,7 +39,7 @@ mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter", "uplink", "geofence",
+    "devices", "filter", "uplink", "geofence", "map",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
@@ -251,6 +253,11 @@ impl<'s> Reader<'s> {
                 "geofence" => {
                     if let Some(s) = self.table("geofence", value, fences::GEOFENCE_KEYS) {
                         config.geofence = self.geofence(&s);
+                    }
+                }
+                "map" => {
+                    if let Some(s) = self.table("map", value, map::MAP_KEYS) {
+                        config.map = self.map(&s);
                     }
                 }
                 other => self.report(
@@ -573,7 +580,7 @@ impl<'s> Reader<'s> {
         demo
     }
 
-    /// `demo.center`: `[lat, lon]`, latitude limited to where Web Mercator maps work.
+    /// `center`: `[lat, lon]`, latitude limited to where Web Mercator maps work.
     fn center(&mut self, s: &Section<'_, '_>) -> Option<[f64; 2]> {
         let value = s.get("center")?;
         let shape = format!(

@@ -5,6 +5,8 @@
 pub mod body;
 pub mod clients;
 pub mod conn;
+pub mod history;
+pub mod map;
 pub mod server;
 pub mod snapshot;
 pub mod sse;
@@ -61,6 +63,10 @@ pub struct FeedState {
     pub geofences: watch::Receiver<Option<Arc<Rules>>>,
     clients: Arc<Clients>,
     snapshots: Snapshots,
+    /// Store scans for `/api/history` allowed at once.
+    history: Arc<tokio::sync::Semaphore>,
+    /// What the depot screen draws under the vehicles.
+    map: Arc<map::MapInfo>,
 }
 
 impl FeedState {
@@ -91,7 +97,15 @@ impl FeedState {
             geofences,
             clients,
             snapshots,
+            history: history::permits(),
+            map: map::info(&crate::config::Map::default(), "fixgate"),
         }
+    }
+
+    /// Serves `/api/map` and the tile archive from these settings.
+    pub fn with_map(mut self, config: &crate::config::Map, gateway: &str) -> Self {
+        self.map = map::info(config, gateway);
+        self
     }
 
     /// Serves the fences and the devices' zones from these rules.
@@ -113,6 +127,9 @@ pub fn router(state: FeedState) -> Router {
         .route("/events", get(sse::events))
         .route("/api/devices", get(devices))
         .route("/api/geofences", get(geofences))
+        .route("/api/history", get(history::history))
+        .route("/api/map", get(map::map))
+        .route("/tiles/{name}", get(map::tiles))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
