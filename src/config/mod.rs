@@ -365,8 +365,11 @@ pub enum Broker {
 pub struct Embedded {
     /// Address the broker listens on.
     pub listen: SocketAddr,
-    /// Most device connections at once.
+    /// Most device connections at once, all logins together.
     pub max_connections: usize,
+    /// Most connections at once of one `[mqtt.users]` login (a device
+    /// needs one; a few more cover reconnects that overlap the old socket).
+    pub max_connections_per_user: usize,
     /// Most unacknowledged QoS 1 messages per connection.
     pub max_inflight: usize,
     /// Time a new connection has to send its CONNECT.
@@ -380,6 +383,7 @@ impl Default for Embedded {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             max_connections: 2000,
+            max_connections_per_user: 16,
             max_inflight: 100,
             connection_timeout: Duration::from_secs(5),
             users: Default::default(),
