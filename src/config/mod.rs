@@ -354,7 +354,7 @@ impl Default for Mqtt {
 pub enum Broker {
     /// `"off"`: no MQTT intake.
     Off,
-    /// `"embedded"`: fixgate runs the broker itself (rumqttd).
+    /// `"embedded"`: fixgate runs its own MQTT intake server.
     Embedded(Embedded),
     /// `"external"`: fixgate subscribes to an existing broker (rumqttc).
     External(External),
@@ -370,7 +370,8 @@ pub struct Embedded {
     /// Most connections at once of one `[mqtt.users]` login (a device
     /// needs one; a few more cover reconnects that overlap the old socket).
     pub max_connections_per_user: usize,
-    /// Most unacknowledged QoS 1 messages per connection.
+    /// Most QoS 2 messages one connection may leave awaiting their PUBREL.
+    /// (QoS 1 needs no window: each message is acknowledged once queued.)
     pub max_inflight: usize,
     /// Time a new connection has to send its CONNECT.
     pub connection_timeout: Duration,
