@@ -1,5 +1,5 @@
 //! MQTT ingest on the real binaries: `fixgate simulate` publishing over TCP
-//! into the gateway's embedded broker (rumqttd) and on into the store and
+//! into the gateway's own MQTT intake server and on into the store and
 //! the SSE feed, against Debian's `mosquitto` with a plain `mosquitto_sub`
 //! under the same simulator load, in the same run.
 //!
@@ -825,7 +825,7 @@ fn gateway_state(daemon: &Daemon) -> (String, BTreeMap<String, usize>) {
                 "fixgate_ingest_rejected_total",
                 "fixgate_mqtt_broker_errors_total",
                 "fixgate_fixes_lost_total",
-                "fixgate_mqtt_link_errors_total",
+                "fixgate_mqtt_refused_total",
                 "fixgate_sse_resets_total",
             ]
             .iter()
@@ -957,7 +957,7 @@ fn print_fleet(plan: &Plan, fleet: &[Step]) {
         return;
     };
     println!(
-        "| figure | fixgate (embedded rumqttd) | mosquitto + mosquitto_sub | fixgate / mosquitto |"
+        "| figure | fixgate (embedded server) | mosquitto + mosquitto_sub | fixgate / mosquitto |"
     );
     println!("|---|---|---|---|");
     let row = |name: &str, a: String, b: String, ratio: String| {

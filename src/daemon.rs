@@ -182,21 +182,11 @@ pub async fn run(
     let mut sources = JoinSet::new();
     // The sources' loops, as the watchdog sees them.
     let pulses = Arc::new(Pulses::default());
-    start_sources(&config, &tx, &pulses, &shutdown, &mut sources);
     let rejects = Arc::new(Rejects::new(config.devices.max_devices));
-    // Cancelled by a part that cannot go on (the embedded broker): the
-    // daemon then stops with an error and systemd restarts it.
-    let failed = CancellationToken::new();
     let mqtt_pulse = pulses.register("the MQTT intake");
-    start_mqtt(
-        &config,
-        &tx,
-        &rejects,
-        &mqtt_pulse,
-        &shutdown,
-        &failed,
-        &mut sources,
-    )?;
+    // First: the demo fleet over MQTT connects to this server's port.
+    start_mqtt(&config, &tx, &rejects, &mqtt_pulse, &shutdown, &mut sources)?;
+    start_sources(&config, &tx, &pulses, &shutdown, &mut sources);
 
     let state = FeedState::new(
         store.reader(),
@@ -256,7 +246,6 @@ pub async fn run(
     let fatal = tokio::select! {
         _ = shutdown.cancelled() => None,
         _ = writer_done => Some("the writer stopped unexpectedly"),
-        _ = failed.cancelled() => Some("the MQTT broker failed"),
         _ = reopen.cancelled() => Some("the store failed on a full disk and must be reopened now that there is room"),
     };
     if let Some(why) = fatal {
@@ -407,9 +396,7 @@ async fn demo_over_mqtt(demo: Demo, listen: SocketAddr, shutdown: CancellationTo
         prefix: "demo-".into(),
         ..SimulateOptions::default()
     };
-    // The broker thread binds its port a moment after it starts (a probe
-    // connection would log a broker error; the simulator retries anyway).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server's port is bound before the sources start.
     if let Err(err) = crate::sim::publish::run_until(options, shutdown).await {
         tracing::error!("demo fleet over MQTT stopped: {err:#}");
     }
@@ -441,7 +428,6 @@ fn start_mqtt(
     rejects: &Arc<Rejects>,
     pulse: &Arc<Pulse>,
     shutdown: &CancellationToken,
-    failed: &CancellationToken,
     sources: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let messages = || {
@@ -463,7 +449,6 @@ fn start_mqtt(
                 config.mqtt.max_payload,
                 messages(),
                 shutdown.clone(),
-                failed.clone(),
             )?;
             sources.spawn(task);
         }

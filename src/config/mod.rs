@@ -410,7 +410,7 @@ impl Default for Mqtt {
 pub enum Broker {
     /// `"off"`: no MQTT intake.
     Off,
-    /// `"embedded"`: fixgate runs the broker itself (rumqttd).
+    /// `"embedded"`: fixgate runs its own MQTT intake server.
     Embedded(Embedded),
     /// `"external"`: fixgate subscribes to an existing broker (rumqttc).
     External(External),
@@ -421,9 +421,13 @@ pub enum Broker {
 pub struct Embedded {
     /// Address the broker listens on.
     pub listen: SocketAddr,
-    /// Most device connections at once.
+    /// Most device connections at once, all logins together.
     pub max_connections: usize,
-    /// Most unacknowledged QoS 1 messages per connection.
+    /// Most connections at once of one `[mqtt.users]` login (a device
+    /// needs one; a few more cover reconnects that overlap the old socket).
+    pub max_connections_per_user: usize,
+    /// Most QoS 2 messages one connection may leave awaiting their PUBREL.
+    /// (QoS 1 needs no window: each message is acknowledged once queued.)
     pub max_inflight: usize,
     /// Time a new connection has to send its CONNECT.
     pub connection_timeout: Duration,
@@ -436,6 +440,7 @@ impl Default for Embedded {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             max_connections: 2000,
+            max_connections_per_user: 16,
             max_inflight: 100,
             connection_timeout: Duration::from_secs(5),
             users: Default::default(),

@@ -19,6 +19,7 @@ const MQTT_COMMON: &[&str] = &["broker", "max_payload", "topic"];
 const EMBEDDED_ONLY: &[&str] = &[
     "listen",
     "max_connections",
+    "max_connections_per_user",
     "max_inflight",
     "connection_timeout",
     "users",
@@ -99,6 +100,9 @@ impl Reader<'_> {
         }
         if let Some(n) = self.integer(s, "max_connections", 1..=100_000) {
             e.max_connections = n;
+        }
+        if let Some(n) = self.integer(s, "max_connections_per_user", 1..=100_000) {
+            e.max_connections_per_user = n;
         }
         if let Some(n) = self.integer(s, "max_inflight", 1..=65_535) {
             e.max_inflight = n;

@@ -291,6 +291,39 @@ offline_after = "30s"
 }
 
 #[test]
+fn the_embedded_brokers_limits_are_read_and_checked() {
+    let config = parse(
+        "[mqtt]\nmax_connections = 500\nmax_connections_per_user = 4\nmax_inflight = 8\nconnection_timeout = \"2s\"\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Broker::Embedded(e) = &config.mqtt.broker else {
+        panic!("{:?}", config.mqtt.broker)
+    };
+    assert_eq!(
+        (
+            e.max_connections,
+            e.max_connections_per_user,
+            e.max_inflight
+        ),
+        (500, 4, 8)
+    );
+    assert_eq!(e.connection_timeout, Duration::from_secs(2));
+
+    let found = problems("[mqtt]\nmax_connections_per_user = 0\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("t.toml:2:28: `mqtt.max_connections_per_user`"),
+        "{found:?}"
+    );
+    let found = problems("[mqtt]\nbroker = \"external\"\nmax_connections_per_user = 3\n");
+    assert!(
+        found[0].contains("`mqtt.max_connections_per_user` does not apply"),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn uplink_sections_are_read_and_misplaced_keys_named() {
     let config = parse(
         r#"

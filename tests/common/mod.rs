@@ -2,6 +2,7 @@
 //! on a config of the test's own, and a real HTTP/SSE client over a socket.
 #![allow(dead_code)]
 
+pub mod raw_mqtt;
 pub mod receiver;
 
 use std::ffi::OsStr;
@@ -139,6 +140,11 @@ impl Daemon {
             .unwrap_or_else(|| panic!("fixgate ignored SIGTERM:\n{}", self.log_text()));
         std::mem::forget(self);
         status
+    }
+
+    /// Sends SIGTERM and returns at once (see [`Daemon::wait_exit`]).
+    pub fn sigterm(&self) {
+        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
     }
 
     /// Whether the process is still running.
@@ -352,6 +358,43 @@ pub fn wait_port(port: u16) {
 /// Returns whether the client reported success.
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8], auth: Option<(&str, &str)>) -> bool {
     mosquitto_pub_args(port, topic, payload, auth, &[])
+}
+
+/// [`mosquitto_pub`], returning whether it succeeded and what it printed
+/// on stderr (its refusals: "Connection Refused: not authorised.").
+pub fn mosquitto_pub_output(
+    port: u16,
+    topic: &str,
+    payload: &[u8],
+    auth: Option<(&str, &str)>,
+    extra: &[&str],
+) -> (bool, String) {
+    let mut cmd = mosquitto_pub_command(port, topic, extra);
+    cmd.arg("-s");
+    if let Some((user, pass)) = auth {
+        cmd.args(["-u", user, "-P", pass]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients)");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(payload);
+    }
+    let stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut err) = stderr {
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        }
+        text
+    });
+    let ok = wait_timeout(&mut child, Duration::from_secs(10)).is_some_and(|s| s.success());
+    let _ = child.kill();
+    let _ = child.wait();
+    (ok, reader.join().unwrap_or_default())
 }
 
 /// [`mosquitto_pub`] with extra arguments (e.g. `--cafile`).

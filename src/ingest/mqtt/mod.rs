@@ -1,6 +1,7 @@
-//! MQTT intake: devices publish to the embedded broker ([`embedded`]) or to
-//! an existing one ([`external`]); either way each message goes through
-//! [`Messages::handle`]: topic → device, payload → fixes → pipeline.
+//! MQTT intake: devices publish to the gateway's own MQTT server
+//! ([`embedded`]) or to an existing broker ([`external`]); either way each
+//! message goes through [`Messages::handle`]: topic → device, payload →
+//! fixes → pipeline.
 
 pub mod embedded;
 pub mod external;
@@ -117,6 +118,18 @@ impl Messages {
                     .increment(1);
                 Ok(())
             }
+        }
+    }
+
+    /// Counts a message refused for its size (`oversized`) for the device
+    /// its topic names, as [`Messages::handle`] would have.
+    pub fn refuse_oversized(&self, topic: &str, size: usize) {
+        if let Some((device, _)) = self.route(topic) {
+            let why = payload::PayloadError::Oversized {
+                size,
+                max: self.limits.max_bytes,
+            };
+            self.reject(Some(device.as_str()), why.reason(), &why);
         }
     }
 
