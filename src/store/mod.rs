@@ -11,6 +11,8 @@
 //! * `S` + device id → that device's last status change;
 //! * `G` + device id → that device's geofence state (the tracker's bytes,
 //!   opaque here), written in the batch of the fix that changed it;
+//! * `R` + device id → the group the device was last seen reporting under
+//!   (an MQTT topic's), see [`crate::groups`];
 //! * `M` + name → metadata (the first sequence number of this store).
 //!
 //! Exactly one [`Writer`] appends; any number of [`Reader`]s read by sequence
@@ -34,16 +36,20 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::fix::{DeviceId, Event, Fix, Position, Presence, Record, Status};
+use crate::fix::{DeviceId, Event, Fix, GroupId, Position, Presence, Record, Status};
 use ledger::{Entry, Kind, Ledger, Usage};
 
 const LOG: u8 = b'L';
 const DEVICE: u8 = b'D';
 const STATUS: u8 = b'S';
 const ZONES: u8 = b'G';
+const GROUP: u8 = b'R';
 const META: u8 = b'M';
 const META_FIRST_SEQ: &[u8] = b"Mfirst_seq";
 const META_UPLINK_ACKED: &[u8] = b"Muplink_acked";
+/// Where numbering last jumped past a reservation (a start after a crash):
+/// the numbers up to it are a hole, accounted for like held ones.
+const META_RESUMED_AT: &[u8] = b"Mresumed_at";
 /// How often one read seeks again after the writer moved values under it.
 const MAX_RESEEKS: u32 = 8;
 
@@ -183,6 +189,9 @@ pub struct DeviceState {
     /// [`crate::geofence::Zones`]); opaque to the store.
     #[serde(skip)]
     pub zones: Option<Vec<u8>>,
+    /// The group it was last seen reporting under (see [`crate::groups`]).
+    #[serde(skip)]
+    pub reported_group: Option<GroupId>,
 }
 
 impl DeviceState {
@@ -194,6 +203,7 @@ impl DeviceState {
             status: None,
             since: None,
             zones: None,
+            reported_group: None,
         }
     }
 
@@ -521,10 +531,15 @@ impl Store {
             ledger.put(seq, entry);
         }
         let first = first_seq_of(&db)?;
+        let resumed_at = db
+            .get(META_RESUMED_AT)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
         let held = ledger
             .iter()
             .next_back()
-            .map_or(first - 1, |(at, e)| at + u64::from(e.slots) - 1);
+            .map_or(first - 1, |(at, e)| at + u64::from(e.slots) - 1)
+            .max(resumed_at);
         if let Some(durable) = durable.filter(|&d| held < d) {
             return Err(StoreError::RolledBack { held, durable });
         }
@@ -696,7 +711,7 @@ fn state_key(prefix: u8, device: &DeviceId) -> Vec<u8> {
 fn describe_key(key: &[u8]) -> String {
     match key.first() {
         Some(&LOG) => seq_of_key(key).map_or_else(|| format!("{key:?}"), |s| format!("seq {s}")),
-        Some(&DEVICE) | Some(&STATUS) | Some(&ZONES) | Some(&META) => {
+        Some(&DEVICE) | Some(&STATUS) | Some(&ZONES) | Some(&GROUP) | Some(&META) => {
             String::from_utf8_lossy(key).into_owned()
         }
         _ => format!("{key:?}"),
@@ -779,6 +794,26 @@ fn merge_zones(states: &mut BTreeMap<DeviceId, DeviceState>, key: &[u8], value: 
         .zones = Some(value);
 }
 
+/// Adds an `R` record to its device's state; one that does not read (it
+/// cannot be written so) is skipped: the group is learned again at the
+/// device's next report.
+fn merge_group(states: &mut BTreeMap<DeviceId, DeviceState>, key: &[u8], value: &[u8]) {
+    let device = std::str::from_utf8(&key[1..])
+        .ok()
+        .and_then(|id| DeviceId::new(id).ok());
+    let group = std::str::from_utf8(value)
+        .ok()
+        .and_then(|g| GroupId::new(g).ok());
+    let (Some(device), Some(group)) = (device, group) else {
+        tracing::warn!("store: skipping a device group under a bad key or value");
+        return;
+    };
+    states
+        .entry(device.clone())
+        .or_insert_with(|| DeviceState::empty(device))
+        .reported_group = Some(group);
+}
+
 /// The one appender: gives each event the next sequence number.
 pub struct Writer {
     db: sled::Db,
@@ -836,27 +871,36 @@ impl Writer {
             tail_first,
         };
         if floor >= next_seq {
-            writer.seal_tail()?;
-            writer.next_seq = floor + 1;
-            writer.tail_first = floor + 1;
+            writer.jump(floor)?;
         }
         Ok(writer)
     }
 
-    /// Compacts the raw tail, however short, into one segment.
-    fn seal_tail(&mut self) -> Result<(), StoreError> {
-        if self.tail.is_empty() {
-            return Ok(());
-        }
-        let first = self.tail_first;
-        let value = segment::encode_segment(self.tail.iter());
-        let entry = Entry::of(self.tail.iter().map(Some), 9 + value.len(), Kind::Segment);
+    /// Numbers on after `floor`: compacts the raw tail, however short, into
+    /// one segment (the budget leaves raw values alone only at the end of
+    /// the log) and records where the hole ends, so that a later start takes
+    /// the log as reaching `floor` even before anything follows it.
+    fn jump(&mut self, floor: u64) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(&log_key(first)[..], value);
-        for s in first + 1..first + self.tail.len() as u64 {
-            batch.remove(&log_key(s)[..]);
-        }
+        batch.insert(META_RESUMED_AT, &floor.to_be_bytes());
+        let sealed = if self.tail.is_empty() {
+            None
+        } else {
+            let first = self.tail_first;
+            let value = segment::encode_segment(self.tail.iter());
+            let entry = Entry::of(self.tail.iter().map(Some), 9 + value.len(), Kind::Segment);
+            batch.insert(&log_key(first)[..], value);
+            for s in first + 1..first + self.tail.len() as u64 {
+                batch.remove(&log_key(s)[..]);
+            }
+            Some((first, entry))
+        };
         self.db.apply_batch(batch)?;
+        self.next_seq = floor + 1;
+        self.tail_first = floor + 1;
+        let Some((first, entry)) = sealed else {
+            return Ok(());
+        };
         let mut ledger = lock(&self.ledger);
         for s in first + 1..first + u64::from(entry.slots) {
             ledger.remove(s);
@@ -889,6 +933,17 @@ impl Writer {
         events: &[Event],
         zones: &[(DeviceId, Vec<u8>)],
     ) -> Result<u64, StoreError> {
+        self.append_with_state(events, zones, &[])
+    }
+
+    /// [`Writer::append_with_zones`], also storing the groups devices were
+    /// learned to report under.
+    pub fn append_with_state(
+        &mut self,
+        events: &[Event],
+        zones: &[(DeviceId, Vec<u8>)],
+        groups: &[(DeviceId, GroupId)],
+    ) -> Result<u64, StoreError> {
         // Never number past what the durable mark allows: a crash must not
         // let the next start hand out these numbers again.
         let last = self.next_seq + events.len() as u64;
@@ -898,6 +953,9 @@ impl Writer {
         let mut batch = sled::Batch::default();
         for (device, bytes) in zones {
             batch.insert(state_key(ZONES, device), bytes.as_slice());
+        }
+        for (device, group) in groups {
+            batch.insert(state_key(GROUP, device), group.as_str().as_bytes());
         }
         let mut seq = self.next_seq;
         // What the ledger learns once the batch is applied.
@@ -1116,6 +1174,10 @@ impl Reader {
                 }
             }
         }
+        for item in self.db.scan_prefix([GROUP]) {
+            let (key, value) = item?;
+            merge_group(&mut states, &key, &value);
+        }
         Ok(states.into_values().collect())
     }
 
@@ -1134,6 +1196,10 @@ impl Reader {
             Ok(Some(value)) => merge_zones(&mut states, &key, value.to_vec()),
             Ok(None) => {}
             Err(err) => zones_unreadable(&err),
+        }
+        let key = state_key(GROUP, device);
+        if let Some(value) = self.db.get(&key)? {
+            merge_group(&mut states, &key, &value);
         }
         Ok(states.into_values().next())
     }
@@ -1538,6 +1604,18 @@ mod tests {
         let (store, report) = Store::open_in_test(&opts);
         assert_eq!(report.skipped, 0);
         assert_eq!(store.writer().unwrap().head(), next);
+        // A crash, a start that appends nothing and a clean stop: the head is
+        // then the end of a hole, which must not read as a rolled-back log.
+        drop(store);
+        let (store, report) = Store::open_in_test(&opts);
+        let writer = store.writer().unwrap();
+        let jumped = writer.head();
+        assert!(report.skipped > 0 && jumped > next);
+        store.close(jumped).unwrap();
+        drop((writer, store));
+        let (store, report) = Store::open_in_test(&opts);
+        assert!(report.quarantined.is_none(), "{:?}", report.quarantined);
+        assert_eq!(store.writer().unwrap().head(), jumped);
     }
 
     #[test]
