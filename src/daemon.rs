@@ -20,6 +20,7 @@ use crate::config::{Broker, Config, Demo, DemoVia};
 use crate::feed::body::BodyLimits;
 use crate::feed::{self, FeedOptions, FeedState, server};
 use crate::fix::SourceKind;
+use crate::groups::Groups;
 use crate::health::{Pulse, Pulses};
 use crate::ingest::http::HttpIntake;
 use crate::ingest::intake::Rejects;
@@ -110,6 +111,15 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(config.pipeline.queue);
     let health = Arc::new(WriterHealth::default());
     let writer_health = health.clone();
+    let groups = Arc::new(Groups::new(
+        config.groups.clone(),
+        config.devices.max_devices,
+    ));
+    groups.seed(report.devices.iter().filter_map(|d| {
+        d.reported_group
+            .clone()
+            .map(|group| (d.device.clone(), group))
+    }));
     let mut checks = Checks::seeded(
         config.filter.clone(),
         config.devices.offline_after,
@@ -119,7 +129,8 @@ pub async fn run(
         // Taken, not kept: only the checks need them, once.
         &std::mem::take(&mut report.devices),
         geofences.clone(),
-    );
+    )
+    .with_groups(groups.clone());
     for s in &config.serial {
         checks.own(s.device.clone(), SourceKind::Serial);
     }
@@ -185,7 +196,12 @@ pub async fn run(
     let rejects = Arc::new(Rejects::new(config.devices.max_devices));
     let mqtt_pulse = pulses.register("the MQTT intake");
     // First: the demo fleet over MQTT connects to this server's port.
-    start_mqtt(&config, &tx, &rejects, &mqtt_pulse, &shutdown, &mut sources)?;
+    let intake = Intake {
+        tx: &tx,
+        rejects: &rejects,
+        groups: &groups,
+    };
+    start_mqtt(&config, &intake, &mqtt_pulse, &shutdown, &mut sources)?;
     start_sources(&config, &tx, &pulses, &shutdown, &mut sources);
 
     let state = FeedState::new(
@@ -202,7 +218,9 @@ pub async fn run(
         shutdown.clone(),
     )
     .with_geofences(geofences)
-    .with_map(&config.map, config.gateway.id.as_str());
+    .with_map(&config.map, config.gateway.id.as_str())
+    .with_groups(groups.clone());
+    tokio::spawn(state.fan_out());
     let mut app = feed::router(state);
     if config.http.enabled {
         let bodies = BodyLimits::new(
@@ -421,11 +439,20 @@ fn warn_if_open(config: &Config) {
     }
 }
 
+/// What the network intakes share.
+struct Intake<'a> {
+    /// The way into the pipeline.
+    tx: &'a mpsc::Sender<crate::fix::Observed>,
+    /// Counts and logs what they refuse.
+    rejects: &'a Arc<Rejects>,
+    /// Learns devices' groups from where they report.
+    groups: &'a Arc<Groups>,
+}
+
 /// Starts the MQTT intake the configuration asks for.
 fn start_mqtt(
     config: &Config,
-    tx: &mpsc::Sender<crate::fix::Observed>,
-    rejects: &Arc<Rejects>,
+    intake: &Intake<'_>,
     pulse: &Arc<Pulse>,
     shutdown: &CancellationToken,
     sources: &mut JoinSet<()>,
@@ -436,10 +463,11 @@ fn start_mqtt(
             config.mqtt.max_payload,
             config.gateway.clock,
             config.devices.max_devices,
-            rejects.clone(),
-            tx.clone(),
+            intake.rejects.clone(),
+            intake.tx.clone(),
         )
         .with_pulse(pulse.clone())
+        .with_groups(intake.groups.clone())
     };
     match &config.mqtt.broker {
         Broker::Off => {}

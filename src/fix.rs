@@ -119,6 +119,22 @@ impl FenceId {
 
 id_type!(FenceId);
 
+/// Name of a device group (a fleet, a depot's buses), under the same rules
+/// as a [`DeviceId`]: feeds and access tokens are scoped by it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupId(Arc<str>);
+
+impl GroupId {
+    /// Checks and wraps a group name: 1 to 64 bytes of `A-Z a-z 0-9 . _ : -`.
+    pub fn new(id: &str) -> Result<Self, DeviceIdError> {
+        check_id(id)?;
+        Ok(Self(Arc::from(id)))
+    }
+}
+
+id_type!(GroupId);
+
 /// Dimension of a position fix, as receivers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]

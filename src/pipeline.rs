@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::{FilterOptions, Filters, Verdict as FilterVerdict};
-use crate::fix::{DeviceId, Event, Observed, Presence, SourceKind, Status};
+use crate::fix::{DeviceId, Event, GroupId, Observed, Presence, SourceKind, Status};
 use crate::geofence::{Rules, Tracker, Zones};
+use crate::groups::Groups;
 use crate::ingest::clock::{ClockTrust, TrustedClock};
 use crate::labels::DeviceSeries;
 use crate::log_limit::{Flood, FloodLimit, LINES_PER_REASON};
@@ -110,6 +111,8 @@ pub struct Checks {
     /// Devices whose geofence state changed in this batch, with its new
     /// stored form: written in the same store batch as the events.
     zones: Vec<(DeviceId, Vec<u8>)>,
+    /// Devices' groups, whose changes the intake learns and the writer stores.
+    groups: Arc<Groups>,
 }
 
 impl Checks {
@@ -178,7 +181,14 @@ impl Checks {
             geofences,
             rules,
             zones: Vec::new(),
+            groups: Arc::new(Groups::default()),
         }
+    }
+
+    /// Stores the groups learned in `groups` with the batches it writes.
+    pub fn with_groups(mut self, groups: Arc<Groups>) -> Self {
+        self.groups = groups;
+        self
     }
 
     /// Reserves `device` for fixes from `source` only.
@@ -270,10 +280,15 @@ pub fn run(
         health
             .online
             .store(checks.presence.online() as u64, Ordering::Relaxed);
-        if events.is_empty() && checks.zones.is_empty() {
+        let groups = checks.groups.take_unsaved();
+        if events.is_empty() && checks.zones.is_empty() && groups.is_empty() {
             continue;
         }
-        match append_with_retry(&mut writer, &events, &checks.zones, &health, &shutdown) {
+        let state = State {
+            zones: &checks.zones,
+            groups: &groups,
+        };
+        match append_with_retry(&mut writer, &events, state, &health, &shutdown) {
             Appended::Stored(seq) => {
                 let fixes = events
                     .iter()
@@ -284,6 +299,7 @@ pub fn run(
                 head.send_replace(seq);
             }
             Appended::DiskFull => {
+                checks.groups.restore_unsaved(groups);
                 shed(&events, &mut checks);
                 // The tracker has moved on: its devices' zones are written
                 // with the next batch the store takes, one (the latest) per
@@ -493,17 +509,24 @@ enum Appended {
 /// accepted is dropped. A full disk is not retried: the writer drops and
 /// counts what it cannot store and keeps draining the channel, so that the
 /// feed and the intake stay up, until the daemon restarts to reopen the store.
+/// Device state written with a batch of events.
+#[derive(Clone, Copy)]
+struct State<'a> {
+    zones: &'a [(DeviceId, Vec<u8>)],
+    groups: &'a [(DeviceId, GroupId)],
+}
+
 fn append_with_retry(
     writer: &mut Writer,
     events: &[Event],
-    zones: &[(DeviceId, Vec<u8>)],
+    state: State<'_>,
     health: &WriterHealth,
     shutdown: &CancellationToken,
 ) -> Appended {
     let mut delay = Duration::from_millis(50);
     let started = Instant::now();
     loop {
-        match writer.append_with_zones(events, zones) {
+        match writer.append_with_state(events, state.zones, state.groups) {
             Ok(seq) => {
                 if health.store_failing.swap(false, Ordering::Relaxed) {
                     health.disk_full.store(false, Ordering::Relaxed);

@@ -25,6 +25,7 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
         uplink,
         geofence: _,
         map,
+        groups,
     } = reread;
     let mut changed = Vec::new();
     let mut check = |name, same: bool| {
@@ -45,6 +46,7 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
     check("filter", running.filter == *filter);
     check("uplink", running.uplink == *uplink);
     check("map", running.map == *map);
+    check("group", running.groups == *groups);
     changed
 }
 

@@ -75,6 +75,8 @@ pub struct Config {
     pub geofence: Geofence,
     /// `[map]`: what the depot screen draws under the vehicles.
     pub map: Map,
+    /// `[[group]]`: device groups by patterns of device ids.
+    pub groups: Vec<crate::groups::GroupRule>,
 }
 
 /// `[map]`: the depot screen's base map and view; by default none (fences,
@@ -511,6 +513,7 @@ impl Topic {
         use crate::ingest::payload::Format;
         use crate::ingest::topic::TopicPattern;
         let fleet = TopicPattern::parse("fleet/{fleet}/device/{device}/fix", None)
+            .and_then(|p| p.with_group("{fleet}"))
             .expect("the default fleet pattern is valid");
         let owntracks = TopicPattern::parse("owntracks/{user}/{device}", Some("{user}.{device}"))
             .expect("the default OwnTracks pattern is valid");

@@ -39,7 +39,7 @@ mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter", "uplink", "geofence", "map",
+    "devices", "filter", "uplink", "geofence", "map", "group",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
@@ -258,6 +258,20 @@ impl<'s> Reader<'s> {
                 "map" => {
                     if let Some(s) = self.table("map", value, map::MAP_KEYS) {
                         config.map = self.map(&s);
+                    }
+                }
+                "group" => {
+                    for s in self.array_of_tables("group", value, map::GROUP_KEYS) {
+                        if let Some(rule) = self.group(&s) {
+                            if config.groups.iter().any(|g| g.name == rule.name) {
+                                self.report(
+                                    &s.span,
+                                    format!("{} {} is defined twice", s.key("name"), rule.name),
+                                );
+                            } else {
+                                config.groups.push(rule);
+                            }
+                        }
                     }
                 }
                 other => self.report(

@@ -40,7 +40,7 @@ pub(super) fn mqtt_keys() -> Vec<&'static str> {
     [MQTT_COMMON, EMBEDDED_ONLY, EXTERNAL_ONLY].concat()
 }
 
-const TOPIC_KEYS: &[&str] = &["pattern", "device", "format"];
+const TOPIC_KEYS: &[&str] = &["pattern", "device", "format", "group"];
 pub(super) const HTTP_KEYS: &[&str] = &["enabled", "token", "tokens", "max_body"];
 pub(super) const DEVICES_KEYS: &[&str] = &["offline_after", "max_devices"];
 
@@ -197,7 +197,19 @@ impl Reader<'_> {
                 ),
             }
         }
-        match TopicPattern::parse(pattern, template.as_ref().map(|(t, _)| *t)) {
+        let group = self.string(s, "group");
+        let parsed = TopicPattern::parse(pattern, template.as_ref().map(|(t, _)| *t));
+        let parsed = match (parsed, group) {
+            (Ok(p), Some((g, gspan))) => match p.with_group(g) {
+                Ok(p) => Ok(p),
+                Err(err) => {
+                    self.report(&gspan, format!("{}: {err}", s.key("group")));
+                    return None;
+                }
+            },
+            (parsed, _) => parsed,
+        };
+        match parsed {
             Ok(pattern) => Some(Topic { pattern, format }),
             Err(err) => {
                 let at = template.map_or(span, |(_, span)| span);

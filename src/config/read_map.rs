@@ -1,10 +1,19 @@
 //! Reads `[map]`: the depot screen's base map (a local PMTiles archive or an
-//! online tile URL template), its credit, and the view.
+//! online tile URL template), its credit, and the view; and `[[group]]`, the
+//! device groups screens and tokens are scoped by.
 
 use std::time::Duration;
 
+use toml::de::DeValue;
+
 use super::{Reader, Section};
 use crate::config::Map;
+use crate::fix::GroupId;
+use crate::groups::GroupRule;
+use crate::pattern::Glob;
+
+/// The keys of each `[[group]]`.
+pub const GROUP_KEYS: &[&str] = &["name", "devices"];
 
 /// The keys of `[map]`.
 pub const MAP_KEYS: &[&str] = &[
@@ -83,6 +92,48 @@ impl Reader<'_> {
             map.stale_after = d;
         }
         map
+    }
+}
+
+impl Reader<'_> {
+    /// One `[[group]]`: a `name` and `devices`, patterns of device ids.
+    pub(super) fn group(&mut self, s: &Section<'_, '_>) -> Option<GroupRule> {
+        if !self.require(s, "name") || !self.require(s, "devices") {
+            return None;
+        }
+        let (text, span) = self.string(s, "name")?;
+        let name = match GroupId::new(text) {
+            Ok(name) => name,
+            Err(err) => {
+                self.report(&span, format!("{} {text:?}: {err}", s.key("name")));
+                return None;
+            }
+        };
+        let (items, span) = self.typed(
+            s,
+            "devices",
+            "an array of device id patterns",
+            DeValue::as_array,
+        )?;
+        let mut devices = Vec::with_capacity(items.len());
+        for item in items {
+            match item.get_ref().as_str().map(Glob::new) {
+                Some(Ok(glob)) => devices.push(glob),
+                Some(Err(err)) => self.report(&item.span(), format!("{}: {err}", s.key("devices"))),
+                None => self.report(
+                    &item.span(),
+                    format!(
+                        "each of {} must be a pattern string like \"bus-*\"",
+                        s.key("devices")
+                    ),
+                ),
+            }
+        }
+        if devices.is_empty() {
+            self.report(&span, format!("{} names no devices", s.key("devices")));
+            return None;
+        }
+        Some(GroupRule { name, devices })
     }
 }
 

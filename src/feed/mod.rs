@@ -4,9 +4,12 @@
 
 pub mod body;
 pub mod clients;
+pub mod coalesce;
 pub mod conn;
+pub mod filter;
 pub mod history;
 pub mod map;
+pub mod ring;
 pub mod server;
 pub mod snapshot;
 pub mod sse;
@@ -26,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::geofence::Rules;
+use crate::groups::Groups;
 use crate::pipeline::WriterHealth;
 use crate::store::Reader;
 use clients::Clients;
@@ -67,6 +71,10 @@ pub struct FeedState {
     history: Arc<tokio::sync::Semaphore>,
     /// What the depot screen draws under the vehicles.
     map: Arc<map::MapInfo>,
+    /// Devices' groups, for filters.
+    groups: Arc<Groups>,
+    /// Recent events, encoded once for every live client.
+    ring: Arc<ring::Ring>,
 }
 
 impl FeedState {
@@ -80,6 +88,7 @@ impl FeedState {
         shutdown: CancellationToken,
     ) -> Self {
         let clients = Arc::new(Clients::new(options.max_clients));
+        let ring = ring::Ring::new(*head.borrow());
         let geofences = watch::channel(None).1;
         let snapshots = Snapshots::new(
             reader.clone(),
@@ -99,7 +108,41 @@ impl FeedState {
             snapshots,
             history: history::permits(),
             map: map::info(&crate::config::Map::default(), "fixgate"),
+            groups: Arc::new(Groups::default()),
+            ring,
         }
+    }
+
+    /// Knows devices' groups from `groups`.
+    pub fn with_groups(mut self, groups: Arc<Groups>) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The task that fills the shared ring of recent events from the store
+    /// (spawn it once; it ends at shutdown).
+    pub fn fan_out(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        ring::fill(
+            self.ring.clone(),
+            self.reader.clone(),
+            self.groups.clone(),
+            self.head.clone(),
+            self.shutdown.clone(),
+        )
+    }
+
+    /// A request's filter, checked against what the feed knows: a group
+    /// that is neither configured nor seen names nothing.
+    pub fn filter(&self, query: &filter::FilterQuery) -> Result<filter::Filter, String> {
+        let parsed = filter::parse(query)?;
+        if let Some(group) = &parsed.group {
+            if !self.groups.knows(group) {
+                return Err(format!(
+                    "`group`: no group is named {group} (configured or seen on a topic)"
+                ));
+            }
+        }
+        Ok(parsed)
     }
 
     /// Serves `/api/map` and the tile archive from these settings.
@@ -152,7 +195,20 @@ fn busy() -> Response {
 /// `GET /api/devices`: `{"seq": head, "devices": [...]}` — connect to
 /// `/events?last_event_id=<seq>` to continue from this snapshot without a
 /// gap. One shared snapshot per head (see [`snapshot`]).
-async fn devices(State(state): State<FeedState>) -> Response {
+async fn devices(
+    State(state): State<FeedState>,
+    axum::extract::Query(query): axum::extract::Query<filter::FilterQuery>,
+) -> Response {
+    if query.types.is_some() || query.max_rate.is_some() {
+        return sse::bad_request(
+            "bad_filter",
+            "`types` and `max_rate` apply to /events only".into(),
+        );
+    }
+    let filter = match state.filter(&query) {
+        Ok(filter) => filter,
+        Err(why) => return sse::bad_request("bad_filter", why),
+    };
     let Some(permit) = state.snapshots.try_permit() else {
         return busy();
     };
@@ -163,7 +219,23 @@ async fn devices(State(state): State<FeedState>) -> Response {
             return (StatusCode::INTERNAL_SERVER_ERROR, "store read failed\n").into_response();
         }
     };
-    let Ok(json) = tokio::task::spawn_blocking(move || snapshot.json()).await else {
+    let groups = state.groups.clone();
+    let encoded = tokio::task::spawn_blocking(move || {
+        if filter.is_open() {
+            return snapshot.json(&groups);
+        }
+        snapshot.json_filtered(&groups, |device, group| {
+            let point = device.fix.as_ref().map(|f| (f.lon, f.lat));
+            filter.passes(filter::Facts {
+                kind: filter::Kind::Position,
+                device: &device.device,
+                group,
+                point,
+            })
+        })
+    })
+    .await;
+    let Ok(json) = encoded else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     (

@@ -19,8 +19,9 @@ use axum::body::{Body, Bytes};
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::fix::FenceId;
+use crate::fix::{FenceId, GroupId};
 use crate::geofence::{Rules, Zones};
+use crate::groups::Groups;
 use crate::store::{DeviceState, Reader, StoreError};
 
 /// Every device's last known state at one head.
@@ -56,11 +57,13 @@ struct Devices<'a> {
     devices: Vec<Device<'a>>,
 }
 
-/// A device in the snapshot: its state and the fences it is in now.
+/// A device in the snapshot: its state, its group and the fences it is in now.
 #[derive(Serialize)]
 struct Device<'a> {
     #[serde(flatten)]
     state: &'a DeviceState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupId>,
     zones: Vec<Zone>,
 }
 
@@ -104,25 +107,45 @@ fn zones(state: &DeviceState, rules: Option<&Rules>) -> Vec<Zone> {
 impl Snapshot {
     /// The `/api/devices` JSON, encoded on first use; blocking (call it from
     /// the blocking pool).
-    pub fn json(&self) -> Bytes {
+    pub fn json(&self, groups: &Groups) -> Bytes {
         self.json
-            .get_or_init(|| {
-                let rules = self.rules.as_deref();
-                let body = Devices {
-                    seq: self.seq,
-                    devices: self
-                        .devices
-                        .iter()
-                        .map(|state| Device {
-                            state,
-                            zones: zones(state, rules),
-                        })
-                        .collect(),
-                };
-                // Plain data: serialising it cannot fail.
-                Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-            })
+            .get_or_init(|| self.encode(groups, |_, _| true))
             .clone()
+    }
+
+    /// The JSON of the devices `keep` lets through (given each device and
+    /// its group), made for one request; blocking.
+    pub fn json_filtered(
+        &self,
+        groups: &Groups,
+        keep: impl Fn(&DeviceState, Option<&GroupId>) -> bool,
+    ) -> Bytes {
+        self.encode(groups, keep)
+    }
+
+    fn encode(
+        &self,
+        groups: &Groups,
+        keep: impl Fn(&DeviceState, Option<&GroupId>) -> bool,
+    ) -> Bytes {
+        let rules = self.rules.as_deref();
+        let body = Devices {
+            seq: self.seq,
+            devices: self
+                .devices
+                .iter()
+                .filter_map(|state| {
+                    let group = groups.of(&state.device);
+                    keep(state, group.as_ref()).then(|| Device {
+                        state,
+                        group,
+                        zones: zones(state, rules),
+                    })
+                })
+                .collect(),
+        };
+        // Plain data: serialising it cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 }
 

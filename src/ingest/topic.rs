@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::fix::{DeviceId, DeviceIdError};
+use crate::fix::{DeviceId, DeviceIdError, GroupId};
 
 /// The template used when none is configured.
 const DEFAULT_TEMPLATE: &str = "{device}";
@@ -107,6 +107,8 @@ pub struct TopicPattern {
     rest: bool,
     names: Vec<String>,
     template: Vec<Piece>,
+    /// The device group's template (see [`crate::groups`]), if any.
+    group: Option<Vec<Piece>>,
 }
 
 impl TopicPattern {
@@ -133,7 +135,23 @@ impl TopicPattern {
             rest,
             names,
             template,
+            group: None,
         })
+    }
+
+    /// Puts the devices of matching topics in the group `template` builds
+    /// (`{fleet}`, `depot-{site}`), under the rules of device ids.
+    pub fn with_group(mut self, template: &str) -> Result<Self, PatternError> {
+        self.group = Some(parse_template(template, &self.names)?);
+        Ok(self)
+    }
+
+    /// The group of a topic's device, when the pattern has a group template
+    /// and the topic builds a valid name.
+    pub fn group_for(&self, topic: &str) -> Option<GroupId> {
+        let template = self.group.as_ref()?;
+        let captured = self.capture(topic)?;
+        GroupId::new(&fill(template, &captured)).ok()
     }
 
     /// The pattern as written.
@@ -161,14 +179,7 @@ impl TopicPattern {
     /// pattern, `Some(Err)` if it matches but the built id is not a valid one.
     pub fn device_for(&self, topic: &str) -> Option<Result<DeviceId, DeviceIdError>> {
         let captured = self.capture(topic)?;
-        let mut id = String::new();
-        for piece in &self.template {
-            match piece {
-                Piece::Literal(s) => id.push_str(s),
-                Piece::Capture(i) => id.push_str(captured.get(*i).copied().unwrap_or_default()),
-            }
-        }
-        Some(DeviceId::new(&id))
+        Some(DeviceId::new(&fill(&self.template, &captured)))
     }
 
     /// The topic level of each placeholder, by index into `names`; `None` if
@@ -200,6 +211,18 @@ impl fmt::Display for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.pattern)
     }
+}
+
+/// A template filled with a topic's captured levels.
+fn fill(template: &[Piece], captured: &[&str]) -> String {
+    let mut text = String::new();
+    for piece in template {
+        match piece {
+            Piece::Literal(s) => text.push_str(s),
+            Piece::Capture(i) => text.push_str(captured.get(*i).copied().unwrap_or_default()),
+        }
+    }
+    text
 }
 
 /// Splits a pattern into levels, registering placeholder names; also says
@@ -322,6 +345,26 @@ mod tests {
         assert_eq!(p.device_for("owntracks/jane/phone"), id("jane.phone"));
         // The app's other topics have more levels and are not locations.
         assert_eq!(p.device_for("owntracks/jane/phone/event"), None);
+    }
+
+    #[test]
+    fn a_group_template_names_the_topics_fleet() {
+        let p = TopicPattern::parse("fleet/{fleet}/device/{device}/fix", None)
+            .unwrap()
+            .with_group("{fleet}")
+            .unwrap();
+        assert_eq!(
+            p.group_for("fleet/north/device/bus-1/fix"),
+            Some(GroupId::new("north").unwrap())
+        );
+        assert_eq!(p.group_for("fleet/no rth/device/bus-1/fix"), None);
+        assert_eq!(p.group_for("other/topic"), None);
+        assert!(
+            TopicPattern::parse("t/{device}", None)
+                .unwrap()
+                .with_group("{fleet}")
+                .is_err()
+        );
     }
 
     #[test]

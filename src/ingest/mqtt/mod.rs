@@ -17,6 +17,7 @@ use super::payload::{self, Limits, Parsed};
 use super::stream::PipelineClosed;
 use crate::config::Topic;
 use crate::fix::{DeviceId, Observed, SourceKind};
+use crate::groups::Groups;
 use crate::health::Pulse;
 use crate::log_limit::{OUTSIDE_CHARS, outside};
 
@@ -29,6 +30,7 @@ pub struct Messages {
     rejects: Arc<Rejects>,
     tx: mpsc::Sender<Observed>,
     pulse: Option<Arc<Pulse>>,
+    groups: Option<Arc<Groups>>,
 }
 
 impl Messages {
@@ -51,7 +53,14 @@ impl Messages {
             rejects,
             tx,
             pulse: None,
+            groups: None,
         }
+    }
+
+    /// Learns the groups of devices from their topics' group templates.
+    pub fn with_groups(mut self, groups: Arc<Groups>) -> Self {
+        self.groups = Some(groups);
+        self
     }
 
     /// Reports to `pulse` while a message is being handled (the watchdog's
@@ -138,7 +147,13 @@ impl Messages {
         for t in &self.topics {
             match t.pattern.device_for(topic) {
                 None => continue,
-                Some(Ok(device)) => return Some((device, t.format)),
+                Some(Ok(device)) => {
+                    if let (Some(groups), Some(group)) = (&self.groups, t.pattern.group_for(topic))
+                    {
+                        groups.learn(&device, &group);
+                    }
+                    return Some((device, t.format));
+                }
                 Some(Err(err)) => {
                     let why = format!(
                         "topic {:?} gives no valid device id: {err}",
