@@ -617,3 +617,92 @@ fn qos_2_messages_are_delivered_once_and_their_window_is_bounded() {
         "the repeated PUBLISH was not handled twice"
     );
 }
+
+/// Publishes `n` fixes of about 2 KB for `device` at QoS 1, each waiting
+/// for its PUBACK; returns how long that took.
+fn publish_acked_fixes(mqtt: u16, device: &str, n: usize) -> Duration {
+    let (mut conn, code) = RawMqtt::connect(mqtt, &format!("pub-{device}"), None);
+    assert_eq!(code, Some(ConnectReturnCode::Success));
+    let topic = format!("fleet/x/device/{device}/fix");
+    let t0 = Utc::now() - chrono::Duration::minutes(10);
+    let pad = "p".repeat(2000);
+    let started = Instant::now();
+    for i in 0..n {
+        let time = (t0 + chrono::Duration::milliseconds(i as i64 * 100))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let fix = format!(r#"{{"time":"{time}","lat":52.09,"lon":5.12,"note":"{pad}"}}"#);
+        assert!(conn.publish_acked(&topic, fix.as_bytes()), "message {i}");
+    }
+    started.elapsed()
+}
+
+/// A subscriber that stops reading costs publishers nothing: messages for it
+/// are dropped once its queue is full, every publish is acknowledged as
+/// fast as before it came, and a subscriber that reads gets every message.
+#[test]
+fn a_subscriber_that_does_not_read_does_not_slow_publishers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_broker(
+        dir.path(),
+        "anonymous_subscribe = [\"fleet/#\"]\n",
+        "[filter]\nmax_age = false\nduplicates = false\n",
+    );
+    const N: usize = 5_000;
+    let (mut reader, _) = RawMqtt::connect(mqtt, "reader", None);
+    assert!(matches!(
+        reader.subscribe(&["fleet/+/device/+/fix"]),
+        Some(Packet::SubAck(ack)) if ack.return_codes == vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    ));
+    let reading = std::thread::spawn(move || {
+        let mut got = 0;
+        while let Next::Packet(packet) = reader.next(Duration::from_secs(10)) {
+            if let Packet::Publish(p) = packet {
+                assert_eq!(p.qos, QoS::AtMostOnce);
+                assert!(!p.retain);
+                got += 1;
+                if got == 2 * N {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    let before = publish_acked_fixes(mqtt, "before", N);
+
+    // Then 10 MB for a subscriber that never reads: more than its socket
+    // takes.
+    let (mut stalled, _) = RawMqtt::connect(mqtt, "stalled", None);
+    assert!(matches!(
+        stalled.subscribe(&["fleet/#"]),
+        Some(Packet::SubAck(_))
+    ));
+    let stalling = publish_acked_fixes(mqtt, "stalling", N);
+    let got = reading.join().expect("reader");
+    let dropped = daemon
+        .metric_with(
+            "fixgate_mqtt_dropped_total",
+            &[("reason", "slow_subscriber")],
+        )
+        .unwrap_or(0.0);
+    eprintln!(
+        "{N} acknowledged publishes of 2 KB, each passed on: {:.2} s to a reading subscriber, {:.2} s with a stalled one besides; {dropped} dropped for the stalled one, {got} of {} received by the reader",
+        before.as_secs_f64(),
+        stalling.as_secs_f64(),
+        2 * N
+    );
+    assert_eq!(got, 2 * N, "the reading subscriber missed messages");
+    assert!(dropped > 0.0, "{}", daemon.log_text());
+    assert!(
+        stalling < before * 2 + Duration::from_secs(2),
+        "publishing slowed from {before:?} to {stalling:?}"
+    );
+    assert_eq!(
+        daemon.wait_metric(
+            "fixgate_fixes_accepted_total",
+            &[("source", "mqtt")],
+            (2 * N) as f64
+        ),
+        Some((2 * N) as f64)
+    );
+    drop(stalled);
+}
