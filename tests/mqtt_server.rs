@@ -669,13 +669,28 @@ fn a_subscriber_that_does_not_read_does_not_slow_publishers() {
     });
     let before = publish_acked_fixes(mqtt, "before", N);
 
-    // Then 10 MB for a subscriber that never reads: more than its socket
-    // takes.
-    let (mut stalled, _) = RawMqtt::connect(mqtt, "stalled", None);
-    assert!(matches!(
-        stalled.subscribe(&["fleet/#"]),
-        Some(Packet::SubAck(_))
-    ));
+    // Then 10 MB for a subscriber that stops reading: Debian's
+    // `mosquitto_sub`, whose output nobody reads, so that it blocks on its
+    // full pipe and leaves its socket unread.
+    let mut stalled = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &mqtt.to_string(),
+            "-v",
+            "-t",
+            "fleet/#",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub (apt install mosquitto-clients)");
+    let deadline = Instant::now() + WAIT;
+    while daemon.metric("fixgate_mqtt_subscriptions") != Some(2.0) {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let stalling = publish_acked_fixes(mqtt, "stalling", N);
     let got = reading.join().expect("reader");
     let dropped = daemon
@@ -704,5 +719,6 @@ fn a_subscriber_that_does_not_read_does_not_slow_publishers() {
         ),
         Some((2 * N) as f64)
     );
-    drop(stalled);
+    let _ = stalled.kill();
+    let _ = stalled.wait();
 }

@@ -120,6 +120,7 @@ pub fn start(
     ));
     // Present from the start, so that a dashboard sees 0 rather than nothing.
     metrics::gauge!("fixgate_mqtt_broker_connections").set(0.0);
+    metrics::gauge!("fixgate_mqtt_subscriptions").set(0.0);
     let (tx, rx) = mpsc::channel(INTAKE_QUEUE);
     tokio::spawn(server::accept_loop(listener, shared, tx, shutdown.clone()));
     tracing::info!(
