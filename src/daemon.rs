@@ -423,18 +423,54 @@ async fn demo_over_mqtt(demo: Demo, listen: SocketAddr, shutdown: CancellationTo
 /// Says loudly at start-up when anyone on the network may post positions.
 fn warn_if_open(config: &Config) {
     if let Broker::Embedded(e) = &config.mqtt.broker {
-        if e.users.is_empty() && !e.listen.ip().is_loopback() {
-            tracing::warn!(
-                listen = %e.listen,
-                "the MQTT broker accepts anonymous clients: anyone on the network can publish positions for any device; set [mqtt.users]"
-            );
-        }
+        warn_if_broker_open(e);
     }
     let http = &config.http;
     if http.enabled && http.token.is_none() && !config.feed.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %config.feed.listen,
             "HTTP intake accepts fixes without a token for devices without their own; set http.token"
+        );
+    }
+}
+
+/// The embedded broker's part of [`warn_if_open`]: anonymous clients, what
+/// they may read, and logins that may publish for any device, on an
+/// address others can reach.
+fn warn_if_broker_open(e: &crate::config::Embedded) {
+    if e.listen.ip().is_loopback() {
+        return;
+    }
+    if e.logins.is_empty() {
+        tracing::warn!(
+            listen = %e.listen,
+            "the MQTT broker accepts anonymous clients: anyone on the network can publish positions for any device; set [[mqtt.login]] (or [mqtt.users])"
+        );
+        if !e.anonymous.subscribe.is_empty() {
+            tracing::warn!(
+                listen = %e.listen,
+                filters = ?e.anonymous.subscribe,
+                "anonymous MQTT clients may subscribe (mqtt.anonymous_subscribe): anyone on the network can read what is published to these topics"
+            );
+        }
+        return;
+    }
+    let any: Vec<&str> = e
+        .logins
+        .iter()
+        .filter(|(_, login)| login.scope.publishes_for_any())
+        .map(|(user, _)| user.as_str())
+        .collect();
+    if !any.is_empty() {
+        // Names from the configuration, not from clients; still, a long
+        // list is cut.
+        const SHOWN: usize = 10;
+        let more = any.len().saturating_sub(SHOWN);
+        tracing::warn!(
+            listen = %e.listen,
+            logins = ?&any[..any.len().min(SHOWN)],
+            more,
+            "MQTT logins that may publish for any device: each can spoof every other device's positions; give each device its own [[mqtt.login]] (publish = [\"{{user}}\"] by default), and \"*\" only to a login that needs it"
         );
     }
 }

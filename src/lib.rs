@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod presence;
 pub mod receive;
 pub mod reload;
+pub mod secret;
 pub mod signal;
 pub mod sim;
 pub mod status;

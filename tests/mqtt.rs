@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use common::{Daemon, Mosquitto, SseClient, mosquitto_pub, start_with_broker, summary_field};
+use common::{
+    Daemon, Mosquitto, MosquittoSub, SseClient, mosquitto_pub, start_with_broker, summary_field,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -70,9 +72,24 @@ fn the_embedded_brokers_connections_are_a_gauge() {
     // Only real clients count: the gateway has no connection of its own to
     // its server (rumqttd's in-process link used to count as one).
     assert_eq!(daemon.metric("fixgate_mqtt_broker_connections"), Some(0.0));
+    // Without logins and `mqtt.anonymous_subscribe`, nobody may subscribe:
+    // `mosquitto_sub` is told so and leaves at once.
+    let mut sub = MosquittoSub::start(mqtt, &["fleet/#"], None, &[]);
+    let (_, stderr) = sub.wait_exit(WAIT).expect("mosquitto_sub left");
+    assert!(
+        stderr.contains("All subscription requests were denied."),
+        "{stderr}"
+    );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_mqtt_refused_total",
+            &[("reason", "subscribe_scope")]
+        ),
+        Some(1.0)
+    );
+    let connects = daemon.metric("fixgate_mqtt_broker_connects_total");
     // Devices that stay connected: `mosquitto_pub -l` holds its connection
-    // while its input is open. (`mosquitto_sub` would leave at once: every
-    // subscription is refused.)
+    // while its input is open.
     let mut devices: Vec<_> = (0..3)
         .map(|i| {
             common::mosquitto_pub_command(mqtt, &format!("fleet/x/device/held-{i}/fix"), &["-l"])
@@ -104,7 +121,7 @@ fn the_embedded_brokers_connections_are_a_gauge() {
     }
     assert_eq!(
         daemon.metric("fixgate_mqtt_broker_connects_total"),
-        Some(3.0)
+        connects.map(|n| n + 3.0)
     );
 }
 
@@ -807,4 +824,366 @@ fn a_flood_of_invented_names_leaves_metrics_and_logs_small() {
     }
     let longest = log.lines().map(|l| l.chars().count()).max().unwrap_or(0);
     assert!(longest <= 1000, "a line of {longest} characters");
+}
+
+/// Logins of every form: a device whose password is in a file, one whose
+/// password is a systemd credential, and two with stored digests (a
+/// dispatcher that may publish for any device, a screen that only reads).
+/// Returns the `[mqtt]` keys and the credentials directory.
+fn logins(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let file = dir.join("bus-1.pw");
+    std::fs::write(&file, "bus-1-secret\n").unwrap();
+    let credentials = dir.join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("mqtt-bus-2"), "bus-2-secret").unwrap();
+    let keys = format!(
+        r#"
+[[mqtt.login]]
+user = "bus-1"
+password_file = "{}"
+subscribe = ["devices/{{user}}/cmd"]
+[[mqtt.login]]
+user = "bus-2"
+password_credential = "mqtt-bus-2"
+[[mqtt.login]]
+user = "dispatch"
+# printf %s dispatch-secret | sha256sum
+password_hash = "sha256:6308afcf2ea595817c89986aba87a3e3ee02979f81040dd895fe92228bb6be86"
+publish = ["*"]
+[[mqtt.login]]
+user = "screen"
+# printf %s screen-secret | sha256sum
+password_hash = "sha256:41d9fa3e56cb3daebc6632600c8499398c2816b9234d3e9d93432d55e7c69c27"
+publish = []
+subscribe = ["fleet/depot-1/#"]
+"#,
+        file.display()
+    );
+    (keys, credentials)
+}
+
+/// A daemon with the embedded broker and [`logins`]; its MQTT port.
+fn start_with_logins(dir: &std::path::Path) -> (Daemon, u16) {
+    let (keys, credentials) = logins(dir);
+    let mqtt = common::free_port();
+    let (config, port) = Daemon::write_config(
+        dir,
+        "",
+        &format!("[mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{mqtt}\"\n{keys}"),
+    );
+    let daemon = Daemon::spawn_env(
+        dir,
+        config,
+        port,
+        &[("CREDENTIALS_DIRECTORY", credentials.as_os_str())],
+    );
+    common::wait_port(mqtt);
+    (daemon, mqtt)
+}
+
+const BUS_1: Option<(&str, &str)> = Some(("bus-1", "bus-1-secret"));
+const BUS_2: Option<(&str, &str)> = Some(("bus-2", "bus-2-secret"));
+const DISPATCH: Option<(&str, &str)> = Some(("dispatch", "dispatch-secret"));
+const SCREEN: Option<(&str, &str)> = Some(("screen", "screen-secret"));
+
+/// A fix at `lat` `age_s` seconds ago, naming `device` in the payload if given.
+fn fix_at(lat: f64, age_s: i64, device: Option<&str>) -> String {
+    let time = (Utc::now() - chrono::Duration::seconds(age_s))
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    let named = device.map_or(String::new(), |d| format!(r#""device":"{d}","#));
+    format!(r#"{{{named}"time":"{time}","lat":{lat},"lon":5.12,"hdop":0.9,"sats":9}}"#)
+}
+
+/// Issue 18: a device login spoofed fixes for another device, which made
+/// that device's real fixes drop as `speed_jump`. Now a login publishes only
+/// for the devices of its scope: a spoof is acknowledged (MQTT 3.1.1 has no
+/// negative ack) but counted and dropped, and the victim's fixes go on.
+#[test]
+fn a_device_login_publishes_only_for_itself_and_a_spoof_disturbs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_logins(dir.path());
+    let bus_2_topic = "fleet/depot-1/device/bus-2/fix";
+    // bus-1 claims bus-2 is 100 km away: acknowledged, refused.
+    assert!(mosquitto_pub(
+        mqtt,
+        bus_2_topic,
+        fix_at(53.0, 4, None).as_bytes(),
+        BUS_1
+    ));
+    assert_eq!(
+        daemon.wait_metric(
+            "fixgate_mqtt_refused_total",
+            &[("reason", "publish_scope")],
+            1.0
+        ),
+        Some(1.0),
+        "{}",
+        daemon.log_text()
+    );
+    // bus-2's real fix: had the spoof been stored, this would be a jump of
+    // 100 km in a second.
+    assert!(mosquitto_pub(
+        mqtt,
+        bus_2_topic,
+        fix_at(52.0901, 3, None).as_bytes(),
+        BUS_2
+    ));
+    // bus-1 for itself: stored.
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/depot-1/device/bus-1/fix",
+        fix_at(52.2, 3, None).as_bytes(),
+        BUS_1
+    ));
+    // Again, and once more through its own topic naming bus-2 in the
+    // payload (refused as before, `device_mismatch`), and once to a topic
+    // that names no device (bus-1 may publish only for itself).
+    assert!(mosquitto_pub(
+        mqtt,
+        bus_2_topic,
+        fix_at(53.0, 2, None).as_bytes(),
+        BUS_1
+    ));
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/depot-1/device/bus-1/fix",
+        fix_at(53.0, 2, Some("bus-2")).as_bytes(),
+        BUS_1
+    ));
+    assert!(mosquitto_pub(mqtt, "devices/bus-2/cmd", b"reboot", BUS_1));
+    // bus-2's next real fix is accepted.
+    assert!(mosquitto_pub(
+        mqtt,
+        bus_2_topic,
+        fix_at(52.0902, 1, None).as_bytes(),
+        BUS_2
+    ));
+    assert_eq!(
+        daemon.wait_metric("fixgate_fixes_accepted_total", &[("source", "mqtt")], 3.0),
+        Some(3.0),
+        "{}",
+        daemon.log_text()
+    );
+    let all = devices(&daemon);
+    let bus_2 = device(&all, "bus-2").expect("bus-2 in /api/devices");
+    assert_eq!(bus_2["fix"]["lat"], 52.0902, "{all}");
+    assert_eq!(device(&all, "bus-1").expect("bus-1")["fix"]["lat"], 52.2);
+    assert_eq!(
+        daemon.metric_with("fixgate_fixes_dropped_total", &[("reason", "speed_jump")]),
+        None
+    );
+    assert_eq!(
+        daemon.metric_with("fixgate_mqtt_refused_total", &[("reason", "publish_scope")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_ingest_rejected_total",
+            &[
+                ("source", "mqtt"),
+                ("reason", "not_allowed"),
+                ("device", "bus-2")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "not_allowed"), ("device", "(none)")]
+        ),
+        Some(1.0),
+        "the command topic names no device"
+    );
+    assert_eq!(
+        daemon.wait_metric(
+            "fixgate_ingest_rejected_total",
+            &[("reason", "device_mismatch")],
+            1.0
+        ),
+        Some(1.0)
+    );
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("reason=\"publish_scope\"").count(),
+        1,
+        "refusals are logged once a minute:\n{log}"
+    );
+    for secret in ["bus-1-secret", "bus-2-secret", "6308afcf"] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+}
+
+/// Subscriptions within a login's scope are granted and get what others
+/// publish there from then on (accepted messages only, nothing retained);
+/// one beyond it, `#` above all, is refused and `mosquitto_sub` says so.
+#[test]
+fn subscriptions_within_a_logins_scope_receive_what_others_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, mqtt) = start_with_logins(dir.path());
+    // A retained message from before the screen connects: never replayed.
+    assert!(common::mosquitto_pub_args(
+        mqtt,
+        "fleet/depot-1/device/bus-7/fix",
+        fix_at(52.3, 9, None).as_bytes(),
+        DISPATCH,
+        &["-r"]
+    ));
+    let screen = MosquittoSub::start(mqtt, &["fleet/depot-1/#"], SCREEN, &["-C", "2"]);
+    wait_subscriptions(&daemon, 1.0);
+    let own = fix_at(52.0901, 3, None);
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/depot-1/device/bus-1/fix",
+        own.as_bytes(),
+        BUS_1
+    ));
+    // Neither a spoof refused for the scope nor one refused for its payload
+    // reaches the screen.
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/depot-1/device/bus-2/fix",
+        fix_at(53.0, 2, None).as_bytes(),
+        BUS_1
+    ));
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/depot-1/device/bus-1/fix",
+        fix_at(53.0, 2, Some("bus-2")).as_bytes(),
+        BUS_1
+    ));
+    let dispatched = fix_at(52.0902, 1, None);
+    assert!(mosquitto_pub(
+        mqtt,
+        "fleet/depot-1/device/bus-7/fix",
+        dispatched.as_bytes(),
+        DISPATCH
+    ));
+    let first = screen.line(WAIT).expect("the screen's first message");
+    let second = screen.line(WAIT).expect("the screen's second message");
+    assert_eq!(first, format!("fleet/depot-1/device/bus-1/fix {own}"));
+    assert_eq!(
+        second,
+        format!("fleet/depot-1/device/bus-7/fix {dispatched}")
+    );
+
+    // A device reads its own command topic, written by the dispatcher; a
+    // command from another device is refused (bus-2 may publish only for
+    // itself, and a command topic names no device).
+    let mut screen = screen;
+    assert!(
+        screen.wait_exit(WAIT).is_some(),
+        "-C 2: it leaves after two"
+    );
+    wait_subscriptions(&daemon, 0.0);
+    let commands = MosquittoSub::start(mqtt, &["devices/bus-1/cmd"], BUS_1, &["-C", "1"]);
+    wait_subscriptions(&daemon, 1.0);
+    assert!(mosquitto_pub(
+        mqtt,
+        "devices/bus-1/cmd",
+        b"from bus-2",
+        BUS_2
+    ));
+    assert!(mosquitto_pub(
+        mqtt,
+        "devices/bus-1/cmd",
+        b"reboot",
+        DISPATCH
+    ));
+    assert_eq!(
+        commands.line(WAIT).as_deref(),
+        Some("devices/bus-1/cmd reboot")
+    );
+
+    // Beyond the scope: `#`, another device's command topic.
+    for (filter, who) in [("#", BUS_1), ("devices/bus-2/cmd", BUS_1), ("#", SCREEN)] {
+        let mut refused = MosquittoSub::start(mqtt, &[filter], who, &[]);
+        let (_, stderr) = refused
+            .wait_exit(WAIT)
+            .unwrap_or_else(|| panic!("mosquitto_sub -t {filter} did not leave"));
+        assert!(
+            stderr.contains("All subscription requests were denied."),
+            "{filter}: {stderr}"
+        );
+    }
+    assert_eq!(
+        daemon.metric_with(
+            "fixgate_mqtt_refused_total",
+            &[("reason", "subscribe_scope")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        daemon.metric("fixgate_mqtt_passed_on_total"),
+        Some(3.0),
+        "two positions and one command"
+    );
+    // Those that got what they asked for have left; nothing of them stays.
+    drop((screen, commands));
+    wait_subscriptions(&daemon, 0.0);
+}
+
+/// Waits until the broker holds `n` subscriptions in all.
+fn wait_subscriptions(daemon: &Daemon, n: f64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.metric("fixgate_mqtt_subscriptions") != Some(n) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriptions: {:?}, not {n}\n{}",
+            daemon.metric("fixgate_mqtt_subscriptions"),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// At start-up on an address others can reach, the daemon says which logins
+/// may publish for any device, and what anonymous clients may read.
+#[test]
+fn logins_that_may_publish_for_any_device_are_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, credentials) = logins(dir.path());
+    // 0.0.0.0 to be reachable from elsewhere; the test talks to no one.
+    let mqtt = common::free_port();
+    let (config, port) = Daemon::write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[mqtt]\nbroker = \"embedded\"\nlisten = \"0.0.0.0:{mqtt}\"\n{keys}\n[mqtt.users]\n\"old-tracker\" = \"old-password\"\n"
+        ),
+    );
+    let daemon = Daemon::spawn_env(
+        dir.path(),
+        config,
+        port,
+        &[("CREDENTIALS_DIRECTORY", credentials.as_os_str())],
+    );
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("MQTT logins that may publish for any device"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(r#"["dispatch", "old-tracker"]"#), "{line}");
+    assert!(!log.contains("old-password"), "{log}");
+    assert!(!log.contains("accepts anonymous clients"), "{log}");
+    drop(daemon);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = common::free_port();
+    let daemon = Daemon::start(
+        dir.path(),
+        &format!(
+            "[mqtt]\nbroker = \"embedded\"\nlisten = \"0.0.0.0:{mqtt}\"\nanonymous_subscribe = [\"screens/#\"]\n"
+        ),
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("the MQTT broker accepts anonymous clients"),
+        "{log}"
+    );
+    assert!(
+        log.contains("anonymous MQTT clients may subscribe") && log.contains("screens/#"),
+        "{log}"
+    );
 }

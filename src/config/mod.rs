@@ -425,7 +425,7 @@ pub struct Embedded {
     pub listen: SocketAddr,
     /// Most device connections at once, all logins together.
     pub max_connections: usize,
-    /// Most connections at once of one `[mqtt.users]` login (a device
+    /// Most connections at once of one login (a device
     /// needs one; a few more cover reconnects that overlap the old socket).
     pub max_connections_per_user: usize,
     /// Most QoS 2 messages one connection may leave awaiting their PUBREL.
@@ -433,8 +433,16 @@ pub struct Embedded {
     pub max_inflight: usize,
     /// Time a new connection has to send its CONNECT.
     pub connection_timeout: Duration,
-    /// `[mqtt.users]`: username → password; empty means anonymous access.
-    pub users: std::collections::BTreeMap<String, String>,
+    /// Every login by name, from `[mqtt.users]` and `[[mqtt.login]]`;
+    /// empty means anonymous access.
+    pub logins: std::collections::BTreeMap<String, MqttLogin>,
+    /// What anonymous clients may do (only without logins): publish for
+    /// any device, subscribe within `mqtt.anonymous_subscribe`.
+    pub anonymous: crate::ingest::mqtt::scope::Scope,
+    /// Most subscriptions at once, all connections together.
+    pub max_subscriptions: usize,
+    /// Most subscriptions at once of one connection.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for Embedded {
@@ -445,9 +453,32 @@ impl Default for Embedded {
             max_connections_per_user: 16,
             max_inflight: 100,
             connection_timeout: Duration::from_secs(5),
-            users: Default::default(),
+            logins: Default::default(),
+            anonymous: crate::ingest::mqtt::scope::Scope::legacy(),
+            max_subscriptions: 1000,
+            max_subscriptions_per_connection: 16,
         }
     }
+}
+
+/// One login of the embedded broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttLogin {
+    /// The password, kept as its digest only.
+    pub secret: crate::secret::SecretHash,
+    /// What the login may publish and subscribe to.
+    pub scope: crate::ingest::mqtt::scope::Scope,
+    /// Where it is configured.
+    pub form: LoginForm,
+}
+
+/// Where a login is configured, for messages about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginForm {
+    /// `[mqtt.users]`: `"user" = "password"`, any device, no subscriptions.
+    Users,
+    /// `[[mqtt.login]]`: a hashed or stored secret and its own scope.
+    Login,
 }
 
 /// How to reach an MQTT broker the gateway connects to as a client: the

@@ -73,8 +73,22 @@ const RECONNECT_LIMIT: Duration = Duration::from_secs(3600);
 const REPLAY_RATE_HZ: RangeInclusive<f64> = 0.01..=1000.0;
 
 /// Checks `source` and builds the configuration, or returns every problem.
+/// Secrets named as systemd credentials are read from the service's
+/// `$CREDENTIALS_DIRECTORY`.
 pub(super) fn read(source: &str, file: &str) -> Result<Config, Vec<Problem>> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    read_in(source, file, credentials)
+}
+
+/// [`read`] with the credentials directory given (`None`: not run by a
+/// unit with `LoadCredential=`).
+pub(super) fn read_in(
+    source: &str,
+    file: &str,
+    credentials: Option<PathBuf>,
+) -> Result<Config, Vec<Problem>> {
     let mut reader = Reader {
+        credentials,
         locator: Locator::new(source),
         source,
         file,
@@ -119,6 +133,8 @@ struct Reader<'s> {
     demo_vehicles: Option<u32>,
     /// Where `demo.via = "mqtt"` is written, for the broker cross-check.
     demo_via_mqtt: Option<Span>,
+    /// `$CREDENTIALS_DIRECTORY`, where `*_credential` secrets are read.
+    credentials: Option<PathBuf>,
 }
 
 /// One table being read, and how messages name it.
@@ -825,10 +841,10 @@ impl<'s> Reader<'s> {
             return;
         };
         match &config.mqtt.broker {
-            super::Broker::Embedded(e) if e.users.is_empty() => {}
+            super::Broker::Embedded(e) if e.logins.is_empty() => {}
             super::Broker::Embedded(_) => self.report(
                 &span,
-                "`demo.via = \"mqtt\"` publishes anonymously; it cannot be used with [mqtt.users]",
+                "`demo.via = \"mqtt\"` publishes anonymously; it cannot be used with [mqtt.users] or [[mqtt.login]]",
             ),
             _ => self.report(
                 &span,

@@ -1,5 +1,6 @@
-//! Reads the intake sections: `[mqtt]` (with `[mqtt.users]` and
-//! `[[mqtt.topic]]`), `[http]` (with `[http.tokens]`), `[devices]` and `[filter]`.
+//! Reads the intake sections: `[mqtt]` (with `[mqtt.users]`,
+//! `[[mqtt.login]]` and `[[mqtt.topic]]`), `[http]` (with `[http.tokens]`),
+//! `[devices]` and `[filter]`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,11 +9,15 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use super::{Reader, Section, Value, a};
-use crate::config::{Broker, Devices, Embedded, External, Http, Mqtt, MqttBroker, Topic};
+use crate::config::{
+    Broker, Devices, Embedded, External, Http, LoginForm, Mqtt, MqttBroker, MqttLogin, Topic,
+};
 use crate::filter::FilterOptions;
 use crate::fix::DeviceId;
+use crate::ingest::mqtt::scope::{self, Scope};
 use crate::ingest::payload::Format;
 use crate::ingest::topic::TopicPattern;
+use crate::secret::{self, SecretHash};
 
 /// Keys of `[mqtt]` whatever the broker.
 const MQTT_COMMON: &[&str] = &["broker", "max_payload", "topic"];
@@ -23,7 +28,21 @@ const EMBEDDED_ONLY: &[&str] = &[
     "max_inflight",
     "connection_timeout",
     "users",
+    "login",
+    "anonymous_subscribe",
+    "max_subscriptions",
+    "max_subscriptions_per_connection",
 ];
+const LOGIN_KEYS: &[&str] = &[
+    "user",
+    "password_hash",
+    "password_file",
+    "password_credential",
+    "publish",
+    "subscribe",
+];
+/// The ways a `[[mqtt.login]]` gives its secret; exactly one is used.
+const SECRET_KEYS: &[&str] = &["password_hash", "password_file", "password_credential"];
 const EXTERNAL_ONLY: &[&str] = &[
     "host",
     "port",
@@ -111,10 +130,188 @@ impl Reader<'_> {
         if let Some((d, _)) = self.duration(s, "connection_timeout", timeout) {
             e.connection_timeout = d;
         }
+        if let Some(n) = self.integer(s, "max_subscriptions", 1..=100_000) {
+            e.max_subscriptions = n;
+        }
+        if let Some(n) = self.integer(s, "max_subscriptions_per_connection", 1..=1_000) {
+            e.max_subscriptions_per_connection = n;
+        }
         if let Some(users) = self.secret_map(s, "users") {
-            e.users = users.into_iter().map(|(k, (v, _))| (k, v)).collect();
+            for (user, (password, _)) in users {
+                let login = MqttLogin {
+                    secret: SecretHash::of(password.as_bytes()),
+                    scope: Scope::legacy(),
+                    form: LoginForm::Users,
+                };
+                e.logins.insert(user, login);
+            }
+        }
+        if let Some(value) = s.get("login") {
+            for t in self.array_of_tables("mqtt.login", value, LOGIN_KEYS) {
+                let Some((user, login, span)) = self.login(&t) else {
+                    continue;
+                };
+                match e.logins.get(&user).map(|l| l.form) {
+                    None => {
+                        e.logins.insert(user, login);
+                    }
+                    Some(form) => self.report(
+                        &span,
+                        format!(
+                            "login {user:?} is configured twice (also in {})",
+                            match form {
+                                LoginForm::Users => "[mqtt.users]",
+                                LoginForm::Login => "an earlier [[mqtt.login]]",
+                            }
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some((filters, span)) = self.string_list(s, "anonymous_subscribe") {
+            if !e.logins.is_empty() {
+                self.report(
+                    &span,
+                    format!(
+                        "{} applies only without logins: with [mqtt.users] or [[mqtt.login]] \
+                         every client logs in; give the login a `subscribe` list",
+                        s.key("anonymous_subscribe")
+                    ),
+                );
+            }
+            match Scope::anonymous(&filters) {
+                Ok(scope) => e.anonymous = scope,
+                Err(err) => self.report(&span, format!("{}: {err}", s.key("anonymous_subscribe"))),
+            }
         }
         e
+    }
+
+    /// One `[[mqtt.login]]`: its name, the login, and where the name is
+    /// written (for the duplicate check).
+    fn login(&mut self, s: &Section<'_, '_>) -> Option<(String, MqttLogin, super::Span)> {
+        if !self.require(s, "user") {
+            return None;
+        }
+        let (user, user_span) = self.string(s, "user")?;
+        let secret = self.login_secret(s);
+        let what = format!("[[mqtt.login]] {user:?}");
+        if let Err(err) = scope::check_name(user) {
+            self.report(&user_span, format!("{what}: {err}"));
+            return None;
+        }
+        let publish = match self.string_list(s, "publish") {
+            None => scope::publish_scope(&[scope::USER.to_owned()], Some(user)).map_err(|err| {
+                // The default `publish = ["{user}"]` fails only for a
+                // name no device id can have.
+                let hint = "without a `publish` list a login may publish only for the device \
+                            named like it (publish = [\"{user}\"]), so give it one";
+                (user_span.clone(), format!("{err}; {hint}"))
+            }),
+            Some((list, span)) => {
+                scope::publish_scope(&list, Some(user)).map_err(|err| (span, err.to_string()))
+            }
+        };
+        let subscribe = match self.string_list(s, "subscribe") {
+            None => Ok(Vec::new()),
+            Some((list, span)) => {
+                scope::filters(&list, Some(user)).map_err(|err| (span, err.to_string()))
+            }
+        };
+        let scope = match (publish, subscribe) {
+            (Ok(publish), Ok(subscribe)) => Some(Scope { publish, subscribe }),
+            (publish, subscribe) => {
+                for (span, err) in [publish.err(), subscribe.err()].into_iter().flatten() {
+                    self.report(&span, format!("{what}: {err}"));
+                }
+                None
+            }
+        };
+        Some((
+            user.to_owned(),
+            MqttLogin {
+                secret: secret?,
+                scope: scope?,
+                form: LoginForm::Login,
+            },
+            user_span,
+        ))
+    }
+
+    /// The secret of a `[[mqtt.login]]`: exactly one of `password_hash`,
+    /// `password_file`, `password_credential`. Reported problems name the
+    /// key and the file, never what it holds.
+    fn login_secret(&mut self, s: &Section<'_, '_>) -> Option<SecretHash> {
+        let given: Vec<&str> = SECRET_KEYS
+            .iter()
+            .copied()
+            .filter(|k| s.get(k).is_some())
+            .collect();
+        match given.as_slice() {
+            [] => {
+                self.report(
+                    &s.span,
+                    format!(
+                        "[[mqtt.login]] needs its secret: one of {}",
+                        SECRET_KEYS.join(", ")
+                    ),
+                );
+                return None;
+            }
+            [_] => {}
+            [_, second, ..] => {
+                let span = s.get(second).map(|v| v.span()).unwrap_or(s.span.clone());
+                self.report(
+                    &span,
+                    format!(
+                        "[[mqtt.login]] takes one secret, not both {} and {}",
+                        given[0], second
+                    ),
+                );
+                return None;
+            }
+        }
+        let (text, span) = self.string(s, given[0])?;
+        let found = match given[0] {
+            "password_hash" => SecretHash::parse(text),
+            "password_file" if text.is_empty() => {
+                self.report(
+                    &span,
+                    format!("{} must not be empty", s.key("password_file")),
+                );
+                return None;
+            }
+            "password_file" => secret::from_file(std::path::Path::new(text)),
+            _ => secret::credential_path(self.credentials.as_deref(), text)
+                .and_then(|path| secret::from_file(&path)),
+        };
+        match found {
+            Ok(hash) => Some(hash),
+            Err(err) => {
+                self.report(&span, format!("{}: {err}", s.key(given[0])));
+                None
+            }
+        }
+    }
+
+    /// An array of strings, each non-empty, with the array's span.
+    fn string_list(
+        &mut self,
+        s: &Section<'_, '_>,
+        key: &str,
+    ) -> Option<(Vec<String>, super::Span)> {
+        let (items, span) = self.typed(s, key, "an array of strings", DeValue::as_array)?;
+        let mut list = Vec::with_capacity(items.len());
+        for item in items {
+            match item.get_ref().as_str() {
+                Some(text) if !text.is_empty() => list.push(text.to_owned()),
+                _ => self.report(
+                    &item.span(),
+                    format!("each of {} must be a non-empty string", s.key(key)),
+                ),
+            }
+        }
+        Some((list, span))
     }
 
     fn external(&mut self, s: &Section<'_, '_>) -> External {

@@ -623,3 +623,188 @@ fn the_commented_geofence_example_is_valid() {
     assert_eq!(config.geofence.files.len(), 1);
     assert_eq!(config.geofence.fences.len(), 2);
 }
+
+/// `printf %s 's3cret-pass' | sha256sum`
+const S3CRET_HASH: &str = "sha256:926d3a2dd68393416b7a8348aaadfe4e0c56de6259e17078a0fa1f4dd6e519ae";
+
+fn embedded(config: &Config) -> &Embedded {
+    match &config.mqtt.broker {
+        Broker::Embedded(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn mqtt_logins_carry_a_hashed_secret_and_a_scope() {
+    use crate::ingest::mqtt::scope::Publish;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dispatch.pw");
+    std::fs::write(&file, "dispatch-secret\n").unwrap();
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(credentials.path().join("mqtt-screen"), "screen-secret").unwrap();
+    let source = format!(
+        r#"
+[mqtt]
+max_subscriptions = 200
+max_subscriptions_per_connection = 4
+[mqtt.users]
+"old-tracker" = "old-password"
+[[mqtt.login]]
+user = "bus-1"
+password_hash = "{S3CRET_HASH}"
+subscribe = ["devices/{{user}}/cmd"]
+[[mqtt.login]]
+user = "dispatch"
+password_file = "{}"
+publish = ["*"]
+subscribe = ["fleet/depot-1/#"]
+[[mqtt.login]]
+user = "screen"
+password_credential = "mqtt-screen"
+publish = []
+subscribe = ["fleet/#"]
+"#,
+        file.display()
+    );
+    let config = read::read_in(&source, "t.toml", Some(credentials.path().to_owned()))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    let e = embedded(&config);
+    assert_eq!(
+        (e.max_subscriptions, e.max_subscriptions_per_connection),
+        (200, 4)
+    );
+    assert_eq!(e.logins.len(), 4);
+    let login = |name: &str| &e.logins[name];
+
+    let old = login("old-tracker");
+    assert_eq!(old.form, LoginForm::Users);
+    assert!(old.secret.verify(b"old-password"));
+    assert_eq!(
+        old.scope.publish,
+        Publish::Any,
+        "[mqtt.users]: any device, as before"
+    );
+    assert!(old.scope.subscribe.is_empty());
+
+    let bus = login("bus-1");
+    assert_eq!(bus.form, LoginForm::Login);
+    assert!(bus.secret.verify(b"s3cret-pass"));
+    assert!(
+        !bus.scope.publishes_for_any(),
+        "[[mqtt.login]]: only {{user}}"
+    );
+    assert_eq!(bus.scope.subscribe, vec!["devices/bus-1/cmd".to_owned()]);
+
+    assert!(login("dispatch").secret.verify(b"dispatch-secret"));
+    assert!(login("dispatch").scope.publishes_for_any());
+    assert!(login("screen").secret.verify(b"screen-secret"));
+    assert_eq!(login("screen").scope.publish, Publish::Devices(Vec::new()));
+    // Nothing secret in what a log line could print.
+    let shown = format!("{config:?}");
+    for secret in ["old-password", "s3cret-pass", "dispatch-secret", "926d3a2d"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+#[test]
+fn anonymous_clients_subscribe_only_where_allowed() {
+    let config = parse("[mqtt]\nanonymous_subscribe = [\"screens/#\"]\n", "t.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = embedded(&config);
+    assert_eq!(e.anonymous.subscribe, vec!["screens/#".to_owned()]);
+    assert!(e.anonymous.publishes_for_any());
+    assert!(Embedded::default().anonymous.subscribe.is_empty());
+
+    let found = problems(
+        "[mqtt]\nanonymous_subscribe = [\"screens/#\"]\n[mqtt.users]\na = \"long-enough\"\n",
+    );
+    assert!(
+        found[0].contains("`mqtt.anonymous_subscribe` applies only without logins"),
+        "{found:?}"
+    );
+    let found = problems("[mqtt]\nanonymous_subscribe = [\"devices/{user}/cmd\", \"a/#/b\"]\n");
+    assert!(found[0].contains("{user} needs a login"), "{found:?}");
+}
+
+#[test]
+fn mqtt_login_mistakes_are_named_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.pw");
+    std::fs::write(&short, "tiny-pw\n").unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "[[mqtt.login]]\nuser = \"a\"\npublish = [\"a\"]\n".into(),
+            "t.toml:2:1: [[mqtt.login]] needs its secret: one of password_hash, password_file, password_credential",
+        ),
+        (
+            format!(
+                "[[mqtt.login]]\nuser = \"a\"\npassword_hash = \"{S3CRET_HASH}\"\npassword_file = \"/x\"\n"
+            ),
+            "t.toml:5:17: [[mqtt.login]] takes one secret, not both password_hash and password_file",
+        ),
+        (
+            "[[mqtt.login]]\nuser = \"a\"\npassword_hash = \"s3cret-pass\"\n".into(),
+            "t.toml:4:17: `mqtt.login.password_hash`: must be \"sha256:\" followed by 64 hex digits",
+        ),
+        (
+            format!(
+                "[[mqtt.login]]\nuser = \"a\"\npassword_file = \"{}\"\n",
+                short.display()
+            ),
+            "shorter than 8 characters",
+        ),
+        (
+            "[[mqtt.login]]\nuser = \"a\"\npassword_file = \"/nonexistent/fixgate.pw\"\n".into(),
+            "`mqtt.login.password_file`: cannot read /nonexistent/fixgate.pw",
+        ),
+        (
+            "[[mqtt.login]]\nuser = \"a\"\npassword_credential = \"mqtt-a\"\n".into(),
+            "`mqtt.login.password_credential`: $CREDENTIALS_DIRECTORY is not set",
+        ),
+        (
+            format!(
+                "[mqtt.users]\na = \"long-enough\"\n[[mqtt.login]]\nuser = \"a\"\npassword_hash = \"{S3CRET_HASH}\"\n"
+            ),
+            "t.toml:5:8: login \"a\" is configured twice (also in [mqtt.users])",
+        ),
+        (
+            format!("[[mqtt.login]]\nuser = \"bus 1\"\npassword_hash = \"{S3CRET_HASH}\"\n"),
+            "publish = [\"{user}\"]",
+        ),
+        (
+            format!("[[mqtt.login]]\nuser = \"#\"\npassword_hash = \"{S3CRET_HASH}\"\n"),
+            "t.toml:3:8: [[mqtt.login]] \"#\": login name \"#\" cannot be used",
+        ),
+        (
+            format!(
+                "[[mqtt.login]]\nuser = \"a\"\npassword_hash = \"{S3CRET_HASH}\"\npublish = [\"fleet/#\"]\n"
+            ),
+            "t.toml:5:11: [[mqtt.login]] \"a\": device pattern \"fleet/#\": '/' is in no device id",
+        ),
+        (
+            format!(
+                "[[mqtt.login]]\nuser = \"a\"\npassword_hash = \"{S3CRET_HASH}\"\nsubscribe = [\"a/#/b\"]\n"
+            ),
+            "t.toml:5:13: [[mqtt.login]] \"a\": topic filter \"a/#/b\" is not valid",
+        ),
+        (
+            format!(
+                "[[mqtt.login]]\nuser = \"a\"\npassword_hash = \"{S3CRET_HASH}\"\nsubscribe = [\"d/{{device}}\"]\n"
+            ),
+            "the only placeholder is {user}",
+        ),
+    ];
+    for (body, expected) in cases {
+        let source = format!("[mqtt]\n{body}");
+        let found = match read::read_in(&source, "t.toml", None) {
+            Ok(config) => panic!("expected problems in {source}, got {config:?}"),
+            Err(problems) => problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{source}\nwanted {expected:?}, got {found:?}"
+        );
+        let all = found.join("\n");
+        assert!(!all.contains("tiny-pw"), "{all}");
+    }
+}

@@ -52,6 +52,29 @@ impl Rejects {
         self.nmea.clone()
     }
 
+    /// Counts one rejection without logging it: for callers that log the
+    /// reason under a limit of their own (the embedded broker, once a
+    /// minute per reason).
+    pub fn count(&self, source: SourceKind, device: Option<&str>, reason: &'static str) {
+        let device = device.map(|d| outside(d, OUTSIDE_CHARS));
+        self.increment(source, device.as_deref(), reason);
+    }
+
+    /// Counts one rejection of `device` as it is shown (cut and escaped).
+    fn increment(&self, source: SourceKind, device: Option<&str>, reason: &'static str) {
+        let label = match device {
+            Some(d) => self.series.label(REJECTED, source.as_str(), reason, d),
+            None => labels::NONE.to_owned(),
+        };
+        metrics::counter!(
+            REJECTED,
+            "source" => source.as_str(),
+            "reason" => reason,
+            "device" => label
+        )
+        .increment(1);
+    }
+
     /// Counts one rejection of `source` input and logs it unless it was
     /// logged lately (or its reason had its lines this minute). `device` is
     /// the name as given, `None` when the input names no valid device.
@@ -63,17 +86,7 @@ impl Rejects {
         detail: &dyn fmt::Display,
     ) {
         let device = device.map(|d| outside(d, OUTSIDE_CHARS));
-        let label = match &device {
-            Some(d) => self.series.label(REJECTED, source.as_str(), reason, d),
-            None => labels::NONE.to_owned(),
-        };
-        metrics::counter!(
-            REJECTED,
-            "source" => source.as_str(),
-            "reason" => reason,
-            "device" => label
-        )
-        .increment(1);
+        self.increment(source, device.as_deref(), reason);
         let shown = device.as_deref().unwrap_or(labels::NONE);
         let verdict = match self.log.lock() {
             Ok(mut log) => log.check(&shown.to_owned(), (source.as_str(), reason), Instant::now()),

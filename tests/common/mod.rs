@@ -82,6 +82,13 @@ impl Daemon {
         daemon
     }
 
+    /// [`Daemon::spawn`] with `env` added to the daemon's environment.
+    pub fn spawn_env(dir: &Path, config: PathBuf, port: u16, env: &[(&str, &OsStr)]) -> Daemon {
+        let mut daemon = Self::launch(dir, config, port, env);
+        daemon.wait_healthy();
+        daemon
+    }
+
     /// Starts the daemon with `env` added to its environment and returns at
     /// once, for tests that watch it come up (a notify socket's `READY=1`).
     pub fn launch(dir: &Path, config: PathBuf, port: u16, env: &[(&str, &OsStr)]) -> Daemon {
@@ -438,6 +445,85 @@ pub fn mosquitto_pub_command(port: u16, topic: &str, extra: &[&str]) -> Command 
         topic,
     ]);
     cmd
+}
+
+/// `mosquitto_sub`, Debian's real MQTT subscriber, printing `topic payload`
+/// lines (`-v`) as they come; killed on drop.
+pub struct MosquittoSub {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl MosquittoSub {
+    /// Subscribes to `filters` on the broker at `port`, logged in as `auth`
+    /// if given, with `extra` arguments (`-C 2` to leave after two messages).
+    pub fn start(
+        port: u16,
+        filters: &[&str],
+        auth: Option<(&str, &str)>,
+        extra: &[&str],
+    ) -> MosquittoSub {
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(["-h", "localhost", "-p", &port.to_string(), "-v"]);
+        for filter in filters {
+            cmd.args(["-t", filter]);
+        }
+        if let Some((user, pass)) = auth {
+            cmd.args(["-u", user, "-P", pass]);
+        }
+        cmd.args(extra);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub (apt install mosquitto-clients)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        MosquittoSub {
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The next line printed within `timeout`.
+    pub fn line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for the client to leave by itself; its exit status and what
+    /// it printed on stderr (`None` if it was still running after `timeout`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<(ExitStatus, String)> {
+        let status = wait_timeout(&mut self.child, timeout)?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        Some((status, stderr))
+    }
+}
+
+impl Drop for MosquittoSub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Debian's mosquitto broker on a port of its own, killed on drop.

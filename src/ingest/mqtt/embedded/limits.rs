@@ -60,7 +60,7 @@ impl Limits {
     }
 
     /// Lets a logged-in client in, or says which cap it hit. Anonymous
-    /// clients (only possible without `[mqtt.users]`) share one bucket that
+    /// clients (only possible without logins) share one bucket that
     /// only `max_connections` limits: nothing tells one device from another.
     pub fn admit(&mut self, bucket: &Bucket) -> Result<(), Full> {
         if self.connected >= self.max_connections {

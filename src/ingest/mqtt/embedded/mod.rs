@@ -1,17 +1,26 @@
 //! The embedded MQTT server: devices connect to the gateway itself, so a
-//! depot needs nothing else. It is an *intake*, not a general broker: MQTT
-//! 3.1.1 (and 3.1) clients log in and publish; nothing is ever routed to
-//! anyone, so no topic, retained message, subscription or session is kept.
-//! Memory is the connections' buffers and one bounded queue.
+//! depot needs nothing else. It is an *intake* first: MQTT 3.1.1 (and 3.1)
+//! clients log in and publish, each login within its scope (for which
+//! devices it may publish, see [`crate::ingest::mqtt::scope`]). Clients
+//! whose scope allows it may subscribe, and get what others publish to
+//! those topics at QoS 0, as it happens; no topic, retained message or
+//! session is kept. Memory is the connections' buffers, one bounded intake
+//! queue and the subscribers' bounded queues.
 //!
 //! * [`server`]: the listener (bound at start: a busy port stops the daemon
 //!   there) and the accept loop, a task per connection ([`session`]).
 //! * [`login`], [`limits`], [`protocol`]: the decisions, as plain functions
-//!   and bookkeeping: who may log in, how many connections each, what size
-//!   and topic a PUBLISH may have, which protocol versions are spoken.
+//!   and bookkeeping: who may log in with what scope, how many connections
+//!   each, what size and topic a PUBLISH may have, which protocol versions
+//!   are spoken.
+//! * [`router`]: the subscriptions, and what is passed on to them.
 //! * The intake task below owns [`Messages`]: every accepted PUBLISH goes
 //!   through one bounded queue to it, and a connection acknowledges a
-//!   message only once the message is in that queue.
+//!   message only once the message is in that queue. The connection routes
+//!   the topic to its device first (the same [`super::Routes`] the intake uses),
+//!   to check the login's scope; a PUBLISH outside it is acknowledged and
+//!   dropped there (MQTT 3.1.1 has no negative acknowledgement, and a
+//!   refused message must not come back for ever).
 //!
 //! Packets are read and written with `rumqttc`'s MQTT 3.1.1 codec.
 //!
@@ -26,6 +35,7 @@ mod limits;
 mod login;
 mod protocol;
 mod report;
+mod router;
 mod server;
 mod session;
 
@@ -38,7 +48,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Messages;
+use super::{Messages, Route};
 use crate::config::Embedded;
 
 /// Messages read and acknowledged but not yet handled: a burst of this many
@@ -57,6 +67,8 @@ enum Intake {
     Message {
         /// The topic, which names the device.
         topic: String,
+        /// Where the connection found the topic leads (see [`super::Routes`]).
+        route: Route,
         /// The payload.
         payload: Bytes,
     },
@@ -99,14 +111,22 @@ pub fn start(
     let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
-    let shared = Arc::new(server::Shared::new(config, max_payload, messages.rejects()));
+    let shared = Arc::new(server::Shared::new(
+        config,
+        max_payload,
+        messages.rejects(),
+        messages.routes(),
+        messages.payload_limits(),
+    ));
     // Present from the start, so that a dashboard sees 0 rather than nothing.
     metrics::gauge!("fixgate_mqtt_broker_connections").set(0.0);
+    metrics::gauge!("fixgate_mqtt_subscriptions").set(0.0);
     let (tx, rx) = mpsc::channel(INTAKE_QUEUE);
     tokio::spawn(server::accept_loop(listener, shared, tx, shutdown.clone()));
     tracing::info!(
         listen = %config.listen,
-        users = config.users.len(),
+        logins = config.logins.len(),
+        max_subscriptions = config.max_subscriptions,
         max_connections = config.max_connections,
         "MQTT intake server running"
     );
@@ -145,7 +165,11 @@ async fn intake(
             break;
         };
         let step = match item {
-            Intake::Message { topic, payload } => messages.handle(&topic, &payload).await,
+            Intake::Message {
+                topic,
+                route,
+                payload,
+            } => messages.handle_routed(&topic, route, &payload).await,
             Intake::Oversized { topic, size } => {
                 messages.refuse_oversized(&topic, size);
                 Ok(())

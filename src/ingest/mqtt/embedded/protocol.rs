@@ -5,7 +5,7 @@
 //! `rumqttc`'s codec.
 
 use bytes::{BufMut, BytesMut};
-use rumqttc::mqttbytes::v4::{Connect, SubscribeReasonCode};
+use rumqttc::mqttbytes::v4::Connect;
 
 /// Longest topic MQTT allows (a two-byte length).
 const MAX_TOPIC: usize = u16::MAX as usize;
@@ -54,13 +54,6 @@ pub fn topic_ok(topic: &str) -> bool {
 /// a session under.
 pub fn client_id_ok(connect: &Connect) -> bool {
     connect.clean_session || !connect.client_id.is_empty()
-}
-
-/// What a SUBSCRIBE filter is granted: nothing. Devices only publish, and
-/// the server keeps no subscription state at all. (Per-login subscription
-/// scopes, say a device's own command topic, would be decided here.)
-pub fn grant(_filter: &str) -> SubscribeReasonCode {
-    SubscribeReasonCode::Failure
 }
 
 /// The protocol a CONNECT asks for.
@@ -223,12 +216,6 @@ mod tests {
         assert!(!topic_ok("fleet/+/fix"));
         assert!(!topic_ok("fleet/#"));
         assert!(!topic_ok("a\0b"));
-    }
-
-    #[test]
-    fn no_subscription_is_granted() {
-        assert_eq!(grant("fleet/#"), SubscribeReasonCode::Failure);
-        assert_eq!(grant("commands/bus-1"), SubscribeReasonCode::Failure);
     }
 
     #[test]

@@ -19,8 +19,17 @@ pub enum Refusal {
     /// A retained PUBLISH: handled as a normal message, never stored as
     /// retained (an empty one, MQTT's "clear retained", is only counted).
     Retain,
-    /// A SUBSCRIBE filter: answered with the failure code 0x80.
-    Subscribe,
+    /// A PUBLISH for a device (or a topic that names none) outside the
+    /// login's `publish` scope: acknowledged, never handled or passed on.
+    PublishScope,
+    /// A SUBSCRIBE filter outside the login's `subscribe` scope: 0x80.
+    SubscribeScope,
+    /// A SUBSCRIBE filter that is no valid MQTT filter: 0x80.
+    BadFilter,
+    /// A subscription past `mqtt.max_subscriptions_per_connection`: 0x80.
+    MaxSubscriptionsPerConnection,
+    /// A subscription past `mqtt.max_subscriptions`: 0x80.
+    MaxSubscriptions,
     /// A client past `mqtt.max_connections` (CONNACK 3, or closed at once
     /// past the handshake room).
     MaxConnections,
@@ -33,7 +42,11 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Retain => "retain",
-            Self::Subscribe => "subscribe",
+            Self::PublishScope => "publish_scope",
+            Self::SubscribeScope => "subscribe_scope",
+            Self::BadFilter => "bad_filter",
+            Self::MaxSubscriptionsPerConnection => "max_subscriptions_per_connection",
+            Self::MaxSubscriptions => "max_subscriptions",
             Self::MaxConnections => "max_connections",
             Self::MaxConnectionsPerUser => "max_connections_per_user",
         }
@@ -45,6 +58,8 @@ impl Refusal {
 enum Key {
     Fault(Fault),
     Refusal(Refusal),
+    /// Messages not passed on to a subscriber whose queue was full.
+    SlowSubscriber,
 }
 
 /// Counts and rate-limited logs, shared by every connection.
@@ -93,6 +108,21 @@ impl Report {
                 reason = refusal.as_str(),
                 suppressed,
                 "MQTT request refused: {detail}"
+            );
+        }
+    }
+
+    /// Counts `n` messages dropped for subscribers whose queue was full;
+    /// logs the first of a minute.
+    pub fn dropped_for_slow_subscribers(&self, n: usize, topic: &str) {
+        metrics::counter!("fixgate_mqtt_dropped_total", "reason" => "slow_subscriber")
+            .increment(n as u64);
+        if let Some(suppressed) = self.due(Key::SlowSubscriber) {
+            tracing::warn!(
+                reason = "slow_subscriber",
+                suppressed,
+                "a message to {:?} was not passed on to {n} subscriber(s) that do not read fast enough; publishers are not held back",
+                super::login::shown(topic)
             );
         }
     }

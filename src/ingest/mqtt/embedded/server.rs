@@ -1,7 +1,6 @@
 //! The accept loop and what every connection shares: the settings, the
 //! connection accounting, the budget for large packets, the reports.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,12 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::Intake;
 use super::limits::Limits;
-use super::login::Bucket;
+use super::login::{Accounts, Bucket};
 use super::protocol::{self, Fault};
 use super::report::{Refusal, Report};
+use super::router::Router;
 use super::session;
 use crate::config::Embedded;
 use crate::ingest::intake::Rejects;
+use crate::ingest::mqtt::Routes;
+use crate::ingest::payload;
 
 /// Read buffer every connection starts with, and returns to after a large
 /// packet: a JSON fix, an OwnTracks message or an NMEA epoch fits.
@@ -35,8 +37,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// The configured limits a connection applies.
 #[derive(Debug)]
 pub struct Settings {
-    /// `[mqtt.users]`; empty: anonymous access.
-    pub users: BTreeMap<String, String>,
+    /// The logins and their scopes; none: anonymous access.
+    pub accounts: Accounts,
     /// Time to send CONNECT.
     pub connection_timeout: Duration,
     /// `mqtt.max_payload`.
@@ -57,13 +59,26 @@ pub struct Shared {
     pub budget: Arc<Semaphore>,
     /// Counts and logs of faults and refusals.
     pub report: Report,
-    /// Refused logins, counted like any rejected input.
+    /// Refused logins and publishes, counted like any rejected input.
     pub rejects: Arc<Rejects>,
+    /// Topic → device, for the publish scope.
+    pub routes: Arc<Routes>,
+    /// What payloads are read within (to check one before passing it on).
+    pub payload_limits: payload::Limits,
+    /// The subscriptions, and messages passed on to them.
+    pub router: Arc<Router>,
 }
 
 impl Shared {
-    /// The shared state for `config`.
-    pub fn new(config: &Embedded, max_payload: usize, rejects: Arc<Rejects>) -> Self {
+    /// The shared state for `config`, with the intake's counters, topic
+    /// patterns and payload limits.
+    pub fn new(
+        config: &Embedded,
+        max_payload: usize,
+        rejects: Arc<Rejects>,
+        routes: Arc<Routes>,
+        payload_limits: payload::Limits,
+    ) -> Self {
         let max_packet = protocol::max_packet(max_payload);
         // Whole packets, fixed header (at most 5 bytes) included.
         let largest = max_packet.saturating_add(5);
@@ -72,7 +87,7 @@ impl Shared {
             .min(Semaphore::MAX_PERMITS);
         Self {
             settings: Settings {
-                users: config.users.clone(),
+                accounts: Accounts::new(config),
                 connection_timeout: config.connection_timeout,
                 max_payload,
                 max_packet,
@@ -85,6 +100,13 @@ impl Shared {
             budget: Arc::new(Semaphore::new(budget)),
             report: Report::default(),
             rejects,
+            routes,
+            payload_limits,
+            router: Arc::new(Router::new(
+                config.max_subscriptions,
+                config.max_subscriptions_per_connection,
+                max_payload,
+            )),
         }
     }
 

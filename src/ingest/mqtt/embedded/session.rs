@@ -2,11 +2,15 @@
 //! caps, then packets one at a time until the client leaves, breaks a rule,
 //! goes silent or the daemon stops.
 //!
-//! A PUBLISH is acknowledged (PUBACK, or PUBREC for QoS 2) only once it is
-//! in the intake's queue; when that queue is full the connection waits and
-//! reads nothing more, so TCP pushes back on the device instead of memory
-//! filling up. Acks for everything already read are written before the
-//! connection waits for more bytes.
+//! A PUBLISH is first routed to its device and checked against the login's
+//! scope; one outside it is counted and acknowledged, and goes no further.
+//! Otherwise it is acknowledged (PUBACK, or PUBREC for QoS 2) only once it
+//! is in the intake's queue; when that queue is full the connection waits
+//! and reads nothing more, so TCP pushes back on the device instead of
+//! memory filling up. Then it is passed on to the subscribers of its topic.
+//! Acks for everything already read, and the messages passed on to this
+//! connection's own subscriptions, are written before the connection waits
+//! for more bytes.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
-    SubscribeReasonCode, UnsubAck,
+    Subscribe, SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{self, Error as CodecError, PacketType, Protocol, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,11 +33,14 @@ use tracing::Instrument;
 
 use super::Intake;
 use super::limits::Full;
-use super::login::{self, shown};
+use super::login::shown;
 use super::protocol::{self, Fault, PayloadSize, Version};
 use super::report::Refusal;
+use super::router::{self, Queued, Subscriber};
 use super::server::{Admitted, READ_BUFFER, Shared, SocketSlot};
-use crate::fix::SourceKind;
+use crate::fix::{DeviceId, SourceKind};
+use crate::ingest::mqtt::scope::{Grant, Scope};
+use crate::ingest::mqtt::{Route, payload_is_for};
 
 /// The write buffer's usual size: acks are 2 to 4 bytes each.
 const WRITE_BUFFER: usize = 256;
@@ -42,7 +49,11 @@ const WRITE_BUFFER: usize = 256;
 /// packets already read (a client pipelining thousands of messages).
 const FLUSH_AT: usize = 4 * 1024;
 
-/// How long a client may leave its acks unread before it is dropped.
+/// Messages passed on to this connection's subscriptions that are taken
+/// from its queue at once, before they are written out.
+const PASS_BATCH: usize = 16;
+
+/// How long a client may leave what it is sent unread before it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// At shutdown: how long the last acks may take to go out.
@@ -104,6 +115,8 @@ pub async fn run(
             shared: shared.clone(),
             tx,
             shutdown,
+            scope: None,
+            subscriber: None,
         };
         let end = conn.serve(&slot).await;
         let broken = matches!(end, End::Fault(Fault::Io, _));
@@ -137,14 +150,21 @@ struct Conn {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Intake>,
     shutdown: CancellationToken,
+    /// What the login may do; set once it is let in.
+    scope: Option<Arc<Scope>>,
+    /// This connection's subscriptions and the queue of what is passed on
+    /// to them; made by the first granted subscription, freed with the
+    /// connection.
+    subscriber: Option<Subscriber>,
 }
 
 impl Conn {
     async fn serve(&mut self, slot: &SocketSlot) -> End {
-        let (keep_alive, _admitted) = match self.handshake(slot).await {
+        let (keep_alive, _admitted, scope) = match self.handshake(slot).await {
             Ok(login) => login,
             Err(end) => return end,
         };
+        self.scope = Some(scope);
         // 0 turns keep-alive off (MQTT 3.1.1, 3.1.2-10).
         let idle = (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive)) * 3 / 2);
         let mut awaiting_rel = Vec::new();
@@ -175,8 +195,8 @@ impl Conn {
     }
 
     /// CONNECT within the timeout, then the login and the caps; the
-    /// client's keep-alive and its place under the caps.
-    async fn handshake(&mut self, slot: &SocketSlot) -> Result<(u16, Admitted), End> {
+    /// client's keep-alive, its place under the caps and its scope.
+    async fn handshake(&mut self, slot: &SocketSlot) -> Result<(u16, Admitted, Arc<Scope>), End> {
         let timeout = self.shared.settings.connection_timeout;
         let deadline = Some((Instant::now() + timeout, Fault::ConnectTimeout));
         let connect = match self.next_packet(deadline, true).await? {
@@ -208,11 +228,11 @@ impl Conn {
                 "an empty client id without a clean session".into(),
             ));
         }
-        let settings = &self.shared.settings;
-        let bucket = match login::decide(&settings.users, connect.login.as_ref()) {
-            Ok(bucket) => bucket,
+        let accounts = &self.shared.settings.accounts;
+        let (bucket, scope) = match accounts.decide(connect.login.as_ref()) {
+            Ok(decided) => decided,
             Err(refused) => {
-                let label = login::label(&settings.users, connect.login.as_ref());
+                let label = accounts.label(connect.login.as_ref());
                 let why = LoginRefused {
                     connect: &connect,
                     reason: refused.reason,
@@ -228,7 +248,7 @@ impl Conn {
             Ok(admitted) => {
                 // No session is ever kept, so none is ever present.
                 self.connack(ConnectReturnCode::Success);
-                Ok((connect.keep_alive, admitted))
+                Ok((connect.keep_alive, admitted, scope))
             }
             Err(full) => {
                 let (refusal, key) = match full {
@@ -268,8 +288,10 @@ impl Conn {
                 }
                 Err(err) => return Err(End::Fault(Fault::Malformed, err.to_string())),
             };
-            // Nothing whole is left to act on: the acks go out before the
+            // Nothing whole is left to act on: the acks, and what is queued
+            // for this connection's subscriptions, go out before the
             // connection waits for anything.
+            self.take_passed();
             self.flush().await?;
             if want > READ_BUFFER {
                 self.hold_large(want, deadline).await?;
@@ -285,7 +307,26 @@ impl Conn {
                     Ok(_) => {}
                     Err(err) => return Err(End::Fault(Fault::Io, err.to_string())),
                 },
+                queued = next_passed(&mut self.subscriber) => write_passed(&mut self.wbuf, &queued),
             }
+        }
+    }
+
+    /// Takes what is queued for this connection's subscriptions into the
+    /// write buffer: up to [`PASS_BATCH`] messages, or until it is full
+    /// enough to be written.
+    fn take_passed(&mut self) {
+        let Some(subscriber) = self.subscriber.as_mut() else {
+            return;
+        };
+        for _ in 0..PASS_BATCH {
+            if self.wbuf.len() >= FLUSH_AT {
+                break;
+            }
+            let Some(queued) = subscriber.try_recv() else {
+                break;
+            };
+            write_passed(&mut self.wbuf, &queued);
         }
     }
 
@@ -390,33 +431,13 @@ impl Conn {
                 awaiting_rel.retain(|&id| id != rel.pkid);
                 self.send(Packet::PubComp(PubComp::new(rel.pkid)));
             }
-            Packet::Subscribe(subscribe) => {
-                let codes: Vec<_> = subscribe
-                    .filters
-                    .iter()
-                    .map(|f| protocol::grant(&f.path))
-                    .collect();
-                let refused = codes
-                    .iter()
-                    .filter(|c| matches!(c, SubscribeReasonCode::Failure))
-                    .count();
-                if refused > 0 {
-                    let first = subscribe.filters.first().map_or("", |f| f.path.as_str());
-                    let detail = format!(
-                        "SUBSCRIBE to {:?}{} answered with failure: devices only publish",
-                        shown(first),
-                        match refused {
-                            1 => String::new(),
-                            n => format!(" and {} more filters", n - 1),
-                        }
-                    );
-                    self.shared
-                        .report
-                        .refused(Refusal::Subscribe, refused, Some(&detail));
-                }
-                self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
-            }
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe) => {
+                for filter in &unsubscribe.topics {
+                    self.shared
+                        .router
+                        .unsubscribe(self.subscriber.as_ref(), filter);
+                }
                 self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)));
             }
             Packet::PingReq => self.send(Packet::PingResp),
@@ -429,6 +450,129 @@ impl Conn {
             }
         }
         Ok(true)
+    }
+
+    /// Grants each filter within the login's scope and the caps (QoS 0:
+    /// what is passed on is never acknowledged or sent again), refuses the
+    /// rest with 0x80; refusals are counted, and logged once a minute per
+    /// reason with the first filter of the packet refused for it.
+    fn subscribe(&mut self, subscribe: Subscribe) {
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut refused: Vec<(Refusal, &str, usize)> = Vec::new();
+        for filter in &subscribe.filters {
+            let grant = match self.scope.as_deref() {
+                Some(scope) => scope.grant(&filter.path),
+                None => Grant::OutOfScope,
+            };
+            let refusal = match grant {
+                Grant::Granted => {
+                    match self
+                        .shared
+                        .router
+                        .subscribe(&mut self.subscriber, &filter.path)
+                    {
+                        Ok(()) => None,
+                        Err(router::Full::PerConnection) => {
+                            Some(Refusal::MaxSubscriptionsPerConnection)
+                        }
+                        Err(router::Full::Total) => Some(Refusal::MaxSubscriptions),
+                    }
+                }
+                Grant::OutOfScope => Some(Refusal::SubscribeScope),
+                Grant::BadFilter => Some(Refusal::BadFilter),
+            };
+            codes.push(match refusal {
+                None => SubscribeReasonCode::Success(QoS::AtMostOnce),
+                Some(refusal) => {
+                    match refused.iter_mut().find(|(r, _, _)| *r == refusal) {
+                        Some((_, _, n)) => *n += 1,
+                        None => refused.push((refusal, &filter.path, 1)),
+                    }
+                    SubscribeReasonCode::Failure
+                }
+            });
+        }
+        for (refusal, first, n) in refused {
+            let why = match refusal {
+                Refusal::SubscribeScope => "outside this login's subscribe scope",
+                Refusal::BadFilter => "not a valid topic filter",
+                Refusal::MaxSubscriptionsPerConnection => {
+                    "mqtt.max_subscriptions_per_connection reached"
+                }
+                _ => "mqtt.max_subscriptions reached",
+            };
+            let detail = format!(
+                "SUBSCRIBE to {:?}{} answered with failure (0x80): {why}",
+                shown(first),
+                match n {
+                    1 => String::new(),
+                    n => format!(" and {} more filters", n - 1),
+                }
+            );
+            self.shared.report.refused(refusal, n, Some(&detail));
+        }
+        self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
+    }
+
+    /// Whether this connection's login may publish to a topic that routes
+    /// to `device` (`None`: to no device). Nothing before the login.
+    fn may_publish(&self, device: Option<&DeviceId>) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|scope| scope.may_publish(device))
+    }
+
+    /// Counts a PUBLISH refused for the login's scope; the first of a
+    /// minute is logged.
+    fn refuse_publish(&self, topic: &str, route: &Route) {
+        let device = route.device();
+        let detail = match device {
+            Some(device) => format!(
+                "PUBLISH to {:?} for device {device} refused: outside this login's publish scope; acknowledged and dropped",
+                shown(topic)
+            ),
+            None => format!(
+                "PUBLISH to {:?} refused: the topic names no device, and this login may publish only for its devices; acknowledged and dropped",
+                shown(topic)
+            ),
+        };
+        self.shared
+            .report
+            .refused(Refusal::PublishScope, 1, Some(&detail));
+        self.shared.rejects.count(
+            SourceKind::Mqtt,
+            device.map(DeviceId::as_str),
+            "not_allowed",
+        );
+    }
+
+    /// What to pass on to subscribers once the message is accepted: only
+    /// while anyone subscribes, and only a payload that names no device
+    /// but its topic's (see [`payload_is_for`]).
+    fn to_pass_on(&self, topic: &str, route: &Route, payload: &Bytes) -> Option<(String, Bytes)> {
+        if !self.shared.router.active() {
+            return None;
+        }
+        if let Route::Device(device, format) = route {
+            if !payload_is_for(device, *format, payload, &self.shared.payload_limits) {
+                return None;
+            }
+        }
+        Some((topic.to_owned(), payload.clone()))
+    }
+
+    /// Queues an accepted message for the subscribers of its topic; those
+    /// whose queue is full miss it (counted).
+    fn pass_on(&self, topic: &str, payload: &Bytes) {
+        let passed = self.shared.router.pass_on(topic, payload);
+        if passed.queued > 0 {
+            metrics::counter!("fixgate_mqtt_passed_on_total").increment(passed.queued as u64);
+        }
+        if passed.dropped > 0 {
+            self.shared
+                .report
+                .dropped_for_slow_subscribers(passed.dropped, topic);
+        }
     }
 
     async fn publish(&mut self, publish: Publish, awaiting_rel: &mut Vec<u16>) -> Result<(), End> {
@@ -461,34 +605,54 @@ impl Conn {
             ));
         }
         let len = payload.len();
-        if retain {
-            // Handled as a normal message: nothing is ever kept for later
-            // subscribers (there are none). An empty one (MQTT's "clear the
-            // retained message") has nothing to handle and is only counted.
-            let detail = format!(
-                "retained message to {:?} handled as a normal one; nothing is kept",
-                shown(&topic)
-            );
-            let detail: Option<&dyn fmt::Display> = (len > 0).then_some(&detail);
-            self.shared.report.refused(Refusal::Retain, 1, detail);
-        }
         let size = protocol::payload_size(len, self.shared.settings.max_payload);
-        let item = match size {
-            _ if retain && len == 0 => None,
-            // Copied out: a view would keep the whole read buffer alive in
-            // the queue.
-            PayloadSize::Within => Some(Intake::Message {
-                topic,
-                payload: Bytes::copy_from_slice(&payload),
-            }),
-            // Counted for the device by the intake, which knows the topics.
-            PayloadSize::Oversized | PayloadSize::TooLarge => {
-                Some(Intake::Oversized { topic, size: len })
+        let route = self.shared.routes.route(&topic);
+        if !self.may_publish(route.device()) {
+            // Refused, but acknowledged as usual below: MQTT 3.1.1 has no
+            // negative ack, and a message left unacknowledged would be sent
+            // again for ever.
+            drop(payload);
+            self.refuse_publish(&topic, &route);
+        } else {
+            if retain {
+                // Handled as a normal message: nothing is ever kept for
+                // later subscribers. An empty one (MQTT's "clear the
+                // retained message") has nothing to handle and is only
+                // counted.
+                let detail = format!(
+                    "retained message to {:?} handled as a normal one; nothing is kept",
+                    shown(&topic)
+                );
+                let detail: Option<&dyn fmt::Display> = (len > 0).then_some(&detail);
+                self.shared.report.refused(Refusal::Retain, 1, detail);
             }
-        };
-        drop(payload);
-        if let Some(item) = item {
-            self.deliver(item).await?;
+            let item = match size {
+                _ if retain && len == 0 => None,
+                PayloadSize::Within => {
+                    // Copied out: a view would keep the whole read buffer
+                    // alive in the queue.
+                    let payload = Bytes::copy_from_slice(&payload);
+                    let pass_on = self.to_pass_on(&topic, &route, &payload);
+                    let item = Intake::Message {
+                        topic,
+                        route,
+                        payload,
+                    };
+                    Some((item, pass_on))
+                }
+                // Counted for the device by the intake, which knows the
+                // topics; never passed on.
+                PayloadSize::Oversized | PayloadSize::TooLarge => {
+                    Some((Intake::Oversized { topic, size: len }, None))
+                }
+            };
+            drop(payload);
+            if let Some((item, pass_on)) = item {
+                self.deliver(item).await?;
+                if let Some((topic, payload)) = pass_on {
+                    self.pass_on(&topic, &payload);
+                }
+            }
         }
         if size == PayloadSize::TooLarge {
             return Err(End::Fault(
@@ -555,7 +719,7 @@ impl Conn {
                     Err(err) => return Err(End::Fault(Fault::Io, err.to_string())),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(End::Fault(Fault::Io, "the client does not read its acks".into()));
+                    return Err(End::Fault(Fault::Io, "the client does not read what it is sent".into()));
                 }
                 _ = self.shutdown.cancelled(), if !stopping => {
                     stopping = true;
@@ -616,6 +780,35 @@ impl fmt::Display for LoginRefused<'_> {
                 self.reason
             ),
         }
+    }
+}
+
+/// The next message queued for the connection's subscriptions; for ever
+/// without any (the queue cannot close while its [`Subscriber`] lives, but
+/// a closed one must not make the caller spin).
+async fn next_passed(subscriber: &mut Option<Subscriber>) -> Queued {
+    if let Some(subscriber) = subscriber {
+        if let Some(queued) = subscriber.recv().await {
+            return queued;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Writes a message passed on to this connection: a QoS 0 PUBLISH, never
+/// retained. Its share of the queue's byte budgets is given back as it is
+/// copied into the write buffer.
+fn write_passed(wbuf: &mut BytesMut, queued: &Queued) {
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: queued.message.topic.clone(),
+        pkid: 0,
+        payload: queued.message.payload.clone(),
+    };
+    if let Err(err) = Packet::Publish(publish).write(wbuf, usize::MAX) {
+        tracing::debug!("cannot encode a message passed on: {err}");
     }
 }
 
