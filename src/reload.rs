@@ -25,6 +25,8 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
         uplink,
         geofence: _,
         map,
+        // Reloaded by the access watch (crate::feed::access::watch).
+        access: _,
     } = reread;
     let mut changed = Vec::new();
     let mut check = |name, same: bool| {
