@@ -2,6 +2,7 @@
 //!
 //! Every handler is a reader of the store; none of them touches the pipeline.
 
+pub mod access;
 pub mod body;
 pub mod clients;
 pub mod conn;
@@ -10,6 +11,7 @@ pub mod map;
 pub mod server;
 pub mod snapshot;
 pub mod sse;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
