@@ -18,8 +18,26 @@ fn an_empty_file_is_every_default() {
 
 #[test]
 fn the_shipped_configs_are_valid() {
-    let installed = parse(include_str!("../../config/fixgate.toml"), "fixgate.toml")
+    let mut installed = parse(include_str!("../../config/fixgate.toml"), "fixgate.toml")
         .unwrap_or_else(|e| panic!("{e}"));
+    // Its tokens are the package's own (systemd credentials it generated);
+    // everything else is at its default.
+    let tokens = std::mem::take(&mut installed.access.tokens);
+    let secrets: Vec<_> = tokens
+        .iter()
+        .map(|t| (t.name.as_str(), &t.secret))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("read", &TokenSecret::Credential("read.token".into())),
+            ("write", &TokenSecret::Credential("write.token".into())),
+        ]
+    );
+    assert!(
+        installed.access.anonymous.is_empty(),
+        "nothing anonymous beyond loopback"
+    );
     assert_eq!(
         installed,
         Config::default(),
