@@ -765,6 +765,14 @@ fn a_huge_header_is_431_and_the_daemon_goes_on() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
     assert!(common::get(daemon.port, "/healthz").is_ok());
     assert!(common::get(daemon.port, "/api/devices").is_ok());
+    assert_eq!(
+        daemon.wait_metric(
+            "fixgate_http_closed_total",
+            &[("reason", "head_too_large")],
+            1.0
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]

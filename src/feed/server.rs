@@ -214,6 +214,9 @@ async fn serve_one(
     } else if let Err(err) = ended {
         let reason = if err.is_timeout() {
             "header_timeout"
+        } else if err.is_parse_too_large() {
+            // Answered 431 by hyper.
+            "head_too_large"
         } else {
             "error"
         };
