@@ -580,6 +580,15 @@ fn tls_serves_https_only_bounds_the_handshake_and_reloads_the_pair_on_sighup() {
     );
     // Plain HTTP on the HTTPS port gets no answer.
     assert!(common::get(port, "/healthz").is_err());
+    // The feed itself over TLS: a stream that starts with its retry hint.
+    let out = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "2", "--cacert"])
+        .arg(&ca1)
+        .arg(format!("https://localhost:{port}/events"))
+        .output()
+        .expect("curl");
+    let stream = String::from_utf8_lossy(&out.stdout);
+    assert!(stream.contains("retry:"), "{stream:?}");
 
     // A half-open handshake holds its connection no longer than the
     // header timeout.
