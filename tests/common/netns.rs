@@ -57,8 +57,11 @@ impl TestHost {
         let tag = format!("{}x{n}", pid % 100_000);
         let ns = format!("fixgate-test-{tag}");
         let (ours, theirs) = (format!("fgh{tag}"), format!("fgn{tag}"));
+        // Left over by an earlier run of this process id that failed half way.
+        let _ = ip(&["link", "del", &ours]);
         let _ = ip(&["netns", "del", &ns]);
         let host = TestHost { ns, gateway, addr };
+        let ours_name = ours.clone();
         let steps: Vec<Vec<String>> = vec![
             vec!["netns".into(), "add".into(), host.ns.clone()],
             vec![
@@ -93,6 +96,9 @@ impl TestHost {
         for step in steps {
             let args: Vec<&str> = step.iter().map(String::as_str).collect();
             if let Err(err) = ip(&args) {
+                // Dropping the host removes the namespace; our end of the
+                // pair may still be here if it never moved.
+                let _ = ip(&["link", "del", &ours_name]);
                 panic!("cannot make a test host: {err}");
             }
         }
