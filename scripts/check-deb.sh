@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Checks a fixgate Debian package: its contents and maintainer scripts, then,
-# when it is for this machine's architecture, installs it for real, runs the
-# installed binary on the installed configuration, reinstalls it over a
-# locally edited configuration, removes and purges it. Needs root (or sudo)
-# and no fixgate installed beforehand. Exits non-zero on the first failure,
-# after purging what it installed.
+# when it is for this machine's architecture, installs it for real, checks the
+# access tokens its postinst made, runs the installed binary on the installed
+# configuration (from a network namespace of its own, anonymous reads are
+# refused and the tokens work), reinstalls it over a locally edited
+# configuration (the tokens stay), removes and purges it (the tokens go).
+# Needs root (or sudo), iproute2 and curl, and no fixgate installed
+# beforehand. Exits non-zero on the first failure, after purging what it
+# installed.
 #
 # Usage: scripts/check-deb.sh target/debian/fixgate_<version>_<arch>.deb
 #
@@ -33,8 +36,17 @@ check() {
 
 work=$(mktemp -d)
 installed_by_us=0
+netns_made=0
+daemon=""
 cleanup() {
     local rc=$?
+    if [[ -n $daemon ]]; then
+        $sudo kill -TERM "$daemon" 2>/dev/null || true
+        wait "$daemon" 2>/dev/null || true
+    fi
+    if ((netns_made)); then
+        $sudo ip netns del "fixgate-deb-$$" 2>/dev/null || true
+    fi
     if ((installed_by_us)) && dpkg-query -W -f='${Status}' fixgate 2>/dev/null | grep -qv "not-installed"; then
         echo "purging fixgate after the failure" >&2
         $sudo dpkg -P fixgate >&2 || true
@@ -71,6 +83,12 @@ grep -q "deb-systemd-helper enable $unit" "$work/control/postinst" || fail "post
 grep -q "deb-systemd-invoke" "$work/control/postinst" || fail "postinst does not start $unit"
 # Starting is left out where systemd does not run (chroots, image builds).
 grep -q '\[ -d /run/systemd/system \]' "$work/control/postinst" || fail "postinst starts without checking for systemd"
+# The access tokens are made before the unit is started (its LoadCredential=
+# needs them), and only where none is.
+token_line=$(grep -n 'fixgate token --out' "$work/control/postinst" | head -n1 | cut -d: -f1)
+start_line=$(grep -n 'deb-systemd-invoke' "$work/control/postinst" | head -n1 | cut -d: -f1)
+[[ -n $token_line && -n $start_line && $token_line -lt $start_line ]] ||
+    fail "postinst does not make the access tokens before it starts $unit"
 # Exactly once: cargo-deb substitutes every copy of the debhelper token.
 [[ $(grep -c "deb-systemd-helper purge $unit" "$work/control/postrm") == 1 ]] ||
     fail "postrm does not purge the unit's state exactly once"
@@ -123,6 +141,83 @@ check "installed binary and configuration"
 /usr/bin/fixgate check-config "$conffile" || fail "check-config $conffile exited $?"
 echo "check-config $conffile: exit 0"
 
+check "generated access tokens"
+tokens=/etc/fixgate/tokens
+[[ $(stat -c '%a %U %G' "$tokens") == "750 root root" ]] || fail "$tokens is $(stat -c '%a %U %G' "$tokens"), not 750 root root"
+for name in read write; do
+    file=$tokens/$name.token
+    [[ -f $file ]] || fail "no $file"
+    [[ $(stat -c '%a %U %G' "$file") == "640 root root" ]] || fail "$file is $(stat -c '%a %U %G' "$file"), not 640 root root"
+    [[ $(tr -d '\n' <"$file" | wc -c) -eq 43 ]] || fail "$file does not hold a 43-character token"
+    grep -q "^LoadCredential=$name.token:$file\$" "/usr/lib/systemd/system/$unit" || fail "$unit does not load $file"
+done
+cmp -s "$tokens/read.token" "$tokens/write.token" && fail "the read and write tokens are the same"
+sha256sum "$tokens"/*.token >"$work/tokens.sha256"
+ls -l "$tokens"
+# As the service sees them: the credentials directory.
+CREDENTIALS_DIRECTORY=$tokens /usr/bin/fixgate check-config "$conffile" 2>"$work/check.err" ||
+    { cat "$work/check.err"; fail "check-config with the credentials exited $?"; }
+if grep -q "not checked" "$work/check.err"; then fail "check-config did not read the credentials"; fi
+echo "check-config with CREDENTIALS_DIRECTORY=$tokens: exit 0, both tokens read"
+
+check "anonymous reads from another host are refused, the generated tokens work"
+# The installed binary on the installed configuration (the credentials as
+# the service gets them), with its port moved to a free one, the store to a
+# scratch directory and MQTT off, so that nothing of the machine's is used.
+# A client in a network namespace of our own, joined by a veth pair
+# (198.18.0.0/15, a range for test networks), reaches it from an address
+# that is not loopback, as a screen on the depot LAN would.
+ns=fixgate-deb-$$
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed -e "s|^listen = \"0.0.0.0:8080\"|listen = \"0.0.0.0:$port\"|" \
+    -e "s|^path = \"/var/lib/fixgate/store\"|path = \"$work/store\"|" \
+    -e 's|^broker = "embedded"|broker = "off"|' "$conffile" >"$work/lan.toml"
+grep -q "0.0.0.0:$port" "$work/lan.toml" || fail "could not move the port in a copy of $conffile"
+$sudo ip netns add "$ns"
+netns_made=1
+$sudo ip link add "fgd$$" type veth peer name "fgn$$"
+$sudo ip link set "fgn$$" netns "$ns"
+$sudo ip addr add 198.18.255.1/30 dev "fgd$$"
+$sudo ip link set "fgd$$" up
+$sudo ip netns exec "$ns" ip addr add 198.18.255.2/30 dev "fgn$$"
+$sudo ip netns exec "$ns" ip link set "fgn$$" up
+$sudo env CREDENTIALS_DIRECTORY="$tokens" /usr/bin/fixgate run --config "$work/lan.toml" 2>"$work/lan.log" &
+daemon=$!
+for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
+    sleep 0.1
+done
+curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || { cat "$work/lan.log"; fail "the daemon did not come up"; }
+lan() { # PATH [curl args]: the status of a request from the test host
+    local path=$1
+    shift
+    $sudo ip netns exec "$ns" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$@" "http://198.18.255.1:$port$path"
+}
+read_token=$(cat "$tokens/read.token")
+write_token=$(cat "$tokens/write.token")
+fix="{\"device\":\"deb-check-1\",\"lat\":52.1,\"lon\":5.1,\"time\":$(date +%s)000}"
+expect() { # WANT GOT WHAT
+    [[ $2 == "$1" ]] || { cat "$work/lan.log"; fail "$3: $2, not $1"; }
+    echo "$3: $2"
+}
+expect 200 "$(lan /healthz)" "anonymous /healthz from the test host"
+expect 401 "$(lan /api/devices)" "anonymous /api/devices from the test host"
+expect 401 "$(lan /events)" "anonymous /events from the test host"
+expect 401 "$(lan /metrics)" "anonymous /metrics from the test host"
+expect 401 "$(lan /api/fixes -X POST -H 'Content-Type: application/json' --data "$fix")" "anonymous POST /api/fixes from the test host"
+expect 200 "$(lan /api/devices -H "Authorization: Bearer $read_token")" "/api/devices with the read token"
+expect 200 "$(lan /metrics -H "Authorization: Bearer $read_token")" "/metrics with the read token"
+expect 403 "$(lan /api/fixes -X POST -H "Authorization: Bearer $read_token" -H 'Content-Type: application/json' --data "$fix")" "POST /api/fixes with the read token"
+expect 200 "$(lan /api/fixes -X POST -H "Authorization: Bearer $write_token" -H 'Content-Type: application/json' --data "$fix")" "POST /api/fixes with the write token"
+expect 403 "$(lan /api/devices -H "Authorization: Bearer $write_token")" "/api/devices with the write token"
+expect 200 "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/devices")" "anonymous /api/devices on loopback"
+if grep -Fq -e "$read_token" -e "$write_token" "$work/lan.log"; then fail "a token is in the daemon's log"; fi
+$sudo kill -TERM "$daemon"
+wait "$daemon" || fail "the daemon exited $? on SIGTERM"
+daemon=""
+$sudo ip netns del "$ns"
+netns_made=0
+
 check "dpkg -L"
 dpkg -L fixgate
 dpkg -L fixgate | grep -qx /usr/bin/fixgate || fail "dpkg -L lacks /usr/bin/fixgate"
@@ -152,6 +247,7 @@ check "reinstall keeps a local configuration change"
 echo "# local change by check-deb.sh" | $sudo tee -a "$conffile" >/dev/null
 $sudo dpkg -i --force-confdef --force-confold "$deb"
 tail -n1 "$conffile" | grep -qx "# local change by check-deb.sh" || fail "the local change to $conffile was lost"
+sha256sum -c --quiet "$work/tokens.sha256" || fail "the reinstall replaced the access tokens"
 /usr/bin/fixgate check-config "$conffile" || fail "check-config after the reinstall exited $?"
 [[ -L $wants ]] || fail "$unit no longer enabled after the reinstall"
 
@@ -160,6 +256,7 @@ $sudo dpkg -r fixgate
 dpkg-query -W -f='${Status}\n' fixgate | grep -qx "deinstall ok config-files" || fail "status after remove: $(dpkg-query -W -f='${Status}' fixgate)"
 [[ ! -e /usr/bin/fixgate ]] || fail "/usr/bin/fixgate is still there"
 [[ -f $conffile ]] || fail "remove deleted the conffile (only purge may)"
+sha256sum -c --quiet "$work/tokens.sha256" || fail "remove deleted or changed the access tokens (only purge may)"
 [[ ! -e $wants ]] || fail "$wants is still there"
 
 check "dpkg -P"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests drive as real peers. Later issues add brokers and
 # browsers here; each test says plainly when a peer it needs is missing.
-packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils)
+packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils curl iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

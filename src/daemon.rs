@@ -48,7 +48,7 @@ pub async fn run(
     }
     // First: it takes over SIGHUP, which would otherwise end the process.
     let (geofences, _fence_watch) =
-        crate::fence_watch::start(config_path, config.clone(), shutdown.clone());
+        crate::fence_watch::start(config_path.clone(), config.clone(), shutdown.clone());
 
     let options = StoreOptions {
         path: config.store.path.clone(),
@@ -97,6 +97,19 @@ pub async fn run(
         "feed.max_connections and mqtt.max_connections",
     );
 
+    // Tokens and TLS keys before anything accepts data: a token that cannot
+    // be read, or a key that is not its certificate's, stops the start here.
+    let access = crate::access::load(&config.access, &config.http)
+        .map_err(|e| anyhow::anyhow!("cannot load the access tokens:\n{e}"))?;
+    warn_if_open(&config, &access);
+    let access = crate::access::Shared::new(access);
+    let tls = match &config.feed.tls {
+        Some(files) => Some(feed::tls::ServerTls::load(files).context(
+            "cannot load the feed's TLS certificate and key (feed.tls_cert, feed.tls_key)",
+        )?),
+        None => None,
+    };
+
     // Bind before starting anything that accepts data: a busy port is a
     // configuration error to report now, not after fixes were taken in.
     let listener = tokio::net::TcpListener::bind(config.feed.listen)
@@ -142,7 +155,6 @@ pub async fn run(
             checks.own(id, SourceKind::Demo);
         }
     }
-    warn_if_open(&config);
     let (writer_done_tx, writer_done) = tokio::sync::oneshot::channel::<()>();
     let writer_thread = {
         let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -229,11 +241,26 @@ pub async fn run(
             BODY_BUDGET.max(config.http.max_body),
             rejects.clone(),
         );
-        let intake = HttpIntake::new(&config.http, &tx, rejects).router().layer(
-            axum::middleware::from_fn_with_state(bodies, feed::body::read_whole),
-        );
+        let intake = HttpIntake::new(&config.http, &tx, rejects, access.clone())
+            .router()
+            .layer(axum::middleware::from_fn_with_state(
+                bodies,
+                feed::body::read_whole,
+            ));
         app = app.merge(intake);
     }
+    // In front of every route: CORS, the token, the intake's rate limit.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        feed::access::Gate::new(access.clone(), &config.http),
+        feed::access::guard,
+    ));
+    tokio::spawn(feed::access::watch(
+        config_path.clone(),
+        config.http.clone(),
+        access,
+        tls.clone(),
+        shutdown.clone(),
+    ));
     let server = tokio::spawn(feed::server::serve(
         listener,
         app,
@@ -242,6 +269,7 @@ pub async fn run(
             header_timeout: config.feed.header_timeout,
             stall_timeout: config.feed.stall_timeout,
         },
+        tls,
         shutdown.clone(),
     ));
     tracing::info!(listen = %config.feed.listen, sources = sources.len(), "fixgate running");
@@ -420,16 +448,31 @@ async fn demo_over_mqtt(demo: Demo, listen: SocketAddr, shutdown: CancellationTo
     }
 }
 
-/// Says loudly at start-up when anyone on the network may post positions.
-fn warn_if_open(config: &Config) {
+/// Says loudly at start-up when anyone on the network may post positions,
+/// and what the feed's port serves to whom.
+fn warn_if_open(config: &Config, policy: &crate::access::Policy) {
     if let Broker::Embedded(e) = &config.mqtt.broker {
         warn_if_broker_open(e);
     }
-    let http = &config.http;
-    if http.enabled && http.token.is_none() && !config.feed.listen.ip().is_loopback() {
+    if config.http.token.is_some() || !config.http.tokens.is_empty() {
+        tracing::warn!(
+            "http.token and [http.tokens] are deprecated: use [[access.token]] (README \"Access\")"
+        );
+    }
+    if config.feed.listen.ip().is_loopback() {
+        return;
+    }
+    let anonymous = policy.anonymous_scopes();
+    if !anonymous.is_empty() {
         tracing::warn!(
             listen = %config.feed.listen,
-            "HTTP intake accepts fixes without a token for devices without their own; set http.token"
+            scopes = %anonymous,
+            "anyone on the network may use these scopes without a token (access.anonymous)"
+        );
+    } else if policy.tokens() == 0 {
+        tracing::warn!(
+            listen = %config.feed.listen,
+            "no access token is configured and access.anonymous is empty: beyond loopback the feed's port serves only /healthz; add [[access.token]] (fixgate token makes one)"
         );
     }
 }

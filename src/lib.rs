@@ -5,6 +5,7 @@
 //! the [`store`], the only durable point; readers (the SSE [`feed`], later the
 //! uplink) catch up from the store by sequence number.
 
+pub mod access;
 pub mod backoff;
 pub mod config;
 pub mod daemon;

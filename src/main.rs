@@ -86,6 +86,23 @@ enum Command {
         #[arg(value_name = "PATH|-")]
         input: Option<PathBuf>,
     },
+    /// Make a random access token (32 bytes, base64url) and print it with the
+    /// `hash = "sha256:…"` line for an [[access.token]] entry.
+    ///
+    /// The config keeps only the hash; give the token itself to the client
+    /// (`Authorization: Bearer <token>`). With --out the token goes to a new
+    /// file (mode 0640) instead of the terminal, for `file =` or
+    /// `credential =` entries; with --hash-of the hash of an existing token
+    /// (a file, or `-` for standard input) is printed.
+    Token {
+        /// Write the token to this new file (mode 0640; an existing file is
+        /// left alone and is an error) instead of printing it.
+        #[arg(long, value_name = "PATH", conflicts_with = "hash_of")]
+        out: Option<PathBuf>,
+        /// Print the hash line of the token in this file (`-`: standard input).
+        #[arg(long, value_name = "PATH|-")]
+        hash_of: Option<PathBuf>,
+    },
 }
 
 /// Options of `fixgate simulate`.
@@ -437,6 +454,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Decode { input } => decode(input.as_deref()),
+        Command::Token { out, hash_of } => token(out.as_deref(), hash_of.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -472,9 +490,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
     ))
 }
 
-/// Checks the configuration and, when it is valid, the fence files it
-/// names: the daemon refuses to start on a bad configuration, and runs
-/// without judging geofences until bad fence files are mended.
+/// Checks the configuration and, when it is valid, what it names: the access
+/// tokens' files (and credentials, where `$CREDENTIALS_DIRECTORY` is set),
+/// the TLS certificate and key, and the fence files. The daemon refuses to
+/// start on a bad configuration, token or key pair, and runs without judging
+/// geofences until bad fence files are mended.
 fn check_config(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
@@ -483,6 +503,29 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match fixgate::access::build(
+        &config.access,
+        &config.http,
+        fixgate::access::Credentials::SkipWithoutDirectory,
+    ) {
+        Ok((_, notes)) => {
+            for note in notes {
+                eprintln!("{}: note: {note}", path.display());
+            }
+        }
+        Err(err) => {
+            for problem in err.problems {
+                eprintln!("{}: access: {problem}", path.display());
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(files) = &config.feed.tls {
+        if let Err(err) = fixgate::tls::server_config(&files.cert, &files.key) {
+            eprintln!("{}: feed.tls_cert / feed.tls_key: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     match fixgate::geofence::load_all(&config.geofence) {
         Ok(fences) => {
             let n = fences.len();
@@ -495,6 +538,47 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `fixgate token`: a new token and its hash line, or the hash of one.
+fn token(out: Option<&Path>, hash_of: Option<&Path>) -> anyhow::Result<()> {
+    use fixgate::access::{Digest, secret};
+    if let Some(input) = hash_of {
+        let mut text = String::new();
+        open_input(Some(input))?
+            .read_to_string(&mut text)
+            .context("cannot read the token")?;
+        let token = text.trim();
+        secret::well_formed(token).map_err(|why| anyhow::anyhow!("not a token: {why}"))?;
+        println!("hash = \"{}\"", Digest::of(token));
+        return Ok(());
+    }
+    let token = secret::generate()?;
+    let hash = Digest::of(&token);
+    match out {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            writeln!(file, "{token}")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            file.sync_all()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("fixgate: token written to {} (mode 0640)", path.display());
+            println!("hash = \"{hash}\"");
+        }
+        None => {
+            eprintln!("# the token: give it to the client (Authorization: Bearer <token>)");
+            println!("{token}");
+            eprintln!("# for its [[access.token]] entry in the configuration:");
+            println!("hash = \"{hash}\"");
+        }
+    }
+    Ok(())
 }
 
 /// A file, or standard input for `-` or nothing.

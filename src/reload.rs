@@ -26,6 +26,8 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
         geofence: _,
         map,
         groups,
+        // Reloaded by the access watch (crate::feed::access::watch).
+        access: _,
     } = reread;
     let mut changed = Vec::new();
     let mut check = |name, same: bool| {

@@ -1,13 +1,14 @@
-//! TLS client settings for the MQTT and HTTPS clients: rustls with the `ring`
-//! provider (pure Rust plus ring's own C/asm, no aws-lc), trusting a given CA
+//! TLS settings, rustls with the `ring` provider (pure Rust plus ring's own
+//! C/asm, no aws-lc): for the MQTT and HTTPS clients, trusting a given CA
 //! bundle or the system's roots, optionally presenting a client certificate
-//! (AWS IoT and similar brokers authenticate devices that way).
+//! (AWS IoT and similar brokers authenticate devices that way); and for the
+//! feed's HTTPS server, from a certificate chain and key in PEM files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, ServerConfig};
 
 /// Why TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,19 @@ pub fn client_config(
         Some(c) => builder.with_client_auth_cert(certs(&c.cert)?, key(&c.key)?)?,
         None => builder.with_no_client_auth(),
     };
+    Ok(Arc::new(config))
+}
+
+/// Builds the feed's HTTPS server configuration from a PEM certificate
+/// chain and its private key; HTTP/1.1 only (ALPN), as the server speaks.
+pub fn server_config(cert: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        // Checks that the key is the certificate's own.
+        .with_single_cert(certs(cert)?, key(key_path)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

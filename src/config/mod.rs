@@ -77,6 +77,64 @@ pub struct Config {
     pub map: Map,
     /// `[[group]]`: device groups by patterns of device ids.
     pub groups: Vec<crate::groups::GroupRule>,
+    /// `[access]`: who may read and write over HTTP.
+    pub access: Access,
+}
+
+/// `[access]`: tokens and their scopes, what anonymous requests may do, and
+/// the browser origins allowed to call the API. See [`crate::access`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// `[[access.token]]`, in file order.
+    pub tokens: Vec<AccessToken>,
+    /// `access.anonymous`: scopes anonymous requests get from any address
+    /// (the explicit opt-in to anonymous LAN access).
+    pub anonymous: crate::access::Scopes,
+    /// `access.anonymous_loopback`: scopes anonymous requests get from a
+    /// loopback address besides.
+    pub anonymous_loopback: crate::access::Scopes,
+    /// `access.cors_origins`: origins whose pages may call the API.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Access {
+    /// Nothing anonymous beyond loopback; everything on loopback.
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            anonymous: crate::access::Scopes::NONE,
+            anonymous_loopback: crate::access::Scopes::ALL,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// One `[[access.token]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessToken {
+    /// For logs and metric labels: 1–32 of `A-Z a-z 0-9 . _ -`, unique.
+    pub name: String,
+    /// Where the secret is.
+    pub secret: TokenSecret,
+    /// What it may do.
+    pub scopes: crate::access::Scopes,
+    /// `read_groups`: only devices of these groups; `None`: every device.
+    pub read_groups: Option<Vec<String>>,
+    /// `write_devices`: only devices matching these; `None`: every device.
+    pub write_devices: Option<Vec<crate::access::DevicePattern>>,
+}
+
+/// Where a token's secret is: never in the config in plain text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSecret {
+    /// `hash = "sha256:…"`: its digest.
+    Hash(crate::access::Digest),
+    /// `file = "/path"`: a file holding it, not readable by every user,
+    /// read at start and on SIGHUP.
+    File(PathBuf),
+    /// `credential = "name"`: a systemd credential (`LoadCredential=`), read
+    /// from `$CREDENTIALS_DIRECTORY` at start and on SIGHUP.
+    Credential(String),
 }
 
 /// `[map]`: the depot screen's base map and view; by default none (fences,
@@ -228,6 +286,18 @@ pub struct Feed {
     /// Snapshot responses (`/api/devices`, `/api/geofences`, SSE resets)
     /// being built or sent at once; beyond, `503`.
     pub max_snapshots: usize,
+    /// `tls_cert` and `tls_key`: serve HTTPS only, with this certificate
+    /// chain and key (PEM); re-read on SIGHUP.
+    pub tls: Option<ServerCert>,
+}
+
+/// The HTTPS server's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerCert {
+    /// The certificate chain, the server's own first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Feed {
@@ -242,6 +312,7 @@ impl Default for Feed {
             body_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             max_snapshots: 16,
+            tls: None,
         }
     }
 }
@@ -566,12 +637,23 @@ impl Topic {
 pub struct Http {
     /// Accept `POST /api/fixes` and the OsmAnd protocol.
     pub enabled: bool,
-    /// A token every device may use (`Authorization: Bearer` or `?token=`).
+    /// Deprecated (use `[[access.token]]`): a token every device may use
+    /// (`Authorization: Bearer` or `?token=`); a write token for every device
+    /// but those of `tokens`, and while it is set anonymous requests may not
+    /// post, from loopback either.
     pub token: Option<String>,
-    /// `[http.tokens]`: device → its own token; such a device must use it.
+    /// Deprecated (use `[[access.token]]` with `write_devices`): `[http.tokens]`,
+    /// device → its own token; such a device must use it.
     pub tokens: std::collections::BTreeMap<DeviceId, String>,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Requests per client address to the intake, sustained; `None`: no limit.
+    pub rate_limit: Option<crate::access::rate::Rate>,
+    /// Requests per client address the intake takes at once beyond the rate.
+    pub rate_burst: u32,
+    /// Client addresses the rate limit leaves alone (by default loopback:
+    /// local relays and the simulator).
+    pub rate_limit_exempt: Vec<crate::access::rate::Net>,
 }
 
 impl Default for Http {
@@ -581,6 +663,9 @@ impl Default for Http {
             token: None,
             tokens: Default::default(),
             max_body: 1024 * 1024,
+            rate_limit: Some(crate::access::rate::Rate { per_second: 50.0 }),
+            rate_burst: 100,
+            rate_limit_exempt: crate::access::rate::Net::loopback(),
         }
     }
 }

@@ -26,6 +26,8 @@ type Span = Range<usize>;
 /// A value of the parsed document with its span.
 type Value<'i> = Spanned<DeValue<'i>>;
 
+#[path = "read_access.rs"]
+mod access;
 #[path = "read_geofence.rs"]
 mod fences;
 #[path = "read_ingest.rs"]
@@ -39,7 +41,7 @@ mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter", "uplink", "geofence", "map", "group",
+    "devices", "filter", "uplink", "geofence", "map", "group", "access",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
@@ -53,6 +55,8 @@ const FEED_KEYS: &[&str] = &[
     "body_timeout",
     "stall_timeout",
     "max_snapshots",
+    "tls_cert",
+    "tls_key",
 ];
 const LOG_KEYS: &[&str] = &["level"];
 const SERIAL_KEYS: &[&str] = &[
@@ -97,6 +101,7 @@ pub(super) fn read_in(
         serial_paths: Vec::new(),
         demo_vehicles: None,
         demo_via_mqtt: None,
+        anonymous_span: None,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(source);
     if !syntax_errors.is_empty() {
@@ -112,6 +117,7 @@ pub(super) fn read_in(
     reader.check_unique_devices();
     reader.check_unique_serial_paths();
     reader.check_demo_broker(&config);
+    reader.check_anonymous_writes(&config.access, &config.http);
     if reader.problems.is_empty() {
         Ok(config)
     } else {
@@ -135,6 +141,8 @@ struct Reader<'s> {
     demo_via_mqtt: Option<Span>,
     /// `$CREDENTIALS_DIRECTORY`, where `*_credential` secrets are read.
     credentials: Option<PathBuf>,
+    /// Where `access.anonymous` is written, for the `http.token` cross-check.
+    anonymous_span: Option<Span>,
 }
 
 /// One table being read, and how messages name it.
@@ -288,6 +296,11 @@ impl<'s> Reader<'s> {
                                 config.groups.push(rule);
                             }
                         }
+                    }
+                }
+                "access" => {
+                    if let Some(s) = self.table("access", value, access::ACCESS_KEYS) {
+                        config.access = self.access(&s);
                     }
                 }
                 other => self.report(
@@ -455,6 +468,7 @@ impl<'s> Reader<'s> {
         if let Some((d, _)) = self.duration(s, "body_timeout", timeout.clone()) {
             feed.body_timeout = d;
         }
+        feed.tls = self.feed_tls(s);
         if let Some((d, _)) = self.duration(s, "stall_timeout", timeout) {
             feed.stall_timeout = d;
         }

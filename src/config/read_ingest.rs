@@ -60,7 +60,15 @@ pub(super) fn mqtt_keys() -> Vec<&'static str> {
 }
 
 const TOPIC_KEYS: &[&str] = &["pattern", "device", "format", "group"];
-pub(super) const HTTP_KEYS: &[&str] = &["enabled", "token", "tokens", "max_body"];
+pub(super) const HTTP_KEYS: &[&str] = &[
+    "enabled",
+    "token",
+    "tokens",
+    "max_body",
+    "rate_limit",
+    "rate_burst",
+    "rate_limit_exempt",
+];
 pub(super) const DEVICES_KEYS: &[&str] = &["offline_after", "max_devices"];
 
 impl Reader<'_> {
@@ -450,6 +458,7 @@ impl Reader<'_> {
         if let Some(n) = self.integer(s, "max_body", 1024..=64 * 1024 * 1024) {
             http.max_body = n;
         }
+        self.http_rate(s, &mut http);
         http
     }
 

@@ -18,8 +18,26 @@ fn an_empty_file_is_every_default() {
 
 #[test]
 fn the_shipped_configs_are_valid() {
-    let installed = parse(include_str!("../../config/fixgate.toml"), "fixgate.toml")
+    let mut installed = parse(include_str!("../../config/fixgate.toml"), "fixgate.toml")
         .unwrap_or_else(|e| panic!("{e}"));
+    // Its tokens are the package's own (systemd credentials it generated);
+    // everything else is at its default.
+    let tokens = std::mem::take(&mut installed.access.tokens);
+    let secrets: Vec<_> = tokens
+        .iter()
+        .map(|t| (t.name.as_str(), &t.secret))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("read", &TokenSecret::Credential("read.token".into())),
+            ("write", &TokenSecret::Credential("write.token".into())),
+        ]
+    );
+    assert!(
+        installed.access.anonymous.is_empty(),
+        "nothing anonymous beyond loopback"
+    );
     assert_eq!(
         installed,
         Config::default(),
@@ -807,4 +825,149 @@ fn mqtt_login_mistakes_are_named_without_the_secret() {
         let all = found.join("\n");
         assert!(!all.contains("tiny-pw"), "{all}");
     }
+}
+
+#[test]
+fn access_tokens_tls_and_rate_limits_are_read() {
+    let hash = crate::access::Digest::of("a-token-for-screens");
+    let config = parse(
+        &format!(
+            r#"
+[feed]
+tls_cert = "/etc/fixgate/cert.pem"
+tls_key = "/etc/fixgate/key.pem"
+[http]
+rate_limit = "600/m"
+rate_burst = 20
+rate_limit_exempt = ["10.0.0.0/8", "192.0.2.7"]
+[access]
+anonymous = ["read"]
+anonymous_loopback = ["read", "metrics"]
+cors_origins = ["https://screens.example", "http://10.1.2.3:8000"]
+[[access.token]]
+name = "screens"
+hash = "{hash}"
+scopes = ["read"]
+read_groups = ["buses", "trams"]
+[[access.token]]
+name = "buses"
+file = "/etc/fixgate/tokens/buses.token"
+scopes = ["write", "read"]
+write_devices = ["bus-*", "van-?"]
+[[access.token]]
+name = "prometheus"
+credential = "metrics.token"
+scopes = ["metrics"]
+"#
+        ),
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    use crate::access::{Scope, Scopes};
+    let tls = config.feed.tls.expect("tls");
+    assert_eq!(tls.cert, PathBuf::from("/etc/fixgate/cert.pem"));
+    assert_eq!(config.http.rate_limit.map(|r| r.per_second), Some(10.0));
+    assert_eq!(config.http.rate_burst, 20);
+    assert_eq!(config.http.rate_limit_exempt.len(), 2);
+    let a = &config.access;
+    assert_eq!(a.anonymous, Scopes::NONE.with(Scope::Read));
+    assert_eq!(
+        a.anonymous_loopback,
+        Scopes::NONE.with(Scope::Read).with(Scope::Metrics)
+    );
+    assert_eq!(a.cors_origins.len(), 2);
+    assert_eq!(a.tokens.len(), 3);
+    assert_eq!(a.tokens[0].secret, TokenSecret::Hash(hash));
+    assert_eq!(
+        a.tokens[0].read_groups.as_deref(),
+        Some(&["buses".to_owned(), "trams".to_owned()][..])
+    );
+    assert_eq!(
+        a.tokens[1].secret,
+        TokenSecret::File(PathBuf::from("/etc/fixgate/tokens/buses.token"))
+    );
+    let patterns = a.tokens[1].write_devices.as_ref().expect("patterns");
+    assert!(patterns[0].matches("bus-1") && patterns[1].matches("van-3"));
+    assert_eq!(
+        a.tokens[2].secret,
+        TokenSecret::Credential("metrics.token".into())
+    );
+    // Booleans for the loopback opt-out, and false for no rate limit.
+    let config = parse(
+        "[access]\nanonymous_loopback = false\n[http]\nrate_limit = false\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.access.anonymous_loopback.is_empty());
+    assert_eq!(config.http.rate_limit, None);
+}
+
+#[test]
+fn access_problems_name_the_key_and_never_echo_a_secret() {
+    let found = problems(
+        r#"[access]
+anonymous = ["read", "admin"]
+cors_origins = ["https://screens.example/", "*"]
+[[access.token]]
+name = "bad name!"
+hash = "my-plain-secret-pasted-here"
+scopes = ["read"]
+[[access.token]]
+name = "twice"
+hash = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+file = "/x"
+scopes = ["read"]
+[[access.token]]
+name = "twice"
+file = "relative.token"
+scopes = []
+[[access.token]]
+name = "limits"
+credential = "a/b"
+scopes = ["metrics"]
+read_groups = ["buses"]
+write_devices = ["bus/*"]
+[[access.token]]
+name = "nosecret"
+scopes = ["read"]
+[feed]
+tls_cert = "/c.pem"
+[http]
+token = "long-enough-shared"
+rate_limit = "fast"
+rate_limit_exempt = ["10.0.0.0/40"]
+"#,
+    );
+    let all = found.join("\n");
+    assert!(!all.contains("my-plain-secret"), "{all}");
+    assert_eq!(
+        found,
+        [
+            r#"t.toml:2:22: `access.anonymous` "admin" is no scope; use "read", "write" or "metrics""#,
+            r#"t.toml:3:17: `access.cors_origins` "https://screens.example/": an origin has a host and an optional port, no path, wildcard or slash"#,
+            r#"t.toml:3:45: `access.cors_origins` "*": an origin is scheme://host[:port], e.g. "https://screens.example""#,
+            r#"t.toml:5:8: `access.token.name` "bad name!" must be 1 to 32 of A-Z a-z 0-9 . _ - (it labels metrics and log lines)"#,
+            r#"t.toml:6:8: `access.token.hash` must be "sha256:" followed by 64 hex digits (`fixgate token` prints one)"#,
+            r#"t.toml:11:8: [[access.token]] takes one of `hash`, `file` and `credential`, not `hash` and `file`"#,
+            r#"t.toml:14:8: duplicate token name "twice"; first used at line 9, column 8"#,
+            r#"t.toml:15:8: `access.token.file` must be an absolute path (the service's working directory is /)"#,
+            r#"t.toml:16:10: `access.token.scopes` must name at least one scope"#,
+            r#"t.toml:19:14: `access.token.credential` "a/b" must be a credential name (a file name, as in LoadCredential=NAME:PATH)"#,
+            r#"t.toml:21:15: `access.token.read_groups` limits the "read" scope, which this token does not have"#,
+            r#"t.toml:22:17: `access.token.write_devices` limits the "write" scope, which this token does not have"#,
+            r#"t.toml:22:18: `access.token.write_devices` "bus/*": '/' cannot be in a device id: use A-Z a-z 0-9 . _ : - and the wildcards * and ?"#,
+            r#"t.toml:23:1: [[access.token]] needs its secret: `hash = "sha256:…"` (from `fixgate token`), `file = "/path"` or `credential = "name"`"#,
+            r#"t.toml:27:12: `feed.tls_cert` and `feed.tls_key` go together: set both for HTTPS, or neither"#,
+            r#"t.toml:30:14: `http.rate_limit` must be a rate like "50/s", "600/m" or "1000/h", or false, not "fast""#,
+            r#"t.toml:31:22: `http.rate_limit_exempt` "10.0.0.0/40": /40 is not a prefix length from 0 to 32 (write an address or a range like "10.0.0.0/8")"#,
+        ]
+    );
+    let writes =
+        problems("[access]\nanonymous = [\"write\"]\n[http]\ntoken = \"long-enough-shared\"\n");
+    assert_eq!(
+        writes,
+        [
+            "t.toml:2:13: `access.anonymous` opens writes to everyone, but `http.token` asks a token of every device: remove one of them"
+        ]
+    );
 }

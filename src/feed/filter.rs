@@ -5,6 +5,7 @@
 //! against.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -85,6 +86,10 @@ pub struct Filter {
     pub bbox: Option<Bbox>,
     /// Coalescing interval of positions, per device.
     pub max_rate: Option<Duration>,
+    /// The groups the client's token may read, when it may read only some
+    /// (see [`crate::access::Grant::may_read_group`]): a device in another
+    /// group or in none is never shown, whatever else the filter says.
+    pub read_groups: Option<Arc<[String]>>,
 }
 
 impl Default for Filter {
@@ -95,6 +100,7 @@ impl Default for Filter {
             types: Types::ALL,
             bbox: None,
             max_rate: None,
+            read_groups: None,
         }
     }
 }
@@ -231,6 +237,11 @@ impl Filter {
                 (Some(bbox), Some((lon, lat))) => bbox.contains(lon, lat),
                 _ => true,
             }
+            && self.read_groups.as_ref().is_none_or(|allowed| {
+                facts
+                    .group
+                    .is_some_and(|g| allowed.iter().any(|a| a == g.as_str()))
+            })
     }
 
     /// Whether this filter lets everything through (the common case, which

@@ -445,12 +445,23 @@ fn refuse(status: StatusCode, reason: &'static str, detail: String) -> Response 
 /// Serves `GET /api/history`.
 pub async fn history(
     State(state): State<FeedState>,
+    grant: Option<axum::Extension<crate::access::Grant>>,
     Query(query): Query<HistoryQuery>,
 ) -> Response {
     let request = match Request::parse(&query, Utc::now()) {
         Ok(request) => request,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, "bad_request", why),
     };
+    if let Some(grant) = grant.as_deref() {
+        let group = state.groups.of(&request.device);
+        if !grant.may_read_group(group.as_ref().map(|g| g.as_str())) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "out_of_scope",
+                format!("this token may not read device {}", request.device),
+            );
+        }
+    }
     let Ok(permit) = state.history.clone().try_acquire_owned() else {
         let mut response = refuse(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,6 +2,7 @@
 //!
 //! Every handler is a reader of the store; none of them touches the pipeline.
 
+pub mod access;
 pub mod body;
 pub mod clients;
 pub mod coalesce;
@@ -13,6 +14,7 @@ pub mod ring;
 pub mod server;
 pub mod snapshot;
 pub mod sse;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -133,8 +135,13 @@ impl FeedState {
 
     /// A request's filter, checked against what the feed knows: a group
     /// that is neither configured nor seen names nothing.
-    pub fn filter(&self, query: &filter::FilterQuery) -> Result<filter::Filter, String> {
-        let parsed = filter::parse(query)?;
+    pub fn filter(
+        &self,
+        query: &filter::FilterQuery,
+        grant: Option<&crate::access::Grant>,
+    ) -> Result<filter::Filter, String> {
+        let mut parsed = filter::parse(query)?;
+        parsed.read_groups = grant.and_then(|g| g.read_groups()).map(Arc::from);
         if let Some(group) = &parsed.group {
             if !self.groups.knows(group) {
                 return Err(format!(
@@ -197,6 +204,7 @@ fn busy() -> Response {
 /// gap. One shared snapshot per head (see [`snapshot`]).
 async fn devices(
     State(state): State<FeedState>,
+    grant: Option<axum::Extension<crate::access::Grant>>,
     axum::extract::Query(query): axum::extract::Query<filter::FilterQuery>,
 ) -> Response {
     if query.types.is_some() || query.max_rate.is_some() {
@@ -205,7 +213,7 @@ async fn devices(
             "`types` and `max_rate` apply to /events only".into(),
         );
     }
-    let filter = match state.filter(&query) {
+    let filter = match state.filter(&query, grant.as_deref()) {
         Ok(filter) => filter,
         Err(why) => return sse::bad_request("bad_filter", why),
     };

@@ -73,6 +73,7 @@ pub fn bad_request(reason: &'static str, detail: String) -> Response {
 pub async fn events(
     State(state): State<FeedState>,
     conn: Option<Extension<Conn>>,
+    grant: Option<Extension<crate::access::Grant>>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
@@ -92,7 +93,7 @@ pub async fn events(
             }
         },
     };
-    let filter = match state.filter(&query.filter) {
+    let filter = match state.filter(&query.filter, grant.as_deref()) {
         Ok(filter) => filter,
         Err(why) => return bad_request("bad_filter", why),
     };

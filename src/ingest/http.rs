@@ -7,22 +7,30 @@
 //! drop them (a duplicate, or `too_many_devices`), counted in
 //! `fixgate_fixes_dropped_total{source="http"}`. Only the writer knows, fix
 //! by fix, which devices are tracked; answering that here would race it.
+//!
+//! Who may post is decided per device here, from the [`Grant`] the access
+//! layer in front put into the request ([`crate::feed::access`]): a request
+//! with a fix for a device its grant does not cover is refused whole, `401`
+//! (`no_token`, `bad_token`, `malformed_token`) or `403` (`out_of_scope`),
+//! and counted for that device.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::intake::{Rejects, deliver, same_secret};
+use super::intake::{Rejects, deliver};
 use super::payload::{self, Format, Limits, Parsed, PayloadError, Reported};
+use crate::access::{self, Denial, Grant, Presented, Scope};
 use crate::config::Http;
+use crate::feed::access::Refused;
+use crate::feed::conn::Conn;
 use crate::fix::{DeviceClass, DeviceId, Observed, Position, SourceKind};
 use crate::log_limit::{OUTSIDE_CHARS, outside};
 
@@ -33,19 +41,29 @@ pub struct HttpIntake {
     /// after shutdown has dropped the daemon's sender.
     tx: mpsc::WeakSender<Observed>,
     rejects: Arc<Rejects>,
-    shared_token: Option<Arc<str>>,
-    tokens: Arc<BTreeMap<DeviceId, String>>,
+    /// For a token in an OsmAnd form body, which the access layer in front
+    /// cannot see (it does not read bodies).
+    policy: access::Shared,
     limits: Limits,
 }
 
+/// Who a request is, as the access layer found it (see
+/// [`crate::feed::access`]): a grant, or why its token was refused.
+type Access = Result<Grant, Denial>;
+
 impl HttpIntake {
-    /// Handlers for `config`, sending to `tx`.
-    pub fn new(config: &Http, tx: &mpsc::Sender<Observed>, rejects: Arc<Rejects>) -> Self {
+    /// Handlers for `config`, sending to `tx`; tokens are judged by the
+    /// access layer in front (with `policy` for tokens in form bodies).
+    pub fn new(
+        config: &Http,
+        tx: &mpsc::Sender<Observed>,
+        rejects: Arc<Rejects>,
+        policy: access::Shared,
+    ) -> Self {
         Self {
             tx: tx.downgrade(),
             rejects,
-            shared_token: config.token.as_deref().map(Arc::from),
-            tokens: Arc::new(config.tokens.clone()),
+            policy,
             limits: Limits {
                 max_bytes: config.max_body,
                 ..Limits::default()
@@ -61,27 +79,13 @@ impl HttpIntake {
             .with_state(self)
     }
 
-    /// Who may send for `device`: its own token if it has one, else the
-    /// shared token if one is set, else anyone.
-    fn authorise(&self, device: &DeviceId, token: Option<&str>) -> Result<(), &'static str> {
-        let expected = match self.tokens.get(device) {
-            Some(own) => Some(own.as_str()),
-            None => self.shared_token.as_deref(),
-        };
-        match (expected, token) {
-            (None, _) => Ok(()),
-            (Some(_), None) => Err("no_token"),
-            (Some(want), Some(got)) if same_secret(want.as_bytes(), got.as_bytes()) => Ok(()),
-            (Some(_), Some(_)) => Err("bad_token"),
-        }
-    }
-
-    /// The device of one reported fix, named in it or by its token.
-    fn device_of(&self, named: Option<&str>, token: Option<&str>) -> Result<DeviceId, Refusal> {
+    /// The device of one reported fix, named in it or by its token, and
+    /// whether the request may post for it.
+    fn device_of(&self, named: Option<&str>, who: &Access) -> Result<DeviceId, Refusal> {
         let named = match named {
             Some(name) => name.to_owned(),
-            // A device's own token names it.
-            None => match token.and_then(|t| self.device_with_token(t)) {
+            // A device's own (deprecated) token names it.
+            None => match who.as_ref().ok().and_then(Grant::own_device) {
                 Some(device) => device.to_string(),
                 None => {
                     return Err(Refusal::new(
@@ -104,34 +108,42 @@ impl HttpIntake {
                 ),
             )
         })?;
-        self.authorise(&device, token).map_err(|reason| {
-            Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                reason,
-                Some(device.clone()),
-                format!("request for device {device} refused: {reason}"),
-            )
-        })?;
+        let denial = match who {
+            Err(denial) => Some(*denial),
+            Ok(grant) if grant.may_write_device(&device) => None,
+            // Anonymous and not allowed: a token would help.
+            Ok(grant) if grant.is_anonymous() => Some(Denial::NoToken),
+            // Reserved to its own deprecated token: any other token is the
+            // wrong one, as it always was.
+            Ok(grant) if grant.is_reserved(&device) => Some(Denial::BadToken),
+            Ok(_) => Some(Denial::OutOfScope),
+        };
+        if let Some(denial) = denial {
+            crate::feed::access::count_denial(Scope::Write, denial);
+            let status = if denial.unauthorized() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            let detail = match denial {
+                Denial::MalformedToken(why) => {
+                    format!("request for device {device} refused: malformed token: {why}")
+                }
+                Denial::OutOfScope => format!(
+                    "request for device {device} refused: the token may not post for this device"
+                ),
+                other => format!("request for device {device} refused: {}", other.reason()),
+            };
+            return Err(Refusal::new(status, denial.reason(), Some(device), detail));
+        }
         Ok(device)
     }
 
-    fn device_with_token(&self, token: &str) -> Option<&DeviceId> {
-        self.tokens
-            .iter()
-            .find(|(_, t)| same_secret(t.as_bytes(), token.as_bytes()))
-            .map(|(d, _)| d)
-    }
-
     /// Checks every fix's device first, so a request is taken whole or not at all.
-    async fn accept(
-        &self,
-        class: DeviceClass,
-        reported: Vec<Reported>,
-        token: Option<&str>,
-    ) -> Response {
+    async fn accept(&self, class: DeviceClass, reported: Vec<Reported>, who: &Access) -> Response {
         let mut batch = Vec::with_capacity(reported.len());
         for r in reported {
-            match self.device_of(r.device.as_deref(), token) {
+            match self.device_of(r.device.as_deref(), who) {
                 Ok(device) => batch.push((device, r.fix)),
                 Err(refusal) => return self.refuse(refusal),
             }
@@ -203,7 +215,14 @@ impl HttpIntake {
         self.rejects
             .reject(SourceKind::Http, device, r.reason, &r.detail);
         let body = serde_json::json!({ "error": r.reason, "detail": r.detail });
-        (r.status, axum::Json(body)).into_response()
+        let mut response = (r.status, axum::Json(body)).into_response();
+        if r.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"fixgate\""),
+            );
+        }
+        response
     }
 }
 
@@ -239,21 +258,29 @@ impl Refusal {
     }
 }
 
+/// Who the access layer in front says the request is; without that layer
+/// (a router assembled without it), nobody.
+fn who(grant: Option<Extension<Grant>>, refused: Option<Extension<Refused>>) -> Access {
+    match (grant, refused) {
+        (Some(Extension(grant)), _) => Ok(grant),
+        (None, Some(Extension(Refused(denial)))) => Err(denial),
+        (None, None) => Err(Denial::NoToken),
+    }
+}
+
 async fn fixes(
     State(intake): State<HttpIntake>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    grant: Option<Extension<Grant>>,
+    refused: Option<Extension<Refused>>,
     body: Body,
 ) -> Response {
-    let token = token(&headers, query.as_deref());
+    let who = who(grant, refused);
     let bytes = match intake.read_body(body).await {
         Ok(bytes) => bytes,
         Err(refused) => return refused,
     };
     match payload::parse(&bytes, Format::Json, &intake.limits, Utc::now()) {
-        Ok(Parsed::Fixes(class, reported)) => {
-            intake.accept(class, reported, token.as_deref()).await
-        }
+        Ok(Parsed::Fixes(class, reported)) => intake.accept(class, reported, &who).await,
         Ok(_) => intake.refuse(Refusal::new(
             StatusCode::BAD_REQUEST,
             "unknown_format",
@@ -266,10 +293,13 @@ async fn fixes(
 
 async fn osmand(
     State(intake): State<HttpIntake>,
+    grant: Option<Extension<Grant>>,
+    refused: Option<Extension<Refused>>,
+    conn: Option<Extension<Conn>>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut who = who(grant, refused);
     // Traccar Client sends the fields in the query; some senders post them
     // as a form body instead.
     let mut text = query.unwrap_or_default();
@@ -286,16 +316,26 @@ async fn osmand(
                 "the form body is not UTF-8".into(),
             ));
         };
+        // A token in the form body: the access layer saw none (it reads no
+        // bodies), so the request came through as anonymous.
+        if who.as_ref().is_ok_and(Grant::is_anonymous) {
+            if let Some(found) = form_token(form) {
+                let peer = conn.map(|Extension(c)| c.peer);
+                who = match &found {
+                    Ok(token) => intake.policy.current().grant(Presented::Token(token), peer),
+                    Err(why) => Err(Denial::MalformedToken(why)),
+                };
+            }
+        }
         if !text.is_empty() {
             text.push('&');
         }
         text.push_str(form);
     }
-    let token = token(&headers, Some(&text));
     match payload::parse_osmand(&text, Utc::now()) {
         Ok(Some(reported)) => {
             intake
-                .accept(DeviceClass::OsmAnd, vec![reported], token.as_deref())
+                .accept(DeviceClass::OsmAnd, vec![reported], &who)
                 .await
         }
         // The tracker says it has no fix (`valid=false`): answered as taken,
@@ -313,21 +353,15 @@ async fn osmand(
     }
 }
 
-/// The token from `Authorization: Bearer …`, else from `token=` in the query.
-fn token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        // The scheme name is case-insensitive (RFC 9110).
-        if let Some((scheme, t)) = value.to_str().ok().and_then(|v| v.split_once(' ')) {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return Some(t.trim().to_owned());
-            }
-        }
-    }
-    // Clients encode a base64 token's `+`, `/` and `=` in a URL.
-    query?
+/// The token of an OsmAnd form body (`token=` or `access_token=`), URL-decoded.
+fn form_token(form: &str) -> Option<Result<String, &'static str>> {
+    let (_, value) = form
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "token")
-        .and_then(|(_, v)| payload::form_decode(v).ok())
-        .map(|v| v.into_owned())
+        .find(|(k, _)| *k == "access_token" || *k == "token")?;
+    Some(
+        payload::form_decode(value)
+            .map(|v| v.into_owned())
+            .map_err(|_| "bad percent-escape in the token parameter"),
+    )
 }
