@@ -768,10 +768,10 @@ fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: E
     }
 }
 
-/// Geofence state that cannot be read leaves devices without zones rather
-/// than failing the whole snapshot: after a write error (a full disk) sled
-/// may refuse reads of pages it no longer holds, and the positions it still
-/// serves matter more than the zones.
+/// Geofence state (or a group) that cannot be read leaves devices without
+/// zones rather than failing the whole snapshot: after a write error (a full
+/// disk) sled may refuse reads of pages it no longer holds, and the positions
+/// it still serves matter more than the zones.
 fn zones_unreadable(err: &sled::Error) {
     metrics::counter!("fixgate_store_errors_total", "op" => "zones").increment(1);
     tracing::debug!("store: devices' geofence state not read: {err}");
@@ -1175,8 +1175,15 @@ impl Reader {
             }
         }
         for item in self.db.scan_prefix([GROUP]) {
-            let (key, value) = item?;
-            merge_group(&mut states, &key, &value);
+            match item {
+                Ok((key, value)) => merge_group(&mut states, &key, &value),
+                // As for the zones: positions matter more than groups, which
+                // are learned again at each device's next report.
+                Err(err) => {
+                    zones_unreadable(&err);
+                    break;
+                }
+            }
         }
         Ok(states.into_values().collect())
     }
@@ -1198,8 +1205,10 @@ impl Reader {
             Err(err) => zones_unreadable(&err),
         }
         let key = state_key(GROUP, device);
-        if let Some(value) = self.db.get(&key)? {
-            merge_group(&mut states, &key, &value);
+        match self.db.get(&key) {
+            Ok(Some(value)) => merge_group(&mut states, &key, &value),
+            Ok(None) => {}
+            Err(err) => zones_unreadable(&err),
         }
         Ok(states.into_values().next())
     }
