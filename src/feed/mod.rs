@@ -1,7 +1,9 @@
-//! The local HTTP feed for depot screens: SSE, a snapshot, health and metrics.
+//! The local HTTP feed for depot screens: SSE, a snapshot, health and
+//! metrics, and the depot screen itself ([`assets`]).
 //!
 //! Every handler is a reader of the store; none of them touches the pipeline.
 
+pub mod assets;
 pub mod body;
 pub mod clients;
 pub mod conn;
@@ -115,6 +117,10 @@ pub fn router(state: FeedState) -> Router {
         .route("/api/geofences", get(geofences))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        // The depot screen. An online tile URL's origin (the `[map]`
+        // section) goes into `PageOptions` so the page's CSP lets its
+        // images in.
+        .merge(assets::routes(assets::PageOptions::default()))
         .with_state(state)
 }
 
