@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests drive as real peers. Later issues add brokers and
-# browsers here; each test says plainly when a peer it needs is missing.
-packages=(gpsd-clients mosquitto mosquitto-clients openssl)
+# System packages the tests drive as real peers; each test says plainly when
+# a peer it needs is missing. chromium is the depot screen's browser (the
+# tests drive Debian's build headless; nothing downloads a browser), with a
+# font for its text.
+packages=(gpsd-clients mosquitto mosquitto-clients openssl chromium fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,6 +28,13 @@ if ! python3 -c 'import shapely' 2>/dev/null; then
     echo "installing: shapely (python3 -m pip)"
     python3 -m pip install --quiet shapely
 fi
+
+# The browser tests' driver: playwright-core, at the version and integrity
+# locked in tests/browser/package-lock.json, from the npm registry. It only
+# drives /usr/bin/chromium (tests/common/browser.rs); `npx playwright
+# install` is never run.
+echo "installing: playwright-core (npm ci in tests/browser)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 # The ARM build and its unit tests under qemu are the longest step and need
 # nothing from the others, so they start now, at the lowest CPU priority,
