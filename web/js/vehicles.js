@@ -59,6 +59,7 @@ export class VehicleLayer {
     this.visible = 0;
     this.individual = 0;
     this.firstMarkerAt = 0;
+    this.sprites = new Map();
     this.theme = { text: '#111827', halo: 'rgba(255,255,255,0.85)', outline: '#ffffff' };
 
     const canvas = document.createElement('canvas');
@@ -80,6 +81,7 @@ export class VehicleLayer {
 
   setTheme(theme) {
     this.theme = theme;
+    this.sprites = new Map(); // the outline colour changed
     this.request(true);
   }
 
@@ -93,6 +95,7 @@ export class VehicleLayer {
     this.canvas.style.width = `${size.x}px`;
     this.canvas.style.height = `${size.y}px`;
     this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    this.sprites = new Map(); // drawn for the old pixel ratio
   }
 
   /** The least time between two redraws for data alone, by fleet size. */
@@ -276,47 +279,63 @@ export class VehicleLayer {
     }
   }
 
+  /**
+   * The marker of a state and heading as a small pre-drawn image: a dot in
+   * the state's colour with an outline and, when the heading is known, a
+   * nose pointing that way (36 headings, 10 degrees apart). One drawImage a
+   * vehicle is far cheaper than stroking one path of thousands of arcs,
+   * which in software rendering costs tens of milliseconds.
+   */
+  sprite(state, course) {
+    const bucket = Number.isFinite(course) && state !== 'offline'
+      ? Math.round((((course % 360) + 360) % 360) / 10) % 36
+      : -1;
+    const key = `${state}:${bucket}`;
+    let sprite = this.sprites.get(key);
+    if (sprite) return sprite;
+    const dpr = window.devicePixelRatio || 1;
+    const r = this.kiosk ? 8 : 6;
+    const half = Math.ceil(r * 2.4 + 2); // room for the nose and the outline
+    const canvas = document.createElement('canvas');
+    canvas.width = Math.ceil(half * 2 * dpr);
+    canvas.height = canvas.width;
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, half * dpr, half * dpr);
+    ctx.fillStyle = COLOURS[state];
+    if (bucket >= 0) {
+      // A nose from the dot towards the heading: with its base as wide as
+      // the dot, dot and nose read as one teardrop pointing the way.
+      const a = (bucket * 10 * Math.PI) / 180;
+      const sin = Math.sin(a);
+      const cos = -Math.cos(a);
+      ctx.beginPath();
+      ctx.moveTo(sin * r * 2.4, cos * r * 2.4);
+      ctx.lineTo(-cos * r, sin * r);
+      ctx.lineTo(cos * r, -sin * r);
+      ctx.closePath();
+      ctx.fill();
+    }
+    ctx.beginPath();
+    ctx.arc(0, 0, r, 0, Math.PI * 2);
+    ctx.fill();
+    ctx.lineWidth = 1.5;
+    ctx.strokeStyle = this.theme.outline;
+    ctx.stroke();
+    sprite = { canvas, half };
+    this.sprites.set(key, sprite);
+    return sprite;
+  }
+
   drawMarkers(devices, frame) {
     const { ctx } = this;
-    const r = this.kiosk ? 8 : 6;
+    // Moving vehicles last, on top.
     for (const state of STATES) {
-      // Heading arrows first, under the dots.
-      ctx.beginPath();
-      let arrows = false;
-      for (const d of devices) {
-        if (d.state !== state || !Number.isFinite(d.course) || state === 'offline') continue;
-        const a = (d.course * Math.PI) / 180;
-        const sin = Math.sin(a);
-        const cos = -Math.cos(a);
-        // A nose from the dot towards the heading: with its base as wide as
-        // the dot, dot and nose read as one teardrop pointing the way.
-        const tip = r * 2.4;
-        const side = r;
-        ctx.moveTo(d.x + sin * tip, d.y + cos * tip);
-        ctx.lineTo(d.x - cos * side, d.y + sin * side);
-        ctx.lineTo(d.x + cos * side, d.y - sin * side);
-        ctx.closePath();
-        arrows = true;
-      }
-      if (arrows) {
-        ctx.fillStyle = COLOURS[state];
-        ctx.fill();
-      }
-      ctx.beginPath();
-      let any = false;
       for (const d of devices) {
         if (d.state !== state) continue;
-        ctx.moveTo(d.x + r, d.y);
-        ctx.arc(d.x, d.y, r, 0, Math.PI * 2);
+        const { canvas, half } = this.sprite(state, d.course);
+        // Whole pixels: no resampling of the image.
+        ctx.drawImage(canvas, Math.round(d.x - half), Math.round(d.y - half), half * 2, half * 2);
         d.drawnFrame = frame;
-        any = true;
-      }
-      if (any) {
-        ctx.fillStyle = COLOURS[state];
-        ctx.fill();
-        ctx.lineWidth = 1.5;
-        ctx.strokeStyle = this.theme.outline;
-        ctx.stroke();
       }
     }
   }
