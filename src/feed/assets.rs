@@ -210,8 +210,27 @@ pub fn content_security_policy(tile_origin: Option<&str>) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct PageOptions {
     /// The origin (`https://host[:port]`) of an online tile URL template, the
-    /// one other place the page may load images from.
+    /// one other place the page may load images from (see [`origin_of`]).
     pub tile_origin: Option<String>,
+}
+
+/// The origin (`scheme://host[:port]`) of an `http`/`https` URL such as a
+/// tile URL template (`https://tile.example.org/{z}/{x}/{y}.png`), for the
+/// page's CSP; `None` for anything else. The host may hold only the
+/// characters of a host name, an IPv6 literal or a port, so nothing taken
+/// from the configuration can add a directive to the header.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if host.is_empty() || host.contains('@') || !host.chars().all(allowed) {
+        return None;
+    }
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
 /// The depot screen's routes: `GET /` and `GET /assets/<version>/<path>`
@@ -433,6 +452,33 @@ mod tests {
         assert!(!with("br"));
         assert!(!with("*, gzip;q=0"));
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_origin_of_a_tile_url_is_taken_safely() {
+        assert_eq!(
+            origin_of("https://Tile.Example.org/{z}/{x}/{y}.png").as_deref(),
+            Some("https://tile.example.org")
+        );
+        assert_eq!(
+            origin_of("http://10.0.0.5:8081/tiles/{z}/{x}/{y}.png?key=1").as_deref(),
+            Some("http://10.0.0.5:8081")
+        );
+        assert_eq!(
+            origin_of("https://[::1]:9000/{z}/{x}/{y}").as_deref(),
+            Some("https://[::1]:9000")
+        );
+        for bad in [
+            "/tiles/{z}/{x}/{y}.png",
+            "ftp://host/x",
+            "https://",
+            "https://a b/",
+            "https://host;script-src */",
+            "https://user@host/",
+            "https://{s}.tile.example.org/{z}/{x}/{y}.png",
+        ] {
+            assert_eq!(origin_of(bad), None, "{bad}");
+        }
     }
 
     #[test]
