@@ -330,12 +330,18 @@ async function main() {
       errors,
       cspViolations: violations,
     };
+    // Frame timing, while it is measured (`?stats` or meter.start()).
+    const r = meter.running ? meter.result(600) : null;
+    if (r && r.frames) {
+      values.frameMedianMs = r.median_ms.toFixed(1);
+      values.fpsMean = r.fps_mean.toFixed(1);
+      values.framesDropped = r.dropped;
+    }
     for (const [key, value] of Object.entries(values)) {
       const text = String(value);
       if (body.dataset[key] !== text) body.dataset[key] = text;
     }
-    if (!statsBox.hidden) {
-      const r = meter.result();
+    if (!statsBox.hidden && r) {
       statsBox.textContent = r.frames
         ? `${r.fps_median.toFixed(0)} fps · frame ${r.median_ms.toFixed(1)} ms · draw ${draw.median.toFixed(1)} ms · ${fleet.devices.size} devices`
         : 'measuring…';

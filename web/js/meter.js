@@ -38,8 +38,10 @@ export class FrameMeter {
     const tick = (t) => {
       if (!this.running) return;
       if (this.last) {
-        // Bounded: a day at 60 fps would be 5 million entries.
-        if (this.intervals.length < 100000) this.intervals.push(t - this.last);
+        // Bounded: a day at 60 fps would be 5 million entries; past the
+        // bound the oldest half goes.
+        if (this.intervals.length >= 100000) this.intervals.splice(0, 50000);
+        this.intervals.push(t - this.last);
       }
       this.last = t;
       requestAnimationFrame(tick);
@@ -57,16 +59,19 @@ export class FrameMeter {
    * as round(interval / refresh) frames, all but one of them dropped, where
    * the refresh interval is the shortest 5th percentile seen.
    */
-  result() {
-    const n = this.intervals.length;
-    const elapsed = performance.now() - this.started;
+  result(last = 0) {
+    // `last`: only the newest intervals (the on-screen figures, read twice a
+    // second, must not sort a long run's every frame each time).
+    const intervals = last > 0 ? this.intervals.slice(-last) : this.intervals;
+    const n = intervals.length;
+    const elapsed = last > 0 ? intervals.reduce((a, b) => a + b, 0) : performance.now() - this.started;
     if (n === 0) return { frames: 0, elapsed_ms: elapsed };
-    const sorted = [...this.intervals].sort((a, b) => a - b);
+    const sorted = [...intervals].sort((a, b) => a - b);
     const median = sorted[Math.floor(n / 2)];
     const p95 = sorted[Math.min(n - 1, Math.floor(n * 0.95))];
     const refresh = Math.max(1, sorted[Math.floor(n * 0.05)]);
     let dropped = 0;
-    for (const dt of this.intervals) dropped += Math.max(0, Math.round(dt / refresh) - 1);
+    for (const dt of intervals) dropped += Math.max(0, Math.round(dt / refresh) - 1);
     return {
       frames: n,
       elapsed_ms: elapsed,
