@@ -480,6 +480,73 @@ fn across_a_daemon_restart_the_page_resumes_by_last_event_id_and_counts_every_fi
 }
 
 #[test]
+fn when_the_store_is_replaced_the_page_takes_the_reset_and_reloads_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = Daemon::write_config(dir.path(), "", "");
+    let daemon = Daemon::spawn(dir.path(), config.clone(), port);
+    let Some(mut browser) = Browser::start(port) else {
+        return;
+    };
+    browser.open("/", 1280, 800);
+    browser.must("document.body.dataset.connection === 'live'", WAIT);
+    let now = Utc::now();
+    post(
+        port,
+        &[fix("old-1", now, 0.0, 0.0), fix("old-2", now, 50.0, 0.0)],
+    );
+    browser.must("Number(document.body.dataset.devices) === 2", WAIT);
+
+    // The same gateway comes back on another, empty store (a replaced SD
+    // card): the page's last id means nothing there.
+    assert!(daemon.terminate().success());
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &dir.path().join("store").display().to_string(),
+        &other.join("store").display().to_string(),
+    );
+    let other_config = other.join("fixgate.toml");
+    std::fs::write(&other_config, text).unwrap();
+    let daemon = Daemon::spawn(&other, other_config, port);
+    post(port, &[fix("new-1", Utc::now(), 100.0, 0.0)]);
+    browser.must(
+        "Number(document.body.dataset.resets) >= 1",
+        Duration::from_secs(30),
+    );
+    // The snapshot replaces the devices: the old store's are gone.
+    browser.must(
+        "Number(document.body.dataset.devices) === 1 && window.fixgateScreen.fleet.devices.has('new-1')",
+        WAIT,
+    );
+    browser.must("document.body.dataset.connection === 'live'", WAIT);
+    browser.must(
+        "document.querySelector('.device-row[data-device=\"old-1\"]') === null",
+        WAIT,
+    );
+    // And the live feed goes on from the new store.
+    let before = browser.number("positionsReceived");
+    post(
+        port,
+        &[fix(
+            "new-1",
+            Utc::now() + chrono::Duration::seconds(1),
+            110.0,
+            10.0,
+        )],
+    );
+    browser.must(
+        &format!(
+            "Number(document.body.dataset.positionsReceived) === {}",
+            before + 1.0
+        ),
+        WAIT,
+    );
+    let state = browser.dataset();
+    assert_eq!(state["duplicates"], "0", "{state}");
+    assert_eq!(state["lastEventId"], daemon.head().to_string(), "{state}");
+}
+
+#[test]
 fn a_stalled_stream_is_reopened_and_a_refused_one_is_retried_with_back_off() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), "");
