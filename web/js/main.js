@@ -62,7 +62,10 @@ function themeColours() {
 async function mapConfig() {
   try {
     const response = await fetch('/api/map', { cache: 'no-store' });
-    if (response.ok) return await response.json();
+    if (response.ok) {
+      const body = await response.json();
+      if (body && typeof body === 'object' && !Array.isArray(body)) return body;
+    }
   } catch {
     // defaults below
   }
