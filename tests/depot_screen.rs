@@ -405,6 +405,62 @@ fn a_posted_fix_is_on_the_map_within_a_second_and_a_drive_through_a_fence_is_in_
 }
 
 #[test]
+fn a_fence_name_with_markup_is_shown_as_text_everywhere() {
+    // Fence names (and their properties) are free text from a file anyone
+    // with access to the gateway's configuration may have written.
+    let name = r#"<img src=x onerror="document.body.dataset.pwned=1"><b>Yard</b>"#;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &format!(
+            "[geofence]\n\n[[geofence.fence]]\nid = \"yard\"\nname = '{name}'\ncircle = {{ lat = 52.0, lon = 5.0, radius_m = 100 }}\n"
+        ),
+    );
+    let Some(mut browser) = Browser::start(daemon.port) else {
+        return;
+    };
+    browser.open("/", 1280, 800);
+    browser.must(
+        "document.body.dataset.fences === '1' && document.body.dataset.connection === 'live'",
+        WAIT,
+    );
+    let t0 = Utc::now() - chrono::Duration::seconds(40);
+    let drive: Vec<Value> = (0..=30)
+        .map(|i| {
+            fix(
+                "bus-x",
+                t0 + chrono::Duration::seconds(i),
+                -300.0 + 10.0 * i as f64,
+                10.0,
+            )
+        })
+        .collect();
+    post(daemon.port, &drive);
+    browser.must(
+        "document.querySelector('#log li[data-kind=\"enter\"]') !== null",
+        WAIT,
+    );
+    browser.must(
+        "(document.querySelector('.device-row[data-device=\"bus-x\"] .c-zones')?.textContent ?? '') !== ''",
+        WAIT,
+    );
+    let shown = browser.eval(
+        "({label: document.querySelector('.fence-name')?.textContent, \
+          log: document.querySelector('#log li[data-kind=\"enter\"] .log-text')?.textContent, \
+          zones: document.querySelector('.device-row[data-device=\"bus-x\"] .c-zones')?.textContent, \
+          images: document.querySelectorAll('img').length, bold: document.querySelectorAll('b').length, \
+          pwned: document.body.dataset.pwned ?? null})",
+    );
+    assert_eq!(shown["label"], name, "{shown}");
+    assert_eq!(shown["log"], format!("entered {name}"), "{shown}");
+    assert_eq!(shown["zones"], name, "{shown}");
+    assert_eq!(shown["images"], 0, "{shown}");
+    assert_eq!(shown["bold"], 0, "{shown}");
+    assert_eq!(shown["pwned"], Value::Null, "{shown}");
+    assert_eq!(browser.dataset()["cspViolations"], "0");
+}
+
+#[test]
 fn across_a_daemon_restart_the_page_resumes_by_last_event_id_and_counts_every_fix_once() {
     let dir = tempfile::tempdir().unwrap();
     let (config, port) = Daemon::write_config(dir.path(), "", "");
