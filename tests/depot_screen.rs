@@ -603,7 +603,7 @@ fn when_the_store_is_replaced_the_page_takes_the_reset_and_reloads_the_snapshot(
 }
 
 #[test]
-fn a_stalled_stream_is_reopened_and_a_refused_one_is_retried_with_back_off() {
+fn a_stalled_stream_is_reopened_and_refused_snapshots_and_streams_are_retried_with_back_off() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), "");
     let Some(mut browser) = Browser::start(daemon.port) else {
@@ -614,17 +614,20 @@ fn a_stalled_stream_is_reopened_and_a_refused_one_is_retried_with_back_off() {
     let proxy = browser.cmd(json!({"cmd": "proxy", "target": daemon.port}));
     let proxy_port = proxy["port"].as_u64().expect("proxy port");
     browser.origin = format!("http://127.0.0.1:{proxy_port}");
-    // Refused three times (503, as a full feed answers): EventSource alone
+    // The snapshot refused twice (503, as a busy `/api/devices` answers),
+    // then the stream three times (as a full feed would): EventSource alone
     // would give up at the first.
-    browser.cmd(json!({"cmd": "proxy_refuse", "n": 3}));
+    browser.cmd(json!({"cmd": "proxy_refuse", "path": "/api/devices", "n": 2}));
+    browser.cmd(json!({"cmd": "proxy_refuse", "path": "/events", "n": 3}));
     browser.open("/?stuck=2", 1280, 800);
     browser.must(
         "document.body.dataset.connection === 'live'",
         Duration::from_secs(30),
     );
     let stats = browser.cmd(json!({"cmd": "proxy_stats"}));
-    assert_eq!(stats["refused"], 3, "{stats}");
+    assert_eq!(stats["refused"], 5, "{stats}");
     assert!(browser.number("reconnects") >= 3.0);
+    assert_eq!(browser.number("refused"), 2.0);
     let t0 = Utc::now() - chrono::Duration::seconds(100);
     post(daemon.port, &[fix("tram-1", t0, 0.0, 0.0)]);
     browser.must(

@@ -17,7 +17,8 @@
 //   proxy {target}                   an HTTP proxy to 127.0.0.1:target here; {port}
 //   proxy_freeze                     the proxy stops passing on the /events streams
 //                                    open now (their sockets stay open: a stall)
-//   proxy_refuse {n}                 the proxy answers the next n /events requests 503
+//   proxy_refuse {path, n}           the proxy answers the next n requests for paths
+//                                    starting with `path` (default /events) 503
 //   proxy_stats                      what the proxy did
 //   close                            end the browser
 //
@@ -131,19 +132,19 @@ async function metrics() {
 // The proxy: the page's origin in the tests of stalls and refusals, which a
 // healthy daemon does not produce on demand.
 let proxy = null;
-const proxyState = { streams: [], refuse: 0, events_requests: 0, refused: 0, frozen: 0 };
+const proxyState = { streams: [], refuse: new Map(), events_requests: 0, refused: 0, frozen: 0 };
 
 function startProxy(target) {
   return new Promise((resolve) => {
     proxy = http.createServer((req, res) => {
       const isEvents = req.url.startsWith('/events');
-      if (isEvents) {
-        proxyState.events_requests += 1;
-        if (proxyState.refuse > 0) {
-          proxyState.refuse -= 1;
+      if (isEvents) proxyState.events_requests += 1;
+      for (const [prefix, left] of proxyState.refuse) {
+        if (left > 0 && req.url.startsWith(prefix)) {
+          proxyState.refuse.set(prefix, left - 1);
           proxyState.refused += 1;
           res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1' });
-          res.end('full\n');
+          res.end('busy\n');
           return;
         }
       }
@@ -229,7 +230,7 @@ async function run(command) {
       }
       return null;
     case 'proxy_refuse':
-      proxyState.refuse = command.n;
+      proxyState.refuse.set(command.path || '/events', command.n);
       return null;
     case 'proxy_stats':
       return { events_requests: proxyState.events_requests, refused: proxyState.refused, frozen: proxyState.frozen };
