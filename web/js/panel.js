@@ -99,7 +99,13 @@ export class DeviceList {
       const row = this.rows[i];
       const item = this.items[first + i];
       if (i >= needed || !item) {
-        row.hidden = true;
+        // A spare row names no device: a device that is gone must not
+        // linger in the DOM, hidden or not.
+        if (!row.hidden) {
+          row.hidden = true;
+          delete row.dataset.device;
+          delete row.dataset.state;
+        }
         continue;
       }
       row.hidden = false;
