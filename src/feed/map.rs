@@ -42,10 +42,7 @@ impl MapInfo {
     /// The one origin other than the gateway's that the page may reach: an
     /// online tile server (for the page's Content-Security-Policy).
     pub fn tile_origin(&self) -> Option<String> {
-        let url = self.map.tile_url.as_deref()?;
-        let (scheme, rest) = url.split_once("://")?;
-        let host = rest.split('/').next()?;
-        Some(format!("{scheme}://{host}"))
+        super::assets::origin_of(self.map.tile_url.as_deref()?)
     }
 
     /// `/api/map`'s body.

@@ -1,8 +1,10 @@
-//! The local HTTP feed for depot screens: SSE, a snapshot, health and metrics.
+//! The local HTTP feed for depot screens: SSE, a snapshot, health and
+//! metrics, and the depot screen itself ([`assets`]).
 //!
 //! Every handler is a reader of the store; none of them touches the pipeline.
 
 pub mod access;
+pub mod assets;
 pub mod body;
 pub mod clients;
 pub mod coalesce;
@@ -173,6 +175,9 @@ impl FeedState {
 
 /// The feed's routes.
 pub fn router(state: FeedState) -> Router {
+    let page = assets::PageOptions {
+        tile_origin: state.map.tile_origin(),
+    };
     Router::new()
         .route("/events", get(sse::events))
         .route("/api/devices", get(devices))
@@ -182,6 +187,10 @@ pub fn router(state: FeedState) -> Router {
         .route("/tiles/{name}", get(map::tiles))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        // The depot screen. An online tile URL's origin (the `[map]`
+        // section) goes into `PageOptions` so the page's CSP lets its
+        // images in.
+        .merge(assets::routes(page))
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 //! on a config of the test's own, and a real HTTP/SSE client over a socket.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod netns;
 pub mod raw_mqtt;
 pub mod receiver;
