@@ -206,7 +206,7 @@ for t in "${tests[@]}"; do
     for crate in std core alloc; do
         std_opt+=(--config "profile.arm-test.package.$crate.opt-level=2")
     done
-    debian_cargo test --locked --lib --profile arm-test -Zbuild-std --target "$triple" "${std_opt[@]}"
+    debian_cargo test --locked --lib -p fixgate -p fixgate-wire --profile arm-test -Zbuild-std --target "$triple" "${std_opt[@]}"
     summary+=("unit tests $triple: passed in $(since "$start") (build and run)")
 done
 

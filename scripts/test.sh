@@ -65,15 +65,15 @@ arm_pid=$!
 trap 'kill -- -"$arm_pid" 2>/dev/null || true' EXIT
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The tests of every binary side by side under cargo-nextest (on the CI
 # machines; plain cargo test, one binary after another, where it is missing).
 # The two conformance tests run next, uncaptured, so they are left out here.
 conformance='binary(nmea_conformance) | binary(geofence_conformance)'
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --lib --bins --tests --locked --no-fail-fast -E "not ($conformance)"
+    cargo nextest run --workspace --lib --bins --tests --locked --no-fail-fast -E "not ($conformance)"
 else
-    cargo test --lib --bins --tests --locked
+    cargo test --workspace --lib --bins --tests --locked
 fi
 # The benches' own self-checks (harness = false: plain cargo test runs them).
 cargo test --benches --locked
@@ -84,7 +84,7 @@ cargo test --locked --test nmea_conformance -- --nocapture
 # and the default hysteresis).
 cargo test --locked --test geofence_conformance -- --nocapture
 # Doc tests and the benches' own assertions are cheap; run them too.
-cargo test --doc --locked
+cargo test --workspace --doc --locked
 # The systemd unit: verify clean, security exposure at most 1.5.
 scripts/check-unit.sh
 # The ARM build started above: the library's unit tests (the pure core: NMEA

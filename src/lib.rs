@@ -25,14 +25,13 @@ pub mod mqtt_client;
 pub mod pattern;
 pub mod pipeline;
 pub mod presence;
-pub mod receive;
 pub mod reload;
 pub mod secret;
-pub mod signal;
 pub mod sim;
 pub mod status;
 pub mod store;
 pub mod systemd;
-pub mod tls;
 pub mod uplink;
-pub mod wire;
+
+pub use fixgate_support::{signal, tls};
+pub use fixgate_wire as wire;

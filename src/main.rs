@@ -1,7 +1,6 @@
 //! The `fixgate` command: the daemon and its tools.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,13 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use fixgate::config;
-use fixgate::receive::mqtt::TlsSource;
-use fixgate::receive::{HttpSource, MqttSource, ReceiveOptions, Source};
 use fixgate::sim::publish::{
     Connections, HttpFormat, HttpTarget, MqttFormat, MqttTarget, SimulateOptions, Target,
 };
 use fixgate::sim::schedule::Outage;
-use fixgate::tls::ClientCert;
 
 /// GPS gateway: NMEA receivers to a durable store and a live SSE feed.
 #[derive(Debug, Parser)]
@@ -51,15 +47,6 @@ enum Command {
     /// acknowledged (QoS 1 PUBACK or HTTP 2xx), failed (refused, errors, or
     /// unacknowledged after a 5 s grace), bad payloads and the publish rate.
     Simulate(Box<SimulateArgs>),
-    /// Receive upstream batches over MQTT or HTTP, as the cloud would: every
-    /// record once as a JSON line on stdout.
-    ///
-    /// Each line is the event's JSON plus `event`, `seq`, `gateway`, `batch`
-    /// and `kind`. On stderr, one JSON line each: `gap` (numbers no batch has
-    /// accounted for yet), `gap_filled`, `error` (a refused batch) and, on
-    /// SIGINT or SIGTERM, `summary`. A batch is acknowledged only once its
-    /// lines are flushed.
-    Receive(Box<ReceiveArgs>),
     /// Encode JSON Lines (from `fixgate nmea` or `fixgate decode`) as
     /// length-delimited upstream batches on stdout.
     Encode {
@@ -221,7 +208,7 @@ struct SimulateArgs {
     stats: bool,
 }
 
-/// MQTT credentials, for `simulate` and `receive` alike.
+/// MQTT credentials for `simulate`.
 #[derive(Debug, clap::Args)]
 struct MqttLogin {
     /// MQTT user name.
@@ -286,101 +273,6 @@ impl SimulateArgs {
     }
 }
 
-/// Options of `fixgate receive`.
-#[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["mqtt", "http"]))]
-struct ReceiveArgs {
-    /// Subscribe to batches on this MQTT broker (QoS 1, persistent session).
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, help_heading = "Source")]
-    mqtt: Option<(String, u16)>,
-    /// Take batches as HTTP POSTs on this address (port 0: any free port, printed on stderr).
-    #[arg(long, value_name = "ADDR", help_heading = "Source")]
-    http: Option<SocketAddr>,
-
-    /// The subscription filter.
-    #[arg(
-        long,
-        value_name = "FILTER",
-        default_value = "fixgate/+/batches",
-        conflicts_with = "http",
-        help_heading = "MQTT"
-    )]
-    topic: String,
-    /// The client id, under which the broker keeps the session (and queues
-    /// batches while the receiver is down).
-    #[arg(
-        long,
-        value_name = "ID",
-        default_value = "fixgate-receive",
-        conflicts_with = "http",
-        help_heading = "MQTT"
-    )]
-    client_id: String,
-    #[command(flatten)]
-    login: MqttLogin,
-    /// Connect to the broker with TLS (the system's CA roots unless --ca-file).
-    #[arg(long, conflicts_with = "http", help_heading = "MQTT")]
-    tls: bool,
-    /// Trust the CA certificates in this PEM file.
-    #[arg(long, value_name = "PATH", value_parser = readable_file, requires = "tls", help_heading = "MQTT")]
-    ca_file: Option<PathBuf>,
-    /// Present this client certificate (PEM), with --key.
-    #[arg(long, value_name = "PATH", value_parser = readable_file, requires_all = ["tls", "key"], help_heading = "MQTT")]
-    cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, value_name = "PATH", value_parser = readable_file, requires = "cert", help_heading = "MQTT")]
-    key: Option<PathBuf>,
-
-    /// The path batches are POSTed to.
-    #[arg(long, value_name = "PATH", default_value = "/batches", value_parser = parse_route, conflicts_with = "mqtt", help_heading = "HTTP")]
-    path: String,
-
-    /// Also print the summary line this often (e.g. 10s, 1m).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    summary_every: Option<Duration>,
-}
-
-impl ReceiveArgs {
-    fn into_options(self) -> anyhow::Result<ReceiveOptions> {
-        let source = match (self.http, self.mqtt) {
-            (Some(listen), _) => Source::Http(HttpSource {
-                listen,
-                path: self.path,
-            }),
-            (None, None) => anyhow::bail!("--mqtt or --http is required"),
-            (None, Some((host, port))) => {
-                let client = match (self.cert, self.key) {
-                    (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
-                    _ => None,
-                };
-                Source::Mqtt(MqttSource {
-                    host,
-                    port,
-                    topic: self.topic,
-                    client_id: self.client_id,
-                    credentials: self
-                        .login
-                        .username
-                        .map(|user| (user, self.login.password.unwrap_or_default())),
-                    tls: self.tls.then_some(TlsSource {
-                        ca_file: self.ca_file,
-                        client,
-                    }),
-                })
-            }
-        };
-        Ok(ReceiveOptions {
-            source,
-            summary_every: self.summary_every,
-        })
-    }
-}
-
-/// An HTTP route: a plain absolute path.
-fn parse_route(s: &str) -> Result<String, String> {
-    fixgate::receive::http::check_path(s).map(|()| s.to_owned())
-}
-
 /// `host:port`, `[v6]:port`.
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     let (host, port) = s
@@ -437,7 +329,6 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => return check_config(&path),
         Command::Nmea { input } => nmea(input.as_deref()),
         Command::Simulate(args) => simulate(*args),
-        Command::Receive(args) => receive(*args),
         Command::Encode {
             input,
             gateway,
@@ -656,18 +547,4 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     println!("simulate: {summary}");
     Ok(())
-}
-
-fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
-    let options = args.into_options()?;
-    fixgate::logging::init("info").context("log level (RUST_LOG)")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fixgate-receive")
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(fixgate::receive::run(options));
-    // An output thread stuck on a full pipe must not hold the exit up.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
 }

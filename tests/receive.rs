@@ -1,4 +1,4 @@
-//! `fixgate receive` with real parts: batches built with the library's own
+//! `fixgate-receive` (the cloud crate's receiver) with real parts: batches built with the library's own
 //! encoder, published by Debian's `mosquitto_pub` through Debian's
 //! `mosquitto`, or POSTed over HTTP; the real binary's stdout and stderr
 //! are what is asserted.
@@ -67,8 +67,7 @@ struct Receiver {
 impl Receiver {
     /// Starts `fixgate receive ARGS`; with `drain`, stdout is read as it comes.
     fn spawn(args: &[&str], drain: bool) -> Receiver {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fixgate"))
-            .arg("receive")
+        let mut child = Command::new(common::receive_bin())
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

@@ -31,6 +31,25 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// The cloud crate's `fixgate-receive`, built beside this test (a
+/// workspace build: `cargo nextest run --workspace`, as scripts/test.sh
+/// runs, builds it; so does `cargo build -p fixgate-cloud`).
+pub fn receive_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/fixgate-receive
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("fixgate-receive"))
+        .expect("the test's directory");
+    assert!(
+        bin.exists(),
+        "{} is not built: run the tests across the workspace (cargo nextest run --workspace) or cargo build -p fixgate-cloud",
+        bin.display()
+    );
+    bin
+}
+
 /// A free loopback port (bound and released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

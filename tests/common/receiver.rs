@@ -1,4 +1,4 @@
-//! `fixgate receive` run as a child process, for tests and benches that
+//! `fixgate-receive` (the cloud crate's receiver) run as a child process, for tests and benches that
 //! check what arrived upstream.
 
 use std::io::{BufRead, BufReader};
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{free_port, wait_port};
 
-/// `fixgate receive` as a child process; its stdout lines collected as JSON.
+/// `fixgate-receive` as a child process; its stdout lines collected as JSON.
 pub struct Receiver {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
@@ -43,15 +43,12 @@ impl Receiver {
 
     pub fn spawn(dir: &Path, args: &[&str]) -> Receiver {
         let stderr = dir.join(format!("receive-{}.log", free_port()));
-        let mut child = Command::new(
-            std::env::var("TMP_RECEIVE_BIN").unwrap_or(env!("CARGO_BIN_EXE_fixgate").into()),
-        )
-        .arg("receive")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).expect("receive log"))
-        .spawn()
-        .expect("start fixgate receive");
+        let mut child = Command::new(super::receive_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("receive log"))
+            .spawn()
+            .expect("start fixgate-receive");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = lines.clone();

@@ -2,7 +2,7 @@
 //!
 //! One place for the scales and ranges, so the encoder, the decoder and
 //! `docs/wire-format.md` agree. A value outside a range is never clamped:
-//! [`WireFix::try_from_fix`] names it, so that [`crate::wire::Batch::check`]
+//! [`WireFix::try_from_fix`] names it, so that [`crate::Batch::check`]
 //! refuses the batch before it is sent, and the decoder refuses it on the way
 //! out (only a damaged batch holds one). The gateway never gets that far:
 //! what [`crate::fix::Fix::validate`] takes in lies well within these
@@ -88,7 +88,7 @@ fn units(v: f64, per_unit: f64, (min, max): (i64, i64)) -> Option<i64> {
 }
 
 /// [`units`] for a value already known to fit. One that does not is a bug
-/// of the caller ([`crate::wire::Batch::check`] refuses it): a debug build
+/// of the caller ([`crate::Batch::check`] refuses it): a debug build
 /// stops there; a release build clamps, as the wire cannot carry it.
 fn scaled(v: f64, per_unit: f64, (min, max): (i64, i64), name: &str) -> i64 {
     units(v, per_unit, (min, max)).unwrap_or_else(|| {
@@ -125,7 +125,7 @@ impl WireFix {
     }
 
     /// The fix in wire units, for a fix [`Self::try_from_fix`] takes (every
-    /// fix of a batch that passed [`crate::wire::Batch::check`]); see
+    /// fix of a batch that passed [`crate::Batch::check`]); see
     /// [`scaled`] for one it would not.
     pub fn from_fix(fix: &Fix) -> Self {
         match Self::try_from_fix(fix) {

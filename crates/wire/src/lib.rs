@@ -1,13 +1,16 @@
-//! The upstream batch codec: what the gateway sends to the cloud.
+//! The upstream batch codec: what the gateway sends to the cloud, and the
+//! values it carries ([`fix`]: fixes, devices, events).
 //!
 //! Pure: no async runtime, no database, no I/O beyond `std::io` streams, so
-//! that a cloud service can link this module (with [`crate::fix`]) and
-//! nothing else. `docs/wire-format.md` specifies the bytes for decoders in
-//! other languages; in short: a version byte, a postcard header, then a zlib
-//! stream of the records in columns, each fix as scaled integers predicted
-//! from the same device's previous values.
+//! that a cloud service can link this crate and nothing else (`cargo tree -p
+//! fixgate-wire` shows no async runtime and no database). `wire-format.md` beside this
+//! crate specifies the bytes for decoders in other languages; in short: a
+//! version byte, a postcard header, then a zlib stream of the records in
+//! columns, each fix as scaled integers predicted from the same device's
+//! previous values.
 
 mod body;
+pub mod fix;
 mod header;
 pub mod json;
 mod predict;
