@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fixgate::fix::{Event, FenceId, Position};
-use fixgate::geofence::{Fence, FenceSet, Options, Outline, Rules, Shape, Tracker};
+use fixgate::pipeline::geofence::{Fence, FenceSet, Options, Outline, Rules, Shape, Tracker};
 use geo::{LineString, MultiPolygon, Polygon};
 
 /// Vertices per fence.
@@ -92,7 +92,7 @@ fn pipeline(count: usize, fixes: &[Position]) -> (f64, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("fences.geojson");
     let set = FenceSet::new(scatter(count, 7)).expect("unique ids");
-    let geojson = fixgate::geofence::geojson_out::feature_collection(&set);
+    let geojson = fixgate::pipeline::geofence::geojson_out::feature_collection(&set);
     std::fs::write(&file, geojson.to_string()).expect("write fences");
     let daemon = common::Daemon::start(
         dir.path(),

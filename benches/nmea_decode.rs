@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fixgate::ingest::nmea::{Decoder, DecoderOptions};
+use fixgate::sources::nmea::{Decoder, DecoderOptions};
 
 fn data_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("FIXGATE_GPSD_TESTDATA") {

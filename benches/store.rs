@@ -161,7 +161,7 @@ fn main() {
 /// `/api/history`'s work for one vehicle of the fleet (a tenth of the
 /// store): the scan of the whole store, then the GeoJSON and GPX documents.
 fn history(store: &Store, total: usize) {
-    use fixgate::feed::history::{Format, Request, encode, scan};
+    use fixgate::readers::feed::history::{Format, Request, encode, scan};
     let from = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 23, 6, 0, 0)
         .single()
         .expect("time");
@@ -171,7 +171,7 @@ fn history(store: &Store, total: usize) {
             from,
             to: from + chrono::Duration::days(30),
             format,
-            limit: fixgate::feed::history::MAX_LIMIT,
+            limit: fixgate::readers::feed::history::MAX_LIMIT,
         };
         let started = Instant::now();
         let selection = match scan(&store.reader(), &request) {

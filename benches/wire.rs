@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fixgate::fix::{DeviceId, Event, Position, Record};
-use fixgate::ingest::nmea::{Decoder, DecoderOptions};
+use fixgate::sources::nmea::{Decoder, DecoderOptions};
 use fixgate::wire::{self, Batch, BatchKind};
 
 /// Removes or holds some of a fix's values.

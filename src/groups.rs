@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::fix::{DeviceId, GroupId};
-use crate::pattern::Glob;
+use crate::util::pattern::Glob;
 
 /// A configured group: a name and the device ids it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,37 +1,26 @@
 //! fixgate: a GPS gateway daemon.
 //!
-//! One straight pipeline: sources decode bytes into [`fix::Fix`] values and send
-//! them down one bounded channel; a single writer validates and appends them to
-//! the [`store`], the only durable point; readers (the SSE [`feed`], later the
-//! uplink) catch up from the store by sequence number.
+//! One straight pipeline, and the tree shows it: [`sources`] decode bytes
+//! into [`fix`] values and send them down one bounded channel; the single
+//! writer in [`pipeline`] runs its checks (filters, presence, geofences) and
+//! appends to the [`store`], the only durable point; [`readers`] (the SSE
+//! feed and snapshot, the uplink) catch up from the store by sequence
+//! number. [`daemon`] wires them and holds the operations around them
+//! (systemd, health, status, reload, logging). Low down, used by all:
+//! [`fix`], [`groups`], [`access`], [`config`] and [`util`]. The wire codec
+//! and the fix values live in the `fixgate-wire` crate, re-exported here.
 
 pub mod access;
-pub mod backoff;
 pub mod config;
 pub mod daemon;
-pub mod fd_limit;
-pub mod feed;
-pub mod fence_watch;
-pub mod filter;
 pub mod fix;
-pub mod geofence;
 pub mod groups;
-pub mod health;
-pub mod ingest;
-pub mod labels;
-pub mod log_limit;
-pub mod logging;
-pub mod mqtt_client;
-pub mod pattern;
 pub mod pipeline;
-pub mod presence;
-pub mod reload;
-pub mod secret;
+pub mod readers;
 pub mod sim;
-pub mod status;
+pub mod sources;
 pub mod store;
-pub mod systemd;
-pub mod uplink;
+pub mod util;
 
 pub use fixgate_support::{signal, tls};
 pub use fixgate_wire as wire;

@@ -358,8 +358,8 @@ fn main() -> ExitCode {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let output =
-        fixgate::logging::init(&config.log.level).context("log level (log.level or RUST_LOG)")?;
+    let output = fixgate::daemon::logging::init(&config.log.level)
+        .context("log level (log.level or RUST_LOG)")?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -417,7 +417,7 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match fixgate::geofence::load_all(&config.geofence) {
+    match fixgate::pipeline::geofence::load_all(&config.geofence) {
         Ok(fences) => {
             let n = fences.len();
             let plural = if n == 1 { "" } else { "s" };
@@ -501,7 +501,7 @@ fn unless_stdout_closed<E: Into<anyhow::Error>>(result: Result<(), E>) -> anyhow
 fn nmea(input: Option<&Path>) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     unless_stdout_closed(
-        fixgate::ingest::nmea::nmea_to_json_lines(open_input(input)?, &mut out)
+        fixgate::sources::nmea::nmea_to_json_lines(open_input(input)?, &mut out)
             .and_then(|_| out.flush()),
     )
 }
@@ -536,7 +536,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .error(clap::error::ErrorKind::ValueValidation, message)
             .exit();
     }
-    fixgate::logging::init("info").context("log level (RUST_LOG)")?;
+    fixgate::daemon::logging::init("info").context("log level (RUST_LOG)")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fixgate-sim")

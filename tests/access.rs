@@ -953,7 +953,7 @@ fn group_limited_readers_are_refused_on_device_routes_that_do_not_filter() {
         "/api/history?device=bus-1&from=2026-01-01T00:00:00Z",
     ] {
         let route = path.split('?').next().unwrap();
-        let filtered = fixgate::feed::access::GROUP_FILTERED.contains(&route);
+        let filtered = fixgate::readers::feed::access::GROUP_FILTERED.contains(&route);
         let status = if path == "/events" {
             SseClient::connect(daemon.port, &format!("?access_token={SCREEN}"), None).status
         } else {

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use fixgate::ingest::nmea::{Decoder, DecoderOptions, Outcome};
+use fixgate::sources::nmea::{Decoder, DecoderOptions, Outcome};
 
 const WEEK_MS: i64 = 7 * 86_400_000;
 const ROLLOVER_MS: i64 = 1024 * WEEK_MS;

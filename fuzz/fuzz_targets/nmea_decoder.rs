@@ -3,7 +3,7 @@
 //! emits must pass `Fix::validate`.
 #![no_main]
 
-use fixgate::ingest::nmea::{Decoder, DecoderOptions};
+use fixgate::sources::nmea::{Decoder, DecoderOptions};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,8 +5,8 @@
 #![no_main]
 
 use chrono::{TimeZone, Utc};
-use fixgate::ingest::payload::{Format, Limits, Parsed, parse, parse_osmand};
-use fixgate::ingest::topic::TopicPattern;
+use fixgate::sources::payload::{Format, Limits, Parsed, parse, parse_osmand};
+use fixgate::sources::topic::TopicPattern;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

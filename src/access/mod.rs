@@ -12,7 +12,7 @@
 //! message or response quotes one.
 //!
 //! The HTTP side (the middleware that classifies routes and inserts a
-//! [`Grant`] into each request) is [`crate::feed::access`].
+//! [`Grant`] into each request) is [`crate::readers::feed::access`].
 
 pub mod pattern;
 mod policy;

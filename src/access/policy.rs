@@ -262,7 +262,7 @@ impl Grant {
     /// not), true for a reader with `read_groups` only when `group` is one
     /// of them, so **a device in no group is visible only to unrestricted
     /// readers**; and false without the `read` scope. Until a route calls
-    /// it, [`crate::feed::access`] refuses group-limited readers there
+    /// it, [`crate::readers::feed::access`] refuses group-limited readers there
     /// (`403`), so nothing leaks in between.
     pub fn may_read_group(&self, group: Option<&str>) -> bool {
         if !self.has(Scope::Read) {

@@ -2,7 +2,7 @@
 //!
 //! Accepted: a comma-separated list of directives, each `LEVEL` or
 //! `TARGET=LEVEL`, where LEVEL is one of off, error, warn, info, debug, trace
-//! (any case) and TARGET a module path such as `fixgate::ingest`. This is a
+//! (any case) and TARGET a module path such as `fixgate::sources`. This is a
 //! strict subset of `EnvFilter`'s syntax (a test checks that it accepts every
 //! string this does). It is deliberately stricter: `EnvFilter` takes a lone
 //! word it does not know as a target name, so a misspelt `"inof"` would be
@@ -36,7 +36,7 @@ pub(super) fn check(filter: &str) -> Result<(), String> {
         if let Some(target) = target {
             if !is_module_path(target) {
                 return Err(format!(
-                    "{target:?} in {filter:?} is not a module path like \"fixgate::ingest\""
+                    "{target:?} in {filter:?} is not a module path like \"fixgate::sources\""
                 ));
             }
         }

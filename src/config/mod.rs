@@ -68,7 +68,7 @@ pub struct Config {
     /// `[devices]`: presence and limits.
     pub devices: Devices,
     /// `[filter]`: which fixes the pipeline drops.
-    pub filter: crate::filter::FilterOptions,
+    pub filter: crate::pipeline::filter::FilterOptions,
     /// `[uplink]`: batches upstream.
     pub uplink: Uplink,
     /// `[geofence]`: fences and how fixes are judged against them.
@@ -183,7 +183,7 @@ pub struct Gateway {
 /// `gateway.clock`: policy for using the system clock as a date source.
 ///
 /// A Raspberry Pi has no real-time clock, so until NTP has set it the system
-/// date is whatever the last shutdown left; see `crate::ingest::clock`.
+/// date is whatever the last shutdown left; see `crate::sources::clock`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClockTrust {
     /// `"auto"`: trust it while the kernel says it is synchronised.
@@ -320,7 +320,7 @@ impl Default for Feed {
 /// `[log]`: diagnostics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
-    /// A `tracing` `EnvFilter` directive list such as `info,fixgate::ingest=debug`;
+    /// A `tracing` `EnvFilter` directive list such as `info,fixgate::sources=debug`;
     /// `RUST_LOG` overrides it at run time.
     pub level: String,
 }
@@ -509,7 +509,7 @@ pub struct Embedded {
     pub logins: std::collections::BTreeMap<String, MqttLogin>,
     /// What anonymous clients may do (only without logins): publish for
     /// any device, subscribe within `mqtt.anonymous_subscribe`.
-    pub anonymous: crate::ingest::mqtt::scope::Scope,
+    pub anonymous: crate::sources::mqtt::scope::Scope,
     /// Most subscriptions at once, all connections together.
     pub max_subscriptions: usize,
     /// Most subscriptions at once of one connection.
@@ -525,7 +525,7 @@ impl Default for Embedded {
             max_inflight: 100,
             connection_timeout: Duration::from_secs(5),
             logins: Default::default(),
-            anonymous: crate::ingest::mqtt::scope::Scope::legacy(),
+            anonymous: crate::sources::mqtt::scope::Scope::legacy(),
             max_subscriptions: 1000,
             max_subscriptions_per_connection: 16,
         }
@@ -536,9 +536,9 @@ impl Default for Embedded {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttLogin {
     /// The password, kept as its digest only.
-    pub secret: crate::secret::SecretHash,
+    pub secret: crate::util::secret::SecretHash,
     /// What the login may publish and subscribe to.
-    pub scope: crate::ingest::mqtt::scope::Scope,
+    pub scope: crate::sources::mqtt::scope::Scope,
     /// Where it is configured.
     pub form: LoginForm,
 }
@@ -603,17 +603,17 @@ pub struct External {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topic {
     /// The pattern, e.g. `fleet/{fleet}/device/{device}/fix`.
-    pub pattern: crate::ingest::topic::TopicPattern,
+    pub pattern: crate::sources::topic::TopicPattern,
     /// How its payloads are read.
-    pub format: crate::ingest::payload::Format,
+    pub format: crate::sources::payload::Format,
 }
 
 impl Topic {
     /// Patterns used when the file names none: fixgate JSON (or NMEA) under
     /// `fleet/…`, and the OwnTracks apps' default topic.
     pub fn defaults() -> Vec<Topic> {
-        use crate::ingest::payload::Format;
-        use crate::ingest::topic::TopicPattern;
+        use crate::sources::payload::Format;
+        use crate::sources::topic::TopicPattern;
         let fleet = TopicPattern::parse("fleet/{fleet}/device/{device}/fix", None)
             .and_then(|p| p.with_group("{fleet}"))
             .expect("the default fleet pattern is valid");
@@ -727,13 +727,13 @@ impl Default for Uplink {
 /// `[geofence]`: the fences (from files and inline) and the hysteresis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Geofence {
-    /// GeoJSON fence files, read by [`crate::geofence::load_all`]; a relative
+    /// GeoJSON fence files, read by [`crate::pipeline::geofence::load_all`]; a relative
     /// path is relative to the working directory, like every path here.
     pub files: Vec<PathBuf>,
     /// `[[geofence.fence]]`: fences written in the configuration, checked.
-    pub fences: Vec<crate::geofence::Fence>,
+    pub fences: Vec<crate::pipeline::geofence::Fence>,
     /// How fixes are judged against the fences.
-    pub options: crate::geofence::Options,
+    pub options: crate::pipeline::geofence::Options,
     /// How often the files are checked for changes; zero: never.
     pub watch_interval: Duration,
 }
@@ -743,7 +743,7 @@ impl Default for Geofence {
         Self {
             files: Vec::new(),
             fences: Vec::new(),
-            options: crate::geofence::Options::default(),
+            options: crate::pipeline::geofence::Options::default(),
             watch_interval: Duration::from_secs(2),
         }
     }

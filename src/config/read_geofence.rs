@@ -11,9 +11,9 @@ use toml::de::{DeTable, DeValue};
 use super::{Reader, Section, Span, Value, a, number};
 use crate::config::Geofence;
 use crate::fix::FenceId;
-use crate::geofence::load::{self, MAX_DWELL, RESERVED_PROPERTIES};
-use crate::geofence::shape::{MAX_RADIUS_M, Outline, Shape};
-use crate::geofence::{Fence, Options};
+use crate::pipeline::geofence::load::{self, MAX_DWELL, RESERVED_PROPERTIES};
+use crate::pipeline::geofence::shape::{MAX_RADIUS_M, Outline, Shape};
+use crate::pipeline::geofence::{Fence, Options};
 
 pub(super) const GEOFENCE_KEYS: &[&str] = &[
     "files",

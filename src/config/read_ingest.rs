@@ -12,12 +12,12 @@ use super::{Reader, Section, Value, a};
 use crate::config::{
     Broker, Devices, Embedded, External, Http, LoginForm, Mqtt, MqttBroker, MqttLogin, Topic,
 };
-use crate::filter::FilterOptions;
 use crate::fix::DeviceId;
-use crate::ingest::mqtt::scope::{self, Scope};
-use crate::ingest::payload::Format;
-use crate::ingest::topic::TopicPattern;
-use crate::secret::{self, SecretHash};
+use crate::pipeline::filter::FilterOptions;
+use crate::sources::mqtt::scope::{self, Scope};
+use crate::sources::payload::Format;
+use crate::sources::topic::TopicPattern;
+use crate::util::secret::{self, SecretHash};
 
 /// Keys of `[mqtt]` whatever the broker.
 const MQTT_COMMON: &[&str] = &["broker", "max_payload", "topic"];

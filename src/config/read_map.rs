@@ -10,7 +10,7 @@ use super::{Reader, Section};
 use crate::config::Map;
 use crate::fix::GroupId;
 use crate::groups::GroupRule;
-use crate::pattern::Glob;
+use crate::util::pattern::Glob;
 
 /// The keys of each `[[group]]`.
 pub const GROUP_KEYS: &[&str] = &["name", "devices"];

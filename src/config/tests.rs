@@ -74,7 +74,7 @@ keepalive = "5s"
 retry = "1s"
 max_clients = 8
 [log]
-level = "warn,fixgate::ingest=debug"
+level = "warn,fixgate::sources=debug"
 [[serial]]
 device = "bus-1"
 path = "/dev/ttyUSB0"
@@ -114,7 +114,7 @@ rate_hz = 2
     assert_eq!(config.feed.keepalive, Duration::from_secs(5));
     assert_eq!(config.feed.retry, Duration::from_secs(1));
     assert_eq!(config.feed.max_clients, 8);
-    assert_eq!(config.log.level, "warn,fixgate::ingest=debug");
+    assert_eq!(config.log.level, "warn,fixgate::sources=debug");
     let serial = &config.serial[0];
     assert_eq!(
         (serial.device.as_str(), serial.baud, serial.silence_timeout),
@@ -217,7 +217,13 @@ fn misspelt_log_levels_are_refused() {
         found[0].contains("\"inof\" in \"inof\" is not a level"),
         "{found:?}"
     );
-    assert!(parse("[log]\nlevel = \"DEBUG,fixgate::feed=trace\"\n", "t.toml").is_ok());
+    assert!(
+        parse(
+            "[log]\nlevel = \"DEBUG,fixgate::readers::feed=trace\"\n",
+            "t.toml"
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -465,7 +471,7 @@ fn the_thinning_method_takes_only_its_own_parameter() {
 
 #[test]
 fn geofence_keys_and_inline_fences_are_read() {
-    use crate::geofence::Outline;
+    use crate::pipeline::geofence::Outline;
     let config = parse(
         r#"
 [geofence]
@@ -502,7 +508,7 @@ multipolygon = [[[[5.0, 52.0], [5.01, 52.0], [5.0, 52.01]]], [[[6.0, 52.0], [6.0
     );
     assert_eq!(
         g.options,
-        crate::geofence::Options {
+        crate::pipeline::geofence::Options {
             enter_fixes: 5,
             exit_margin_m: 0.0,
             hdop_error_m: 4.5,
@@ -654,7 +660,7 @@ fn embedded(config: &Config) -> &Embedded {
 
 #[test]
 fn mqtt_logins_carry_a_hashed_secret_and_a_scope() {
-    use crate::ingest::mqtt::scope::Publish;
+    use crate::sources::mqtt::scope::Publish;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dispatch.pw");
     std::fs::write(&file, "dispatch-secret\n").unwrap();

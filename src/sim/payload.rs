@@ -343,7 +343,7 @@ pub fn round_to(v: f64, scale: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::fix::FixMode;
-    use crate::ingest::nmea::{Decoder, DecoderOptions};
+    use crate::sources::nmea::{Decoder, DecoderOptions};
     use chrono::{DateTime, TimeZone, Utc};
 
     fn time() -> DateTime<Utc> {

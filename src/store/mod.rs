@@ -186,7 +186,7 @@ pub struct DeviceState {
     )]
     pub since: Option<DateTime<Utc>>,
     /// Its geofence state as the tracker stored it (see
-    /// [`crate::geofence::Zones`]); opaque to the store.
+    /// [`crate::pipeline::geofence::Zones`]); opaque to the store.
     #[serde(skip)]
     pub zones: Option<Vec<u8>>,
     /// The group it was last seen reporting under (see [`crate::groups`]).

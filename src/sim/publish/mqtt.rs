@@ -62,7 +62,7 @@ impl Connections {
             Sharing::PerDevice => devices.iter().map(DeviceId::as_str).collect(),
             Sharing::Shared => vec!["shared"],
         };
-        crate::fd_limit::raise(
+        crate::util::fd_limit::raise(
             labels.len() as u64 + 64,
             "one connection per device (or use --connections shared)",
         );

@@ -1,0 +1,6 @@
+//! The readers of the store: they hold nothing of their own and catch up by
+//! sequence number. [`feed`] serves the LAN (SSE, snapshots, history, the
+//! depot screen, metrics); [`uplink`] sends everything upstream.
+
+pub mod feed;
+pub mod uplink;
