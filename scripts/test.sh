@@ -69,6 +69,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The tests of every binary side by side under cargo-nextest (on the CI
 # machines; plain cargo test, one binary after another, where it is missing).
 # The two conformance tests run next, uncaptured, so they are left out here.
+# The daemon's tests start the cloud receiver as a process; cargo builds a
+# binary for integration tests of its own package only, so build it here.
+cargo build -p fixgate-cloud --bin fixgate-receive --locked
 conformance='binary(nmea_conformance) | binary(geofence_conformance)'
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --lib --bins --tests --locked --no-fail-fast -E "not ($conformance)"
