@@ -103,6 +103,11 @@ struct Frames {
     /// Every event after this number is in `frames` (none was evicted
     /// after it): a cursor at or past it reads from the ring.
     base: u64,
+    /// The last sequence number taken in, under the same lock as the
+    /// frames: a reader that finds no frame after its cursor may move its
+    /// cursor to this, and to nothing newer (the watch below is published
+    /// after the lock is released, and a push in between would be skipped).
+    head: u64,
 }
 
 /// The ring, shared by the filler and every client.
@@ -116,10 +121,13 @@ pub struct Ring {
 /// What the ring has for a cursor.
 #[derive(Debug)]
 pub enum Take {
-    /// Frames after the cursor (empty when caught up).
-    Frames(Vec<Arc<Frame>>),
-    /// The cursor is before what the ring holds: read the store.
-    Behind,
+    /// Frames after the cursor (empty when caught up), and the ring's head
+    /// as they were read: with no frame after the cursor, every number up
+    /// to it is a hole.
+    Frames(Vec<Arc<Frame>>, u64),
+    /// The cursor is before what the ring holds (its base, which the store
+    /// read may move the cursor to when it finds nothing before it).
+    Behind(u64),
 }
 
 impl Ring {
@@ -130,6 +138,7 @@ impl Ring {
                 frames: VecDeque::new(),
                 bytes: 0,
                 base: head,
+                head,
             }),
             head: watch::channel(head).0,
         })
@@ -149,10 +158,11 @@ impl Ring {
     pub fn take(&self, after: u64, max: usize) -> Take {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         if after < inner.base {
-            return Take::Behind;
+            return Take::Behind(inner.base);
         }
         let start = inner.frames.partition_point(|f| f.seq <= after);
-        Take::Frames(inner.frames.range(start..).take(max).cloned().collect())
+        let frames = inner.frames.range(start..).take(max).cloned().collect();
+        Take::Frames(frames, inner.head)
     }
 
     fn push(&self, frames: Vec<Frame>, last: u64) {
@@ -168,6 +178,7 @@ impl Ring {
             inner.bytes -= old.bytes.len();
             inner.base = old.seq;
         }
+        inner.head = inner.head.max(last);
         drop(inner);
         metrics::gauge!("fixgate_sse_ring_frames").set(self.len() as f64);
         self.head.send_replace(last);
@@ -274,8 +285,8 @@ mod tests {
         let ring = Ring::new(10);
         ring.push(vec![frame(11), frame(12), frame(14)], 14);
         let seqs = |take: Take| match take {
-            Take::Frames(f) => f.iter().map(|f| f.seq).collect::<Vec<_>>(),
-            Take::Behind => vec![0],
+            Take::Frames(f, _) => f.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            Take::Behind(_) => vec![0],
         };
         assert_eq!(seqs(ring.take(10, 100)), vec![11, 12, 14]);
         assert_eq!(seqs(ring.take(12, 100)), vec![14]);
@@ -285,7 +296,11 @@ mod tests {
         // Overflow evicts the oldest; the base moves with it.
         let many: Vec<Frame> = (15..15 + CAPACITY as u64).map(frame).collect();
         ring.push(many, 14 + CAPACITY as u64);
-        assert!(matches!(ring.take(12, 1), Take::Behind));
+        assert!(matches!(ring.take(12, 1), Take::Behind(_)));
+        // The head comes with the frames, read under the same lock.
+        assert!(
+            matches!(ring.take(14 + CAPACITY as u64, 1), Take::Frames(f, h) if f.is_empty() && h == 14 + CAPACITY as u64)
+        );
         assert_eq!(seqs(ring.take(20, 2)), vec![21, 22]);
     }
 }

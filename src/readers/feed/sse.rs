@@ -303,6 +303,7 @@ impl Client {
                 for frame in coalescer.due(now) {
                     // Sent after later events: under the cursor's id, so
                     // that ids only grow.
+                    metrics::counter!("fixgate_sse_events_sent_total").increment(1);
                     self.pending.push_back(frame.with_id(self.after));
                 }
                 if !self.pending.is_empty() {
@@ -310,22 +311,23 @@ impl Client {
                 }
             }
             match self.state.ring.take(self.after, RING_TAKE) {
-                Take::Frames(frames) if !frames.is_empty() => {
+                Take::Frames(frames, _) if !frames.is_empty() => {
                     for frame in &frames {
                         self.offer(frame, now);
                     }
                     continue;
                 }
-                Take::Frames(_) => {
-                    // Holes up to the ring's head (budget deletions, damaged
-                    // values skipped) need no waiting.
-                    let ring_head = self.state.ring.head();
+                Take::Frames(_, ring_head) => {
+                    // Holes up to the ring's head as it was when it had no
+                    // frame after the cursor (budget deletions, damaged
+                    // values skipped) need no waiting; a head read apart
+                    // from the frames could skip a push in between.
                     if self.after < ring_head {
                         self.after = ring_head;
                     }
                 }
-                Take::Behind => {
-                    self.fill_from_store(now).await;
+                Take::Behind(base) => {
+                    self.fill_from_store(now, base).await;
                     continue;
                 }
             }
@@ -347,7 +349,7 @@ impl Client {
 
     /// Reads the next chunk after the cursor from the store (a client behind
     /// the ring), encoding it for this client alone.
-    async fn fill_from_store(&mut self, now: Instant) {
+    async fn fill_from_store(&mut self, now: Instant, base: u64) {
         let reader = self.state.reader.clone();
         let groups = self.state.groups.clone();
         let after = self.after;
@@ -370,9 +372,10 @@ impl Client {
             Err(_) => Vec::new(),
         };
         if frames.is_empty() {
-            // Nothing readable up to the ring (damaged values were skipped):
-            // join it.
-            self.after = self.after.max(self.state.ring.head());
+            // Nothing readable up to the ring's base (damaged values were
+            // skipped, or the read failed): join the ring there, which has
+            // everything after it.
+            self.after = self.after.max(base);
             return;
         }
         for frame in &frames {
