@@ -12,6 +12,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::util::tasks::Tasks;
+
 use crate::config;
 use crate::pipeline::geofence::{Rules, load};
 
@@ -48,11 +50,7 @@ fn try_load(section: &config::Geofence, why: &str) -> Option<Arc<Rules>> {
 /// that carries them, with the task that keeps them current. Must run in
 /// the runtime: it takes over SIGHUP at once (whose default action would
 /// otherwise end the daemon).
-pub fn start(
-    config_path: Option<PathBuf>,
-    running: config::Config,
-    shutdown: CancellationToken,
-) -> (Current, tokio::task::JoinHandle<()>) {
+pub fn start(config_path: Option<PathBuf>, running: config::Config, tasks: &Tasks) -> Current {
     let hangup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(err) => {
@@ -64,8 +62,14 @@ pub fn start(
     };
     let rules = try_load(&running.geofence, "start");
     let (tx, rx) = watch::channel(rules);
-    let task = tokio::spawn(watch_task(config_path, running, hangup, tx, shutdown));
-    (rx, task)
+    tasks.spawn(watch_task(
+        config_path,
+        running,
+        hangup,
+        tx,
+        tasks.shutdown().clone(),
+    ));
+    rx
 }
 
 /// What a fence file looked like when last read: changes of either mean it

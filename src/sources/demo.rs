@@ -5,18 +5,18 @@
 use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Context;
 use super::clock::ClockTrust;
 use super::stream::NmeaStream;
 use crate::config::Demo;
-use crate::fix::{Observed, SourceKind};
+use crate::fix::SourceKind;
 use crate::sim::{self, Fleet};
 
 /// Drives the fleet until `shutdown` or until the pipeline closes.
-pub async fn run(spec: Demo, tx: mpsc::Sender<Observed>, shutdown: CancellationToken) {
+pub async fn run(spec: Demo, context: Context) {
+    let Context { tx, shutdown, .. } = context;
     let span = tracing::info_span!("demo", vehicles = spec.vehicles);
     async move {
         // The simulated receivers stamp their own dates (RMC), like real ones.

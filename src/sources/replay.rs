@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::time::sleep;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Context;
 use super::clock::ClockTrust;
 use super::stream::{self, NmeaStream, PipelineClosed};
 pub use crate::config::Pace;
@@ -25,12 +25,13 @@ const MAX_RECORDED_GAP: Duration = Duration::from_secs(10);
 
 /// Replays until the end (or forever when looping), `shutdown`, or the pipeline closes.
 /// `clock` decides when the system clock may date fixes that carry no date.
-pub async fn run(
-    spec: Replay,
-    clock: ClockTrust,
-    tx: mpsc::Sender<Observed>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(spec: Replay, context: Context) {
+    let Context {
+        tx,
+        shutdown,
+        clock,
+        ..
+    } = context;
     let span = tracing::info_span!("replay", device = %spec.device, path = %spec.path.display());
     async move {
         tokio::select! {

@@ -15,7 +15,7 @@ use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::clock::ClockTrust;
+use super::Context;
 use super::stream::{NmeaStream, PipelineClosed};
 use crate::config::Serial;
 use crate::daemon::health::Pulse;
@@ -51,26 +51,18 @@ enum Ended {
 /// Runs one receiver until `shutdown` or until the pipeline closes.
 /// `clock` decides when the system clock may date fixes that carry no date.
 /// `pulse` is busy while a read is decoded and handed on.
-pub async fn run(
-    spec: Serial,
-    clock: ClockTrust,
-    tx: mpsc::Sender<Observed>,
-    pulse: Arc<Pulse>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(spec: Serial, context: Context, pulse: Arc<Pulse>) {
     let span = tracing::info_span!("serial", device = %spec.device, path = %spec.path.display());
-    read_forever(spec, clock, tx, pulse, shutdown)
-        .instrument(span)
-        .await;
+    read_forever(spec, context, pulse).instrument(span).await;
 }
 
-async fn read_forever(
-    spec: Serial,
-    clock: ClockTrust,
-    tx: mpsc::Sender<Observed>,
-    pulse: Arc<Pulse>,
-    shutdown: CancellationToken,
-) {
+async fn read_forever(spec: Serial, context: Context, pulse: Arc<Pulse>) {
+    let Context {
+        tx,
+        shutdown,
+        clock,
+        ..
+    } = context;
     let device = spec.device.to_string();
     let connected = metrics::gauge!("fixgate_serial_connected", "device" => device.clone());
     let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock);

@@ -9,3 +9,4 @@ pub mod log_limit;
 pub mod mqtt_client;
 pub mod pattern;
 pub mod secret;
+pub mod tasks;

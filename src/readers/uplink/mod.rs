@@ -28,6 +28,7 @@ use crate::config::{Uplink as UplinkConfig, UplinkTransport};
 use crate::fix::{Event, Position, Record};
 use crate::store::{Acked, Reader, Store, StoreError};
 use crate::util::backoff::Backoff;
+use crate::util::tasks::Tasks;
 use crate::wire::{self, BatchKind};
 use transport::{FromTransport, ToTransport};
 
@@ -87,8 +88,9 @@ pub fn start(
     store: Store,
     head: watch::Receiver<u64>,
     durable: watch::Receiver<u64>,
-    shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> anyhow::Result<Option<Running>> {
+    let shutdown = tasks.shutdown().clone();
     let (to_tx, to_rx) = mpsc::channel(config.max_in_flight + 4);
     let (from_tx, from_rx) = mpsc::channel(config.max_in_flight + 4);
     let backoff = Backoff::new(config.retry_min, config.retry_max);
@@ -97,7 +99,7 @@ pub fn start(
         UplinkTransport::Mqtt(m) => {
             let options = mqtt::options(m, gateway, config.max_in_flight)?;
             let topic = m.topic.replace("{gateway}", gateway);
-            tokio::spawn(mqtt::run(
+            tasks.spawn(mqtt::run(
                 options,
                 topic.clone(),
                 config.max_in_flight,
@@ -110,7 +112,7 @@ pub fn start(
         }
         UplinkTransport::Http(h) => {
             let endpoint = http::Endpoint::new(h)?;
-            tokio::spawn(http::run(
+            tasks.spawn(http::run(
                 endpoint,
                 backoff,
                 to_rx,
@@ -128,7 +130,7 @@ pub fn start(
         "uplink starting"
     );
     let report = uplink.report.clone();
-    let task = tokio::spawn(uplink.run(to_tx, from_rx, shutdown));
+    let task = tasks.spawn(uplink.run(to_tx, from_rx, shutdown));
     Ok(Some(Running { task, report }))
 }
 

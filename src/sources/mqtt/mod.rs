@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::clock::ClockTrust;
+use super::Context;
 use super::intake::{NmeaDevices, Rejects, deliver};
 use super::payload::{self, Limits, Parsed};
 use super::stream::PipelineClosed;
@@ -113,33 +113,27 @@ pub struct Messages {
 }
 
 impl Messages {
-    /// A handler for `topics`, sending to `tx`.
-    pub fn new(
-        topics: Vec<Topic>,
-        max_payload: usize,
-        trust: ClockTrust,
-        max_devices: usize,
-        rejects: Arc<Rejects>,
-        tx: mpsc::Sender<Observed>,
-    ) -> Self {
+    /// A handler for `topics` with payloads of at most `max_payload` bytes,
+    /// sending into `context`'s channel.
+    pub fn new(topics: Vec<Topic>, max_payload: usize, context: &Context) -> Self {
+        let rejects = context.rejects.clone();
         Self {
             routes: Arc::new(Routes::new(topics)),
             limits: Limits {
                 max_bytes: max_payload,
                 ..Limits::default()
             },
-            nmea: NmeaDevices::new(SourceKind::Mqtt, trust, max_devices, rejects.nmea()),
+            nmea: NmeaDevices::new(
+                SourceKind::Mqtt,
+                context.clock,
+                context.max_devices,
+                rejects.nmea(),
+            ),
             rejects,
-            tx,
+            tx: context.tx.clone(),
             pulse: None,
-            groups: None,
+            groups: Some(context.groups.clone()),
         }
-    }
-
-    /// Learns the groups of devices from their topics' group templates.
-    pub fn with_groups(mut self, groups: Arc<Groups>) -> Self {
-        self.groups = Some(groups);
-        self
     }
 
     /// Reports to `pulse` while a message is being handled (the watchdog's

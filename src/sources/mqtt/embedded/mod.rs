@@ -48,6 +48,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::util::tasks::Tasks;
+
 use super::{Messages, Route};
 use crate::config::Embedded;
 
@@ -102,8 +104,9 @@ pub fn start(
     config: &Embedded,
     max_payload: usize,
     messages: Messages,
-    shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> Result<impl std::future::Future<Output = ()> + Send + use<>, BrokerError> {
+    let shutdown = tasks.shutdown().clone();
     let bind_error = |source| BrokerError::Bind {
         addr: config.listen,
         source,
@@ -122,7 +125,7 @@ pub fn start(
     metrics::gauge!("fixgate_mqtt_broker_connections").set(0.0);
     metrics::gauge!("fixgate_mqtt_subscriptions").set(0.0);
     let (tx, rx) = mpsc::channel(INTAKE_QUEUE);
-    tokio::spawn(server::accept_loop(listener, shared, tx, shutdown.clone()));
+    tasks.spawn(server::accept_loop(listener, shared, tx, shutdown.clone()));
     tracing::info!(
         listen = %config.listen,
         logins = config.logins.len(),
