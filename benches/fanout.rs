@@ -14,7 +14,11 @@
 //!    threads), a config of the bench's own in a temp dir, N clients on an
 //!    `nchan_subscriber eventsource` location, every event posted on its own
 //!    to an `nchan_publisher` location (nchan takes one message per
-//!    request). Skipped, saying so, when nginx or the module is missing;
+//!    request). Skipped, saying so, when nginx or the module is missing.
+//!    Either server gets its requests pipelined on one keep-alive
+//!    connection, on schedule, the answers read by another thread: nchan
+//!    answers a publish only once every subscriber has the message, and
+//!    waiting for that would let its answer time set the offered rate;
 //! 3. **fixgate with 10 more clients on `?max_rate=2s`**, to show whether
 //!    coalescing clients change the others' latency.
 //!
@@ -48,7 +52,7 @@
 //! for the measured events; p50/p99/max latency over them.
 //!
 //! `cargo bench --bench fanout -- 1000x100` runs the cells named (clients x
-//! events/s); `FIXGATE_FANOUT_PERF=DIR` records a `perf record -e cpu-clock
+//! events/s), `-- nchan` or `-- fixgate` one server; `FIXGATE_FANOUT_PERF=DIR` records a `perf record -e cpu-clock
 //! -g` profile of each server over each measured window into DIR.
 //!
 //! Run as a test (`cargo test --bench fanout`) it runs 20 clients (and 2 on
@@ -166,6 +170,12 @@ fn main() {
             })
         })
         .collect();
+    // ... and `-- nchan` (or `fixgate`) that server alone.
+    let peers: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a == "fixgate" || a == "nchan")
+        .collect();
+    let wanted = |peer: Peer| peers.is_empty() || peers.iter().any(|p| p == peer.name());
     let plan = Plan::new(full, &only);
     let started = Instant::now();
     println!("machine: {}", machine());
@@ -216,7 +226,7 @@ fn main() {
         } else {
             runs[0].1 = plan.coalesced;
         }
-        for (peer, coalesced) in runs {
+        for (peer, coalesced) in runs.into_iter().filter(|(peer, _)| wanted(*peer)) {
             let spec = RunSpec {
                 cell: *cell,
                 peer,
@@ -379,8 +389,10 @@ impl Server {
         let d = dir.path().display();
         // One worker, as fixgate is one process; its connections and open
         // files raised for every client. Access logging off: fixgate logs no
-        // line per request either. New subscribers start at the newest
-        // message, as fixgate's live clients start at its head.
+        // line per request either. The publisher's one keep-alive connection
+        // must outlive nginx's default of 1,000 requests. New subscribers
+        // start at the newest message, as fixgate's live clients start at
+        // its head.
         let conf = format!(
             "load_module {module};\n\
              worker_processes 1;\n\
@@ -389,6 +401,7 @@ impl Server {
              events {{ worker_connections {connections}; }}\n\
              http {{\n\
              \x20 access_log off;\n\
+             \x20 keepalive_requests 100000000;\n\
              \x20 client_body_temp_path {d}/client_body;\n\
              \x20 proxy_temp_path {d}/proxy;\n\
              \x20 fastcgi_temp_path {d}/fastcgi;\n\
@@ -406,8 +419,10 @@ impl Server {
              \x20 }}\n\
              }}\n",
             module = nchan.module.display(),
-            files = 2 * clients + 256,
-            connections = clients + 256,
+            files = clients + 1024,
+            // nchan takes more than one of nginx's connections per
+            // subscriber: at one each, 10,256 were "not enough" for 9,612.
+            connections = 2 * clients + 256,
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
@@ -540,7 +555,7 @@ impl Server {
         )
     }
 
-    fn stop(mut self) {
+    fn stop(&mut self) {
         // SIGTERM: fixgate's graceful stop, nginx's fast shutdown.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
@@ -683,10 +698,20 @@ fn time_text(ms: i64) -> String {
         .to_string()
 }
 
-/// A blocking HTTP/1.1 client on one keep-alive connection.
+/// A pipelining HTTP/1.1 client on one keep-alive connection: requests go
+/// out on schedule without waiting for the answers, which a thread of its
+/// own reads and checks. (Waiting for each answer would let the server's
+/// answer time set the offered rate: nchan answers a publish once it has
+/// handed the message to every subscriber.)
 struct Poster {
-    stream: BufReader<std::net::TcpStream>,
+    stream: std::net::TcpStream,
     host: String,
+    sent: u64,
+    /// Answers read so far.
+    answered: Arc<AtomicU64>,
+    /// Reads the answers: ends with the connection, or the first that was
+    /// not 2xx.
+    answers: std::thread::JoinHandle<Result<(), String>>,
 }
 
 impl Poster {
@@ -694,60 +719,115 @@ impl Poster {
         let stream =
             std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect the publisher");
         stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
+        let reading = stream.try_clone().expect("clone the publisher's socket");
+        reading
+            .set_read_timeout(Some(Duration::from_secs(120)))
             .expect("read timeout");
+        let answered = Arc::new(AtomicU64::new(0));
+        let counting = answered.clone();
+        let answers = std::thread::spawn(move || read_answers(BufReader::new(reading), &counting));
         Poster {
-            stream: BufReader::new(stream),
+            stream,
             host: format!("127.0.0.1:{port}"),
+            sent: 0,
+            answered,
+            answers,
         }
     }
 
-    /// POSTs `body`; the response's status.
-    fn post(&mut self, path: &str, body: &str) -> u16 {
+    /// Sends a POST of `body` (its answer is read by the other thread).
+    fn post(&mut self, path: &str, body: &str) -> Result<(), String> {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
             body.len()
         );
         self.stream
-            .get_mut()
             .write_all(request.as_bytes())
-            .expect("send a publish request");
-        let mut line = String::new();
-        self.stream
-            .read_line(&mut line)
-            .expect("read a publish response");
+            .map_err(|e| format!("sending publish request {}: {e}", self.sent + 1))?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Ends the connection once every request is answered, or `wait` after
+    /// the last was sent; how many were answered, or why not all.
+    fn finish(self, wait: Duration) -> Result<u64, String> {
+        // Not a half-close: hyper closes at once when the client's side
+        // ends, answered or not.
+        let deadline = Instant::now() + wait;
+        while self.answered.load(Ordering::Relaxed) < self.sent
+            && !self.answers.is_finished()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let ended = self.answers.join().expect("the answer reader panicked");
+        let answered = self.answered.load(Ordering::Relaxed);
+        match ended {
+            _ if answered == self.sent => Ok(answered),
+            Err(why) => Err(format!("{why} (after {answered} of {} answers)", self.sent)),
+            Ok(()) if Instant::now() >= deadline => Err(format!(
+                "{answered} of {} publish requests answered within {:.0} s of the last (the server was behind)",
+                self.sent,
+                wait.as_secs_f64()
+            )),
+            Ok(()) => Err(format!(
+                "the connection ended after {answered} answers to {} publish requests",
+                self.sent
+            )),
+        }
+    }
+}
+
+/// Reads HTTP answers (with a `Content-Length`) until the connection ends,
+/// counting them into `answered`; fails on one that is not 2xx.
+fn read_answers(
+    mut stream: BufReader<std::net::TcpStream>,
+    answered: &AtomicU64,
+) -> Result<(), String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stream.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(err) => return Err(format!("reading publish answers: {err}")),
+        }
         let status: u16 = line
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {line:?}"));
+            .ok_or_else(|| format!("not an HTTP answer: {line:?}"))?;
+        if !(200..300).contains(&status) {
+            return Err(format!("answered {status} to a publish"));
+        }
         let mut length = 0usize;
         loop {
             line.clear();
-            self.stream
+            stream
                 .read_line(&mut line)
-                .expect("read a publish response header");
+                .map_err(|e| format!("reading an answer's head: {e}"))?;
             let header = line.trim_end();
             if header.is_empty() {
                 break;
             }
             if let Some((name, value)) = header.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().expect("a numeric Content-Length");
+                    length = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad Content-Length {value:?}"))?;
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err("a chunked answer: the bench reads Content-Length only".into());
                 }
-                assert!(
-                    !(name.eq_ignore_ascii_case("transfer-encoding")),
-                    "a chunked publish response: the bench reads Content-Length only"
-                );
             }
         }
         let mut body = vec![0; length];
-        self.stream
+        stream
             .read_exact(&mut body)
-            .expect("read a publish response body");
-        status
+            .map_err(|e| format!("reading an answer's body: {e}"))?;
+        answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -762,6 +842,8 @@ struct Publish {
     measured: u64,
     /// Set to stop early (a server over the memory limit).
     stop: Arc<AtomicBool>,
+    /// How long answers may take after the last request.
+    answer_wait: Duration,
 }
 
 /// What the publisher did.
@@ -775,13 +857,19 @@ struct Published {
     /// How late events went out against their schedule: p99 and max, ms.
     late_p99_ms: f64,
     late_max_ms: f64,
+    /// Requests sent (all answered 2xx, unless `error` or `behind` says).
     posts: u64,
+    /// Why publishing failed (a request not sent or not answered 2xx).
+    error: Option<String>,
+    /// Requests still unanswered when the bench stopped waiting.
+    behind: Option<String>,
 }
 
 /// Sends `p`'s events on schedule (event `i` due at `i / rate` s after the
-/// start), a tick's worth at a time; never skips one, so a server that holds
-/// the publisher up gets them late and the run takes longer. Sends the
-/// moment the measured events begin on `measuring`.
+/// start), a tick's worth at a time, without waiting for answers; never
+/// skips one, so a server that stops reading (TCP holds the publisher up)
+/// gets them late and the run takes longer. Sends the moment the measured
+/// events begin on `measuring`.
 fn publish(p: Publish, measuring: mpsc::Sender<Instant>) -> Published {
     let mut poster = Poster::connect(p.port);
     let devices = u64::from(p.rate);
@@ -792,7 +880,7 @@ fn publish(p: Publish, measuring: mpsc::Sender<Instant>) -> Published {
     let mut measure_start = None;
     let mut next = 0u64;
     let mut tick = 0u32;
-    while next < total && !p.stop.load(Ordering::Relaxed) {
+    'ticks: while next < total && !p.stop.load(Ordering::Relaxed) {
         let at = start + TICK * tick;
         tick += 1;
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
@@ -821,7 +909,7 @@ fn publish(p: Publish, measuring: mpsc::Sender<Instant>) -> Published {
         while next < upto {
             let send_us = wall_us();
             let time = time_text(send_us.div_euclid(1000));
-            let status = match p.peer {
+            let sent = match p.peer {
                 Peer::Fixgate => {
                     let fixes: Vec<String> = (next..upto)
                         .map(|serial| {
@@ -840,17 +928,24 @@ fn publish(p: Publish, measuring: mpsc::Sender<Instant>) -> Published {
                     poster.post(p.path, &body)
                 }
             };
-            out.posts += 1;
-            assert!(
-                (200..300).contains(&status),
-                "{} answered {status} to a publish",
-                p.peer.name()
-            );
+            if let Err(why) = sent {
+                out.error = Some(why);
+                break 'ticks;
+            }
+        }
+    }
+    out.measured_secs = measure_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    out.posts = poster.sent;
+    match poster.finish(p.answer_wait) {
+        Ok(_) => {}
+        // Answers still coming: the server is behind, the run goes on.
+        Err(why) if why.contains("was behind") => out.behind = Some(why),
+        Err(why) => {
+            out.error.get_or_insert(why);
         }
     }
     out.sent = next;
     out.measured = next.saturating_sub(p.warmup);
-    out.measured_secs = measure_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
     out.late_p99_ms = late.value_at_quantile(0.99) as f64 / 1000.0;
     out.late_max_ms = late.max() as f64 / 1000.0;
     out
@@ -920,6 +1015,9 @@ struct Seen {
     last: Option<u64>,
     /// Serials that did not follow the one before (one less than it, or equal).
     out_of_order: u64,
+    /// Serials skipped (a later one came first), and the first such gap.
+    skipped: u64,
+    first_gap: Option<(u64, u64)>,
     /// Other events (fixgate's status events).
     others: u64,
     bytes: u64,
@@ -986,6 +1084,9 @@ async fn client(
                 if let Some(last) = seen.last {
                     if serial <= last {
                         seen.out_of_order += 1;
+                    } else if serial > last + 1 {
+                        seen.skipped += serial - last - 1;
+                        seen.first_gap.get_or_insert((last, serial));
                     }
                 }
                 seen.first.get_or_insert(serial);
@@ -1278,7 +1379,12 @@ struct RunResult {
     latency: Histogram<u64>,
     coalesced_latency: Histogram<u64>,
     seen: Vec<Seen>,
+    /// fixgate's own count of events it queued for its clients
+    /// (`fixgate_sse_events_sent_total`) at the end of the run.
+    server_sent: Option<u64>,
     aborted: Option<String>,
+    /// What the server logged (for a run that went wrong).
+    server_log: String,
 }
 
 impl RunResult {
@@ -1328,6 +1434,9 @@ impl RunResult {
             p.late_p99_ms,
             p.late_max_ms
         );
+        if let Some(behind) = &p.behind {
+            println!("publish answers: {behind}");
+        }
         println!(
             "delivered: {} of {} measured events ({:.2}%) to the plain clients; {:.0} bytes per event on the wire",
             self.delivered,
@@ -1376,6 +1485,37 @@ impl RunResult {
         if out_of_order > 0 {
             println!("OUT OF ORDER: {out_of_order} events at the plain clients");
         }
+        // Plain clients that did not get every event up to the last one sent.
+        let last_sent = self.published.sent.checked_sub(1);
+        let incomplete: Vec<(usize, &Seen)> = self
+            .seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.coalesced && (s.skipped > 0 || s.last != last_sent))
+            .collect();
+        if !incomplete.is_empty() {
+            println!(
+                "INCOMPLETE: {} plain clients missed events; the first few:",
+                incomplete.len()
+            );
+            if let Some(sent) = self.server_sent {
+                let received: u64 = self.seen.iter().map(|s| s.positions + s.others).sum();
+                println!(
+                    "  fixgate counted {sent} events queued for its clients (fixgate_sse_events_sent_total); they received {received}{}",
+                    if sent == received {
+                        ": the missing events were never queued, the server skipped them"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            for (i, s) in incomplete.iter().take(5) {
+                println!(
+                    "  client {i}: {} positions, serials {:?}..={:?} of 0..={last_sent:?}, {} skipped (first gap after {:?}), error {:?}",
+                    s.positions, s.first, s.last, s.skipped, s.first_gap, s.error
+                );
+            }
+        }
         if !errors.is_empty() {
             let mut kinds: Vec<(&str, usize)> = Vec::new();
             for e in &errors {
@@ -1388,6 +1528,13 @@ impl RunResult {
         }
         if let Some(why) = &self.aborted {
             println!("ABORTED: {why}");
+        }
+        if self.aborted.is_some() || !errors.is_empty() {
+            let lines: Vec<&str> = self.server_log.lines().collect();
+            println!("the server's log, last lines:");
+            for line in &lines[lines.len().saturating_sub(12)..] {
+                println!("  {line}");
+            }
         }
     }
 
@@ -1430,7 +1577,7 @@ fn run(
 ) -> RunResult {
     let cell = spec.cell;
     let all = cell.clients + spec.coalesced;
-    let server = Server::start(spec.peer, all, nchan);
+    let mut server = Server::start(spec.peer, all, nchan);
     let threads_idle = server.threads();
     std::thread::sleep(plan.settle);
     let rss_idle_kib = server.rss_kib();
@@ -1482,6 +1629,7 @@ fn run(
             warmup,
             measured,
             stop: stop_publishing.clone(),
+            answer_wait: plan.drain,
         };
         std::thread::spawn(move || publish(p, measuring_tx))
     };
@@ -1516,6 +1664,9 @@ fn run(
         std::thread::sleep(Duration::from_millis(250));
     }
     let published = publisher.join().expect("the publisher panicked");
+    if let Some(why) = &published.error {
+        aborted.get_or_insert(format!("publishing failed: {why}"));
+    }
     // Events never published are not expected.
     shared
         .to
@@ -1547,6 +1698,12 @@ fn run(
         perf.stop();
     }
     let threads = format!("{threads_idle}; under load: {}", server.threads());
+    let server_sent = match spec.peer {
+        Peer::Fixgate => {
+            common::metric_at(server.port, "fixgate_sse_events_sent_total", &[]).map(|v| v as u64)
+        }
+        Peer::Nchan => None,
+    };
     stop.cancel();
     let seen: Vec<Seen> = runtime.block_on(async {
         let mut seen = Vec::with_capacity(clients.len());
@@ -1556,6 +1713,8 @@ fn run(
         seen
     });
     server.stop();
+    let server_log = server.log_text();
+    drop(server);
 
     let secs = end.at.duration_since(first.at).as_secs_f64().max(1e-3);
     let ticks = clock_ticks();
@@ -1583,7 +1742,9 @@ fn run(
             .clone(),
         published,
         seen,
+        server_sent,
         aborted,
+        server_log,
         spec: RunSpec {
             cell,
             peer: spec.peer,
