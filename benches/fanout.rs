@@ -1392,6 +1392,11 @@ impl RunResult {
         self.server_cpu_s * 1e6 / self.deliveries_in_window.max(1) as f64
     }
 
+    /// Position events all clients received per second over the window.
+    fn deliveries_per_second(&self) -> f64 {
+        self.deliveries_in_window as f64 / self.window.as_secs_f64().max(1e-3)
+    }
+
     fn kib_per_client(&self) -> f64 {
         (self.rss_clients_kib as f64 - self.rss_idle_kib as f64) / self.spec.cell.clients as f64
     }
@@ -1445,11 +1450,13 @@ impl RunResult {
             self.bytes_per_event()
         );
         println!(
-            "CPU over {:.1} s: server {:.2} s ({:.0}% of a core) for {} deliveries = {:.2} µs per delivered event; bench {:.0}%, whole machine {:.0}% of 2 cores' 200%",
+            "CPU over {:.1} s: server {:.2} s ({:.0}% of a core) for {} deliveries ({:.0}/s, offered {}/s) = {:.2} µs per delivered event; bench {:.0}%, whole machine {:.0}% of 2 cores' 200%",
             self.window.as_secs_f64(),
             self.server_cpu_s,
             self.server_pct,
             self.deliveries_in_window,
+            self.deliveries_per_second(),
+            self.spec.cell.clients as u64 * u64::from(self.spec.cell.rate),
             self.cpu_us_per_event(),
             self.bench_pct,
             self.machine_pct
@@ -1799,9 +1806,9 @@ fn print_table(plan: &Plan, results: &[RunResult]) {
         "\n## Table (CPU per delivered event = server utime+stime over the window ÷ position events all clients received in it)\n"
     );
     println!(
-        "| clients × events/s | server | delivered / expected | server CPU µs per delivered event | server CPU (% core) | bench CPU (% core) | machine (% of 200) | p50 / p99 / max latency ms | RSS idle → with clients, MiB | KiB per idle client | clients (server's count) |"
+        "| clients × events/s | server | delivered / expected | deliveries/s received (offered) | server CPU µs per delivered event | server CPU (% core) | bench CPU (% core) | machine (% of 200) | p50 / p99 / max latency ms | RSS idle → with clients, MiB | KiB per idle client | clients (server's count) |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---|---|---:|---|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---|---|---:|---|");
     for r in results {
         let c = r.spec.cell;
         let server = if r.spec.coalesced > 0 {
@@ -1825,9 +1832,11 @@ fn print_table(plan: &Plan, results: &[RunResult]) {
             delivered.push_str(" ABORTED");
         }
         println!(
-            "| {} × {} | {server} | {delivered} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.0} | {:.1} → {:.1} | {:.1} | {} / {} |",
+            "| {} × {} | {server} | {delivered} | {:.0} k ({} k) | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.0} | {:.1} → {:.1} | {:.1} | {} / {} |",
             c.clients,
             c.rate,
+            r.deliveries_per_second() / 1000.0,
+            c.clients as u64 * u64::from(c.rate) / 1000,
             r.cpu_us_per_event(),
             r.server_pct,
             r.bench_pct,
