@@ -42,7 +42,8 @@
 //! the server is the limit.
 //!
 //! **Figures, per run.** Before any event: the server's RSS alone and with
-//! the N clients connected and idle (per client: the difference ÷ N), with
+//! the clients connected and idle (per client: the difference ÷ the clients
+//! connected, N or N + 10), with
 //! fixgate's `fixgate_sse_clients` or nchan's "active subscribers". Then a
 //! warm-up (every device posts once, so fixgate's status events are out of
 //! the way) and the measured phase: the server's CPU (`utime + stime` from
@@ -1402,8 +1403,9 @@ impl RunResult {
         (self.machine_pct - self.server_pct - self.bench_pct).max(0.0)
     }
 
+    /// Over every client connected, the coalescing ones included.
     fn kib_per_client(&self) -> f64 {
-        (self.rss_clients_kib as f64 - self.rss_idle_kib as f64) / self.spec.cell.clients as f64
+        (self.rss_clients_kib as f64 - self.rss_idle_kib as f64) / self.connected.max(1) as f64
     }
 
     fn plain(&self) -> impl Iterator<Item = &Seen> {
