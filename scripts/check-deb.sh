@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks a fixgate Debian package: its contents and maintainer scripts, then,
+# Checks a fixgate Debian package: its contents and maintainer scripts (the
+# man pages render, the bash completion completes), then,
 # when it is for this machine's architecture, installs it for real, checks the
 # access tokens its postinst made, runs the installed binary on the installed
 # configuration (from a network namespace of its own, anonymous reads are
@@ -105,8 +106,47 @@ done
 if grep -q '^\./var/lib' <<<"$paths"; then fail "ships something under /var/lib"; fi
 grep -Eq '^-rwxr-xr-x (root/root|0/0) .* \./usr/bin/fixgate$' "$work/contents" || fail "/usr/bin/fixgate is not root's 0755"
 
-check "stripped binary"
+check "man pages and completions"
+man1=./usr/share/man/man1
+completions=(./usr/share/bash-completion/completions/fixgate ./usr/share/zsh/vendor-completions/_fixgate
+    ./usr/share/fish/vendor_completions.d/fixgate.fish)
+for want in $man1/fixgate.1.gz "${completions[@]}"; do
+    grep -qx "$want" <<<"$paths" || fail "missing $want"
+done
 dpkg-deb -x "$deb" "$work/root"
+page=$(gzip -dc "$work/root/$man1/fixgate.1.gz") || fail "$man1/fixgate.1.gz is not gzip"
+grep -q '^\.TH fixgate 1 ' <<<"$page" || fail "fixgate.1 has no .TH fixgate 1 line"
+# The page of the version packaged (a stale one would name another).
+version=$(dpkg-deb -f "$deb" Version)
+grep -qF "\"fixgate ${version%-*}\"" <<<"$page" || fail "fixgate.1 is not the page of fixgate ${version%-*}"
+grep -q '^\.SH EXAMPLES' <<<"$page" || fail "fixgate.1 has no EXAMPLES"
+# A page for every command the root page lists.
+commands=$(grep -o '^fixgate\\-[a-z\\-]*(1)$' <<<"$page" | sed -e 's/\\-/-/g' -e 's/(1)$//')
+[[ -n $commands ]] || fail "fixgate.1 lists no commands"
+for command in $commands; do
+    grep -qx "$man1/$command.1.gz" <<<"$paths" || fail "no man page for $command"
+done
+echo "man pages: fixgate.1 (fixgate ${version%-*}) and $(wc -w <<<"$commands") commands:" $commands
+# As man renders it (-k: preconv, for the UTF-8 in the text).
+if command -v groff >/dev/null; then
+    for name in fixgate $commands; do
+        warnings=$(gzip -dc "$work/root/$man1/$name.1.gz" | groff -k -man -Tutf8 -ww -z 2>&1) || true
+        [[ -z $warnings ]] || fail "groff warns about $name.1: $warnings"
+    done
+    echo "groff renders every page without a warning"
+fi
+# bash: the completion registers a function for fixgate that offers its commands.
+offered=$(bash -c 'source "$1" && complete -p fixgate >/dev/null &&
+    COMP_WORDS=(fixgate ch) COMP_CWORD=1 COMP_LINE="fixgate ch" COMP_POINT=10 &&
+    "$(complete -p fixgate | grep -o -- "-F [^ ]*" | cut -c4-)" fixgate ch fixgate &&
+    printf "%s\n" "${COMPREPLY[@]}"' _ "$work/root/usr/share/bash-completion/completions/fixgate") ||
+    fail "the bash completion does not load"
+grep -qx check-config <<<"$offered" || fail "the bash completion does not offer check-config for 'fixgate ch': $offered"
+grep -q '^#compdef fixgate' "$work/root/usr/share/zsh/vendor-completions/_fixgate" || fail "_fixgate is no zsh completion"
+grep -q '^complete -c fixgate ' "$work/root/usr/share/fish/vendor_completions.d/fixgate.fish" || fail "fixgate.fish is no fish completion"
+echo "completions: bash offers check-config for 'fixgate ch'; zsh and fish files in place"
+
+check "stripped binary"
 sections=$(readelf -S -W "$work/root/usr/bin/fixgate")
 if grep -Eq '\.(symtab|debug_info)\b' <<<"$sections"; then fail "/usr/bin/fixgate is not stripped"; fi
 echo "/usr/bin/fixgate: $(stat -c %s "$work/root/usr/bin/fixgate") bytes, no symbol table, no debug info"
@@ -140,6 +180,12 @@ check "installed binary and configuration"
 /usr/bin/fixgate --version
 /usr/bin/fixgate check-config "$conffile" || fail "check-config $conffile exited $?"
 echo "check-config $conffile: exit 0"
+# Where man looks (unless dpkg was told to leave man pages out, as slim images are).
+if command -v man >/dev/null && [[ -e /usr/share/man/man1/fixgate.1.gz ]]; then
+    [[ $(man -w fixgate) == /usr/share/man/man1/fixgate.1.gz ]] || fail "man -w fixgate: $(man -w fixgate 2>&1)"
+    man fixgate 2>/dev/null | grep -q 'fixgate check-config /etc/fixgate/fixgate.toml' || fail "man fixgate shows no examples"
+    echo "man fixgate: /usr/share/man/man1/fixgate.1.gz, with its examples"
+fi
 
 check "generated access tokens"
 tokens=/etc/fixgate/tokens

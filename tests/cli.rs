@@ -1,6 +1,9 @@
 //! The `fixgate` command line, run as a real process.
 
 mod common;
+/// The man pages and completions the package installs.
+#[path = "cli/packaging.rs"]
+mod packaging;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
