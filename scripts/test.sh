@@ -4,6 +4,8 @@
 # Usage: scripts/test.sh            (CI runs exactly this via .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step's start, in seconds since this script began: where CI time goes.
+step() { echo "== [${SECONDS}s] $*"; }
 
 # System packages the tests drive as real peers; each test says plainly when
 # a peer it needs is missing. chromium is the depot screen's browser (the
@@ -47,6 +49,7 @@ fi
 # drives /usr/bin/chromium (tests/common/browser.rs); `npx playwright
 # install` is never run.
 echo "installing: playwright-core (npm ci in tests/browser)"
+step "npm ci (tests/browser)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 # The ARM build and its unit tests under qemu are the longest step and need
@@ -64,6 +67,7 @@ setsid sh -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$0" --
 arm_pid=$!
 trap 'kill -- -"$arm_pid" 2>/dev/null || true' EXIT
 
+step "fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The tests of every binary side by side under cargo-nextest (on the CI
@@ -71,29 +75,36 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The two conformance tests run next, uncaptured, so they are left out here.
 # The daemon's tests start the cloud receiver as a process; cargo builds a
 # binary for integration tests of its own package only, so build it here.
+step "build fixgate-receive"
 cargo build -p fixgate-cloud --bin fixgate-receive --locked
 conformance='binary(nmea_conformance) | binary(geofence_conformance)'
+step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --lib --bins --tests --locked --no-fail-fast -E "not ($conformance)"
 else
     cargo test --workspace --lib --bins --tests --locked
 fi
 # The benches' own self-checks (harness = false: plain cargo test runs them).
+step "benches (self-checks)"
 cargo test --benches --locked
 # Uncaptured: the per-log table against gpsd (or a plain SKIPPED when
 # ../shared/testdata/nmea/gpsd is absent) belongs in the CI log.
+step "NMEA conformance"
 cargo test --locked --test nmea_conformance -- --nocapture
 # Likewise the geofence cross-check's tables against shapely (raw settings
 # and the default hysteresis).
+step "geofence conformance"
 cargo test --locked --test geofence_conformance -- --nocapture
 # Doc tests and the benches' own assertions are cheap; run them too.
+step "doc tests"
 cargo test --workspace --doc --locked
 # The systemd unit: verify clean, security exposure at most 1.5.
+step "systemd unit"
 scripts/check-unit.sh
 # The ARM build started above: the library's unit tests (the pure core: NMEA
 # decoding, the wire codec, geofence math, the store) built for aarch64 by
 # Debian's compiler and run under qemu-aarch64.
-echo "== waiting for scripts/build-arm.sh --test aarch64"
+step "waiting for scripts/build-arm.sh --test aarch64"
 arm_status=0
 wait "$arm_pid" || arm_status=$?
 trap - EXIT
@@ -106,5 +117,7 @@ fi
 # the installed /etc/fixgate/fixgate.toml, then removed and purged. It
 # packages the binary the integration tests ran rather than building another
 # (release packages are built with scripts/build-arm.sh --target amd64).
+step "amd64 package"
 scripts/build-arm.sh --target amd64 --prebuilt target/debug/fixgate
 scripts/check-deb.sh target/debian/fixgate_*_amd64.deb
+step "done"
