@@ -1,6 +1,6 @@
 //! Store and forward on the real binaries: a backlog built up while the
 //! uplink was off, then drained to Debian's mosquitto over loopback and
-//! received by `fixgate receive`.
+//! received by `fixgate-receive`.
 //!
 //! `cargo bench --bench uplink` (1,000,000 fixes of 100 vehicles at 1 Hz).
 //! Reports bytes on disk per buffered fix (the store directory after a
@@ -141,7 +141,7 @@ fn main() {
     );
     println!("restart with the backlog (spawn to /healthz): {restart:.2?}");
     println!(
-        "drain to mosquitto and fixgate receive: {positions} positions in {drain:.2?} = {:.0} fixes/s",
+        "drain to mosquitto and fixgate-receive: {positions} positions in {drain:.2?} = {:.0} fixes/s",
         positions as f64 / drain.as_secs_f64()
     );
     println!(

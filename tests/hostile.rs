@@ -3,7 +3,7 @@
 //! never read a snapshot or an event stream. Each test states the bound it
 //! holds the daemon to (file descriptors, resident memory, time) and checks
 //! that `/healthz` keeps answering. Counts and durations are small enough
-//! for CI; the bounds are the README's (Operating: hostile clients).
+//! for CI; the bounds are those of docs/feed.md ("Hostile clients and their bounds").
 
 mod common;
 

@@ -586,7 +586,7 @@ fn a_fix_of_a_device_beyond_max_devices_is_answered_as_queued_and_dropped_by_the
     );
     // `one` is online, so there is no room for `two`: the intake has
     // queued its fix (200), and the writer drops and counts it, as the
-    // README says.
+    // docs/devices.md ("HTTP devices") says.
     let (status, body) = send(daemon.port, "POST", "/api/fixes", None, &fix("two"));
     assert_eq!((status, body.as_str()), (200, r#"{"accepted":1}"#));
     assert_eq!(

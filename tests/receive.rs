@@ -65,7 +65,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// Starts `fixgate receive ARGS`; with `drain`, stdout is read as it comes.
+    /// Starts `fixgate-receive ARGS`; with `drain`, stdout is read as it comes.
     fn spawn(args: &[&str], drain: bool) -> Receiver {
         let mut child = Command::new(common::receive_bin())
             .args(args)
@@ -73,7 +73,7 @@ impl Receiver {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start fixgate receive");
+            .expect("start fixgate-receive");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let err_pipe = child.stderr.take().expect("stderr");
         let sink = stderr.clone();

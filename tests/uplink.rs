@@ -1,5 +1,5 @@
 //! Store and forward through real parts: the daemon's uplink publishing to
-//! Debian's mosquitto (or POSTing over HTTP), and `fixgate receive` on the
+//! Debian's mosquitto (or POSTing over HTTP), and `fixgate-receive` on the
 //! other side deduplicating by gateway and sequence number. Outages of the
 //! upstream, SIGKILLs of the daemon and TLS client certificates.
 

@@ -13,6 +13,8 @@ mod error;
 mod level;
 mod read;
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -12,7 +12,7 @@ pub fn warn_if_open(config: &Config, policy: &crate::access::Policy) {
     }
     if config.http.token.is_some() || !config.http.tokens.is_empty() {
         tracing::warn!(
-            "http.token and [http.tokens] are deprecated: use [[access.token]] (README \"Access\")"
+            "http.token and [http.tokens] are deprecated: use [[access.token]] (docs/access.md)"
         );
     }
     if config.feed.listen.ip().is_loopback() {

@@ -1,4 +1,4 @@
-//! `fixgate receive`: the reference receiver of upstream batches, over MQTT
+//! `fixgate-receive`: the reference receiver of upstream batches, over MQTT
 //! or HTTP. It prints every record once as a JSON line on stdout, reports
 //! gaps and refused batches on stderr, and acknowledges a batch only once its
 //! lines are flushed, so that nothing a gateway sent is lost by a receiver
@@ -36,7 +36,7 @@ pub enum Source {
     Http(HttpSource),
 }
 
-/// Everything `fixgate receive` is told.
+/// Everything `fixgate-receive` is told.
 #[derive(Debug, Clone)]
 pub struct ReceiveOptions {
     /// Where batches come from.
