@@ -11,6 +11,8 @@
 pub mod filter;
 pub mod geofence;
 pub mod presence;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

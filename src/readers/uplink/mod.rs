@@ -12,6 +12,8 @@
 pub mod http;
 pub mod mqtt;
 pub mod plan;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 
 use std::collections::BTreeMap;
