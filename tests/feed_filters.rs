@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, SseClient, get, http_agent, mosquitto_pub, start_with_broker};
+use common::{Daemon, SseClient, get, http_agent, mosquitto_pub, start_with_broker, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -228,15 +228,9 @@ fn groups_come_from_mqtt_topics_and_survive_a_restart() {
         north.as_bytes(),
         None
     ));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, body) = status_of(daemon.port, "/api/devices");
-        if body.contains("tram-2") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("tram-2 in /api/devices", WAIT, || {
+        status_of(daemon.port, "/api/devices").1.contains("tram-2")
+    });
     let names = |port| {
         let (status, body) = status_of(port, "/api/devices?group=north");
         assert_eq!(status, 200, "{body}");
