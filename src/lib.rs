@@ -20,6 +20,8 @@ pub mod readers;
 pub mod sim;
 pub mod sources;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod util;
 
 pub use fixgate_support::{signal, tls};

@@ -750,6 +750,8 @@ fn the_intake_is_rate_limited_per_address_with_429_and_retry_after() {
             .metric_with("fixgate_http_refused_total", &[("reason", "rate_limit")])
             .is_some_and(|n| n >= 1.0)
     );
+    // The scenario, not a wait for a condition: a client that honours
+    // `Retry-After: 1` waits that long, and then it is served.
     std::thread::sleep(Duration::from_millis(1100));
     let fix = format!(r#"{{"device":"r-1","time":{now},"lat":52.1,"lon":5.1}}"#);
     assert_eq!(call(daemon.port, "POST", "/api/fixes", &[], &fix).0, 200);

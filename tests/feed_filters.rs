@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, SseClient, get, http_agent, mosquitto_pub, start_with_broker};
+use common::{Daemon, SseClient, get, http_agent, mosquitto_pub, start_with_broker, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -55,9 +55,8 @@ fn every_event_is_encoded_once_for_all_live_clients() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), "");
     let clients: Vec<SseClient> = (0..8)
-        .map(|_| SseClient::connect(daemon.port, "", None))
+        .map(|_| SseClient::connect(daemon.port, "", None).ready())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let fixes: Vec<(&str, f64, f64, i64)> = (0..200)
         .map(|i| ("bus-1", 52.0 + i as f64 * 1e-4, 5.1, i * 1000))
         .collect();
@@ -115,11 +114,11 @@ fn filters_by_device_type_and_box_on_the_feed_and_the_snapshot() {
         dir.path(),
         "[[group]]\nname = \"buses\"\ndevices = [\"bus-*\"]\n",
     );
-    let only_bus2 = SseClient::connect(daemon.port, "?device=bus-2", None);
-    let statuses = SseClient::connect(daemon.port, "?types=status", None);
-    let in_box = SseClient::connect(daemon.port, "?types=position&bbox=5.0,52.0,5.2,52.2", None);
-    let buses = SseClient::connect(daemon.port, "?group=buses&types=position", None);
-    std::thread::sleep(Duration::from_millis(300));
+    let only_bus2 = SseClient::connect(daemon.port, "?device=bus-2", None).ready();
+    let statuses = SseClient::connect(daemon.port, "?types=status", None).ready();
+    let in_box =
+        SseClient::connect(daemon.port, "?types=position&bbox=5.0,52.0,5.2,52.2", None).ready();
+    let buses = SseClient::connect(daemon.port, "?group=buses&types=position", None).ready();
     post(
         &daemon,
         &[
@@ -142,7 +141,8 @@ fn filters_by_device_type_and_box_on_the_feed_and_the_snapshot() {
             .as_str()
             .is_some_and(|d| d.starts_with("bus-"))
     }));
-    // Nothing else came to the box client: its next event would be a keepalive.
+    // Nothing else came to the box client: its next event would be a
+    // keepalive. (Bounded: half a second in which nothing may arrive.)
     assert!(in_box.next_event(Duration::from_millis(500)).is_none());
 
     let (_, body) = status_of(daemon.port, "/api/devices?group=buses");
@@ -173,10 +173,10 @@ fn filters_by_device_type_and_box_on_the_feed_and_the_snapshot() {
 fn max_rate_sends_the_latest_position_per_interval_and_every_other_event() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), "");
-    let slow = SseClient::connect(daemon.port, "?max_rate=2s", None);
-    let full = SseClient::connect(daemon.port, "", None);
-    std::thread::sleep(Duration::from_millis(300));
-    // 20 positions of one device over about 2 s of wall time.
+    let slow = SseClient::connect(daemon.port, "?max_rate=2s", None).ready();
+    let full = SseClient::connect(daemon.port, "", None).ready();
+    // 20 positions of one device over about 2 s of wall time: the pace is
+    // the scenario (a device reporting at 10 Hz against a 2 s max_rate).
     let started = Instant::now();
     for i in 0..20 {
         post(&daemon, &[("bus-1", 52.0 + i as f64 * 1e-5, 5.1, i * 1000)]);
@@ -228,15 +228,9 @@ fn groups_come_from_mqtt_topics_and_survive_a_restart() {
         north.as_bytes(),
         None
     ));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, body) = status_of(daemon.port, "/api/devices");
-        if body.contains("tram-2") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("tram-2 in /api/devices", WAIT, || {
+        status_of(daemon.port, "/api/devices").1.contains("tram-2")
+    });
     let names = |port| {
         let (status, body) = status_of(port, "/api/devices?group=north");
         assert_eq!(status, 200, "{body}");

@@ -179,7 +179,13 @@ fn a_connection_flood_leaves_room_for_health_checks_and_metrics() {
     let _flood: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // The flood has landed once the connections beyond the limit and the
+    // reserve are refused (polled through that reserve).
+    daemon.wait_metric(
+        "fixgate_http_refused_total",
+        &[("reason", "max_connections")],
+        200.0,
+    );
     // The health check and the scrape get through on the reserved room
     // (which the flood itself held for a second)...
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -295,6 +301,8 @@ fn snapshot_readers_that_never_read_do_not_grow_memory() {
             s
         })
         .collect();
+    // A measurement, not a wait for a condition: memory with the readers
+    // stalled for a while.
     std::thread::sleep(Duration::from_secs(2));
     let during = daemon.rss_kib();
     for s in &mut stalled {
@@ -309,10 +317,9 @@ fn snapshot_readers_that_never_read_do_not_grow_memory() {
         "RSS grew from {before} KiB to {during} KiB"
     );
     // The stalled ones are let go, and their snapshots with them.
-    std::thread::sleep(Duration::from_secs(5));
     assert!(
         daemon
-            .metric_with("fixgate_http_closed_total", &[("reason", "stalled")])
+            .wait_metric("fixgate_http_closed_total", &[("reason", "stalled")], 1.0)
             .unwrap_or(0.0)
             >= 1.0
     );
@@ -338,6 +345,7 @@ fn reset_clients_that_never_read_do_not_grow_memory() {
             s
         })
         .collect();
+    // A measurement: memory with the reset readers stalled for a while.
     std::thread::sleep(Duration::from_secs(3));
     let during = daemon.rss_kib();
     eprintln!("RSS {before} KiB before, {during} KiB with 200 stalled reset readers");
@@ -370,7 +378,11 @@ fn stalled_feed_clients_never_lock_new_screens_out() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Full: every place taken by a client that never reads.
+    assert_eq!(
+        daemon.wait_metric("fixgate_sse_clients", &[], 20.0),
+        Some(20.0)
+    );
     // Full: a new screen still gets in, at once, and is served.
     let screen = SseClient::connect(daemon.port, "", None);
     assert_eq!(screen.status, 200);

@@ -273,7 +273,11 @@ fn a_forgotten_device_keeps_its_live_position_and_a_flood_of_bad_names_evicts_no
     };
     post("a", 10_000, 52.1);
     post("b", 10_000, 52.2);
-    std::thread::sleep(Duration::from_millis(2500)); // both offline now
+    // Both silent past offline_after (1 s): offline.
+    assert_eq!(
+        daemon.wait_metric("fixgate_device_status_total", &[("status", "offline")], 2.0),
+        Some(2.0)
+    );
     // New names whose fixes the filters drop (at 0,0): nobody evicted.
     for i in 0..5 {
         let body = format!(r#"{{"device":"junk-{i}","lat":0.0,"lon":0.0}}"#);

@@ -123,6 +123,7 @@ fn sigterm_under_traffic_exits_in_seconds_and_keeps_every_acknowledged_fix() {
         assert!(Instant::now() < deadline, "{}", daemon.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Pacing: half a second more of heavy traffic before the SIGTERM.
     std::thread::sleep(Duration::from_millis(500));
     let (port, config) = (daemon.port, daemon.config.clone());
     let asked = Instant::now();
@@ -176,6 +177,7 @@ fn floods_of_topics_retained_messages_and_subscriptions_leave_memory_bounded() {
         conn.publish(&format!("warm/{i}"), &[b'x'; 4096], QoS::AtMostOnce, true);
     }
     assert!(conn.publish_acked("warm/done", b"{}"));
+    // A measurement: memory once the warm-up has settled.
     std::thread::sleep(Duration::from_millis(500));
     let before = daemon.rss_kib();
 
@@ -227,6 +229,7 @@ fn floods_of_topics_retained_messages_and_subscriptions_leave_memory_bounded() {
         conn.publish("fleet/0/0/x", &body, QoS::AtMostOnce, false);
     }
     assert!(conn.publish_acked("fleet/0/0/done", b"{}"));
+    // A measurement: memory once the flood has been handled.
     std::thread::sleep(Duration::from_millis(500));
     let after = daemon.rss_kib();
     let growth_mib = after.saturating_sub(before) as f64 / 1024.0;
@@ -515,6 +518,7 @@ fn silent_connections_are_closed_after_the_connect_timeout_and_the_keep_alive() 
     let (mut awake, code) = RawMqtt::connect_with(mqtt, connect);
     assert_eq!(code, Some(ConnectReturnCode::Success));
     for _ in 0..4 {
+        // Pacing: a ping within each 1 s keep-alive.
         std::thread::sleep(Duration::from_millis(700));
         assert!(awake.send(Packet::PingReq));
         assert!(matches!(

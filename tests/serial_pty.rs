@@ -162,6 +162,7 @@ fn an_unplugged_receiver_is_reopened_when_it_comes_back() {
     );
     assert_eq!(daemon.metric("fixgate_serial_connected"), Some(0.0));
     // Away for a while: reopen attempts fail and back off (100ms doubling to 400ms).
+    // The window the attempts are counted over, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(2));
     let failures = daemon
         .metric("fixgate_serial_open_failures_total")
@@ -226,6 +227,7 @@ fn a_silent_receiver_is_reopened_after_the_timeout() {
 fn a_port_missing_at_start_is_picked_up_when_it_appears() {
     let (rig, _) = Rig::start(false, "");
     let Rig { daemon, client, .. } = &rig;
+    // A second in which it may not connect (there is no port yet).
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(daemon.metric("fixgate_serial_connected"), Some(0.0));
     let healthy = common::get(daemon.port, "/healthz");

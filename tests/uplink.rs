@@ -205,13 +205,15 @@ fn upstream_down_for_minutes_then_back_every_fix_arrives_once_live_first_then_ba
         &uplink_mqtt(broker_port, "max_records = 100\nbacklog_rate = 200\n"),
     );
     let poster = Poster::start(daemon.port, 4, 20.0);
-    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         daemon.wait_metric("fixgate_uplink_connected", &[], 1.0),
         Some(1.0)
     );
+    // Pacing, not a wait: three seconds of traffic while the link is up.
+    std::thread::sleep(Duration::from_secs(3));
 
     drop(broker);
+    // The outage itself (longer than the backlog report's 10 s period).
     std::thread::sleep(outage);
     // The status line's walk of the store reports the backlog (every 10 s).
     let backlog = daemon
@@ -227,6 +229,7 @@ fn upstream_down_for_minutes_then_back_every_fix_arrives_once_live_first_then_ba
     );
     let during = receiver.records().len();
     let broker = persistent_mosquitto(dir.path(), broker_port);
+    // Pacing: traffic goes on while the backlog drains.
     std::thread::sleep(Duration::from_secs(3));
     let accepted = poster.finish();
     let records = wait_for(&receiver, &keys(&accepted), Duration::from_secs(120));
@@ -303,6 +306,7 @@ fn sigkill_during_ingest_and_upload_loses_at_most_the_flush_interval_and_duplica
     let poster = Poster::start(port, 3, 200.0);
     let mut kills = Vec::new();
     for round in 0..rounds {
+        // Pacing: kills at varying points of the traffic.
         std::thread::sleep(Duration::from_millis(1000 + 300 * (round % 4)));
         daemon.kill();
         // After the process is gone: a request answered while it was dying
@@ -310,6 +314,7 @@ fn sigkill_during_ingest_and_upload_loses_at_most_the_flush_interval_and_duplica
         kills.push(Instant::now());
         daemon = Daemon::spawn(dir.path(), config_path.clone(), port);
     }
+    // Pacing: traffic into the last daemon.
     std::thread::sleep(Duration::from_secs(1));
     let accepted = poster.finish();
     // Everything durable arrives; wait for the last accepted ones.
@@ -404,6 +409,7 @@ fn http_uplink_retries_until_the_receiver_is_back() {
         ),
     );
     let poster = Poster::start(daemon.port, 2, 50.0);
+    // Pacing: traffic while the receiver is up, then an outage of 4 s.
     std::thread::sleep(Duration::from_secs(2));
     let before = receiver.stop();
     let first = before.len();
@@ -415,6 +421,7 @@ fn http_uplink_retries_until_the_receiver_is_back() {
         "the uplink noticed the receiver was gone"
     );
     let receiver = Receiver::http(dir.path(), port);
+    // Pacing: traffic after the receiver is back.
     std::thread::sleep(Duration::from_secs(1));
     let accepted = poster.finish();
     // The second receiver has no memory of the first: everything not
@@ -468,6 +475,7 @@ fn mqtt_uplink_authenticates_with_a_client_certificate() {
     std::fs::create_dir_all(&anonymous).unwrap();
     let refused = Daemon::start(&anonymous, &tls(false));
     let poster = Poster::start(refused.port, 1, 20.0);
+    // Two seconds in which nothing may get through (and traffic to refuse).
     std::thread::sleep(Duration::from_secs(2));
     let accepted = poster.finish();
     assert!(!accepted.is_empty());
@@ -480,6 +488,7 @@ fn mqtt_uplink_authenticates_with_a_client_certificate() {
 
     let daemon = Daemon::start(dir.path(), &tls(true));
     let poster = Poster::start(daemon.port, 2, 20.0);
+    // Pacing: two seconds of traffic.
     std::thread::sleep(Duration::from_secs(2));
     let accepted = poster.finish();
     let records = wait_for(&receiver, &keys(&accepted), Duration::from_secs(20));

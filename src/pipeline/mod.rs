@@ -11,6 +11,8 @@
 pub mod filter;
 pub mod geofence;
 pub mod presence;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -165,7 +167,7 @@ impl Checks {
         let mut filters = Filters::new(options);
         let mut presence = Presences::new(offline_after);
         let mut geofences = Tracker::new(rules.borrow().clone());
-        let now = Instant::now();
+        let now = presence_now();
         for state in devices {
             seed_zones(&mut geofences, state);
             if let Some(fix) = &state.fix {
@@ -221,6 +223,15 @@ fn seed_zones(tracker: &mut Tracker, state: &DeviceState) {
 /// How often the writer wakes without input to report silent devices offline.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// The instant presence is judged at. Tokio's clock is the system's
+/// monotonic clock, except in tests that pause it
+/// (`pipeline/tests.rs` runs the writer on the paused runtime's blocking
+/// pool): there a device goes offline when the test advances the clock,
+/// without waiting `offline_after` out.
+fn presence_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Runs the writer until every sender is gone and the channel is drained, or
 /// until `shutdown` fires while the store refuses writes.
 ///
@@ -256,7 +267,7 @@ pub fn run(
             let rules = checks.rules.borrow_and_update().clone();
             checks.geofences.set_rules(rules);
         }
-        let arrived = Instant::now();
+        let arrived = presence_now();
         let wall = Utc::now();
         let now = checks.clock.now();
         for observed in batch.drain(..) {

@@ -50,6 +50,21 @@ pub fn receive_bin() -> PathBuf {
     bin
 }
 
+/// Polls `done` until it holds; fails the test, naming `what`, once
+/// `timeout` has passed. Tests wait for the condition they are about to
+/// assert instead of sleeping first: a loaded machine then makes a test
+/// slower, never wrong, and a quiet one makes it fast.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A free loopback port (bound and released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -754,6 +769,17 @@ impl SseClient {
             status,
             events,
         }
+    }
+
+    /// Waits for the stream's first block, the `retry:` hint: the feed
+    /// sends it once it has placed this client's cursor, so what is stored
+    /// from now on reaches it.
+    pub fn ready(self) -> SseClient {
+        let first = self
+            .next(Duration::from_secs(10))
+            .expect("the feed's first block");
+        assert!(first.retry.is_some(), "not the retry hint: {first:?}");
+        self
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -16,6 +16,8 @@ pub mod ring;
 pub mod server;
 pub mod snapshot;
 pub mod sse;
+#[cfg(test)]
+mod sse_tests;
 pub mod tls;
 
 use std::sync::Arc;

@@ -12,6 +12,8 @@
 pub mod http;
 pub mod mqtt;
 pub mod plan;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -19,9 +21,13 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
+// Tokio's clock (the system's monotonic one, except where a test pauses
+// it): the in-process tests (`tests.rs`) drive ack timeouts, `max_age` and
+// the backlog's rate with paused time instead of waiting them out.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Uplink as UplinkConfig, UplinkTransport};
@@ -277,7 +283,7 @@ impl Uplink {
                     // The flusher is gone: the daemon is stopping.
                     watching = changed.is_ok();
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
             if self.pump(&to).await.is_err() {
                 break;
