@@ -20,6 +20,7 @@ pub mod readers;
 pub mod sim;
 pub mod sources;
 pub mod store;
+pub mod telemetry;
 pub mod util;
 
 pub use fixgate_support::{signal, tls};

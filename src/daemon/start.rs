@@ -22,6 +22,7 @@ use crate::sources::http::HttpIntake;
 use crate::sources::intake::Rejects;
 use crate::store::budget::{self, Budget};
 use crate::store::{OpenReport, Store, StoreOptions, flusher};
+use crate::telemetry;
 
 /// Bytes of request bodies being received at once, across all intake
 /// requests (at least one `http.max_body`).
@@ -222,14 +223,14 @@ async fn open_store(config: &Config) -> anyhow::Result<(Store, OpenReport)> {
         .await?
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
     if let Some((aside, cause)) = &report.quarantined {
-        metrics::counter!("fixgate_store_quarantined_total").increment(1);
+        telemetry::STORE_QUARANTINED.increment(1);
         tracing::error!(
             moved_to = %aside.display(),
             "THE STORE WAS DAMAGED and has been moved aside; starting with an empty store. Cause: {cause}"
         );
     }
     if let Some(problem) = &report.mark_problem {
-        metrics::counter!("fixgate_store_mark_damaged_total").increment(1);
+        telemetry::STORE_MARK_DAMAGED.increment(1);
         tracing::error!("store: {problem}");
     }
     if report.skipped > 0 {

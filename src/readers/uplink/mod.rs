@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Uplink as UplinkConfig, UplinkTransport};
 use crate::fix::{Event, Position, Record};
 use crate::store::{Acked, Reader, Store, StoreError};
+use crate::telemetry;
 use crate::util::backoff::Backoff;
 use crate::util::tasks::Tasks;
 use crate::wire::{self, BatchKind};
@@ -122,7 +123,7 @@ pub fn start(
             h.url.clone()
         }
     };
-    metrics::gauge!("fixgate_uplink_connected").set(0.0);
+    telemetry::UPLINK_CONNECTED.set(0.0);
     let uplink = Uplink::new(config, gateway, store, head, durable)?;
     tracing::info!(
         %peer,
@@ -201,7 +202,7 @@ impl Uplink {
         let acked = store.uplink_acked().unwrap_or_else(|err| {
             // Forgetting what was acknowledged only means sending it again
             // (receivers drop duplicates); refusing to start would send nothing.
-            metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+            telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
             tracing::error!(
                 "uplink: acknowledged ranges unreadable, sending everything held again: {err}"
             );
@@ -302,9 +303,8 @@ impl Uplink {
         self.reported_at = Some(Instant::now());
         let usage = self.store.backlog_given(&self.acked);
         let age = usage.oldest_age(chrono::Utc::now());
-        metrics::gauge!("fixgate_uplink_backlog_records").set(usage.records as f64);
-        metrics::gauge!("fixgate_uplink_backlog_oldest_seconds")
-            .set(age.map_or(0.0, |a| a.as_secs_f64()));
+        telemetry::UPLINK_BACKLOG_RECORDS.set(usage.records as f64);
+        telemetry::UPLINK_BACKLOG_OLDEST_SECONDS.set(age.map_or(0.0, |a| a.as_secs_f64()));
         *self
             .report
             .backlog
@@ -343,13 +343,13 @@ impl Uplink {
                 }
                 self.acked_dirty = true;
                 if let Some(sent) = flight.sent {
-                    metrics::histogram!("fixgate_uplink_ack_seconds")
-                        .record(sent.elapsed().as_secs_f64());
+                    telemetry::UPLINK_ACK_SECONDS.record(sent.elapsed().as_secs_f64());
                 }
-                metrics::counter!("fixgate_uplink_acked_records_total", "kind" => flight.kind.name())
+                telemetry::UPLINK_ACKED_RECORDS
+                    .with([flight.kind.name()])
                     .increment(flight.records as u64);
                 if let Some(first) = self.acked.iter().next() {
-                    metrics::gauge!("fixgate_uplink_acked_seq").set(*first.end() as f64);
+                    telemetry::UPLINK_ACKED_SEQ.set(*first.end() as f64);
                 }
             }
             FromTransport::Lost { generation, reason } => {
@@ -366,8 +366,8 @@ impl Uplink {
         self.connected = None;
         self.report.connected.store(false, Ordering::Relaxed);
         self.down_since = Some(Instant::now());
-        metrics::gauge!("fixgate_uplink_connected").set(0.0);
-        metrics::counter!("fixgate_uplink_disconnects_total").increment(1);
+        telemetry::UPLINK_CONNECTED.set(0.0);
+        telemetry::UPLINK_DISCONNECTS.increment(1);
         let unacked = self.flights.values().filter(|f| f.sent.is_some()).count();
         for flight in self.flights.values_mut() {
             flight.sent = None;
@@ -381,7 +381,7 @@ impl Uplink {
     fn on_connected(&mut self, generation: u64) {
         self.connected = Some(generation);
         self.report.connected.store(true, Ordering::Relaxed);
-        metrics::gauge!("fixgate_uplink_connected").set(1.0);
+        telemetry::UPLINK_CONNECTED.set(1.0);
         let durable = *self.durable.borrow();
         let from = self.live_next.unwrap_or(self.first_seq);
         let start = plan::resume(&self.acked, from, durable, self.max_records as u64);
@@ -405,7 +405,7 @@ impl Uplink {
         let devices = match self.reader.devices() {
             Ok(d) => d,
             Err(err) => {
-                metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+                telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
                 tracing::error!("uplink: cannot read device states for the snapshot: {err}");
                 return;
             }
@@ -448,8 +448,7 @@ impl Uplink {
             .filter_map(|f| f.sent)
             .any(|sent| now >= sent + self.ack_timeout)
         {
-            metrics::counter!("fixgate_uplink_errors_total", "reason" => "ack_timeout")
-                .increment(1);
+            telemetry::UPLINK_ERRORS.with(["ack_timeout"]).increment(1);
             // The transport drops the connection and answers with
             // `Connected` for a new one.
             to.send(ToTransport::Reconnect { generation })
@@ -478,8 +477,7 @@ impl Uplink {
                     Ok(Some(token)) => token,
                     Ok(None) => return Ok(()),
                     Err(err) => {
-                        metrics::counter!("fixgate_uplink_errors_total", "reason" => "store")
-                            .increment(1);
+                        telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
                         tracing::error!("uplink: cannot read the store: {err}");
                         self.store_retry_at = Some(now + STORE_RETRY);
                         return Ok(());
@@ -491,12 +489,13 @@ impl Uplink {
             };
             flight.sent = Some(Instant::now());
             if flight.attempts > 0 {
-                metrics::counter!("fixgate_uplink_resent_total").increment(1);
+                telemetry::UPLINK_RESENT.increment(1);
             }
             flight.attempts += 1;
-            metrics::counter!("fixgate_uplink_batches_total", "kind" => flight.kind.name())
+            telemetry::UPLINK_BATCHES
+                .with([flight.kind.name()])
                 .increment(1);
-            metrics::counter!("fixgate_uplink_bytes_total").increment(flight.bytes.len() as u64);
+            telemetry::UPLINK_BYTES.increment(flight.bytes.len() as u64);
             to.send(ToTransport::Send {
                 generation,
                 token,
@@ -599,7 +598,8 @@ impl Uplink {
         let count = records.len();
         let batch = plan::batch(kind, &self.gateway, id, range, records);
         let bytes = Arc::new(wire::encode(&batch));
-        metrics::counter!("fixgate_uplink_records_total", "kind" => kind.name())
+        telemetry::UPLINK_RECORDS
+            .with([kind.name()])
             .increment(count as u64);
         let token = self.next_token;
         self.next_token += 1;
@@ -624,7 +624,7 @@ impl Uplink {
                 self.persisted_at = Instant::now();
             }
             Err(err) => {
-                metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+                telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
                 tracing::error!("uplink: cannot record acknowledgements: {err}");
                 // Try again a little later rather than on every loop.
                 self.persisted_at = Instant::now();
