@@ -77,6 +77,7 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
         wiring.durable.clone(),
         &stages.background,
     )
+    .await
     .context("cannot start the uplink")?;
 
     let pulses = Arc::new(Pulses::default());

@@ -115,6 +115,10 @@ pub enum StoreError {
         /// Why the move failed.
         source: std::io::Error,
     },
+    /// A store call handed to the blocking pool did not finish: the
+    /// runtime dropped it (it is shutting down).
+    #[error("store: a call on the blocking pool did not finish: {0}")]
+    Interrupted(String),
 }
 
 impl StoreError {
@@ -126,7 +130,7 @@ impl StoreError {
         use std::io::ErrorKind as K;
         match self {
             Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
-            Self::Quarantine { .. } | Self::Mark { .. } => false,
+            Self::Quarantine { .. } | Self::Mark { .. } | Self::Interrupted(_) => false,
             Self::Sled(sled::Error::Io(io)) => {
                 let environment = matches!(
                     io.kind(),

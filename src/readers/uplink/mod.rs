@@ -8,6 +8,10 @@
 //! batches in flight, and records acknowledged ranges back in the store.
 //! Transports (`mqtt`, `http`) only move bytes and report acknowledgements;
 //! what to send next is decided by the pure functions in [`plan`].
+//!
+//! Every read and write of sled runs on the blocking pool ([`off_runtime`]):
+//! a read may wait for the disk, and a runtime thread held by it would hold
+//! up the feed, the intake and the rest of the daemon's tasks.
 
 pub mod http;
 pub mod mqtt;
@@ -83,7 +87,7 @@ pub struct Running {
 }
 
 /// Starts the uplink and its transport; `None` when it is off.
-pub fn start(
+pub async fn start(
     config: &UplinkConfig,
     gateway: &str,
     store: Store,
@@ -124,7 +128,7 @@ pub fn start(
         }
     };
     telemetry::UPLINK_CONNECTED.set(0.0);
-    let uplink = Uplink::new(config, gateway, store, head, durable)?;
+    let uplink = Uplink::new(config, gateway, store, head, durable).await?;
     tracing::info!(
         %peer,
         backlog = uplink.backlog(),
@@ -133,6 +137,21 @@ pub fn start(
     let report = uplink.report.clone();
     let task = tasks.spawn(uplink.run(to_tx, from_rx, shutdown));
     Ok(Some(Running { task, report }))
+}
+
+/// Runs a store call on the blocking pool and waits for it. A panic in the
+/// call goes on in the caller, as if the call had been made here; a call the
+/// runtime dropped (it is shutting down) is an error.
+async fn off_runtime<T, F>(call: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(StoreError::Interrupted(join.to_string())),
+    }
 }
 
 /// A batch handed to the transport and not yet acknowledged.
@@ -192,14 +211,17 @@ struct Uplink {
 }
 
 impl Uplink {
-    fn new(
+    async fn new(
         config: &UplinkConfig,
         gateway: &str,
         store: Store,
         head: watch::Receiver<u64>,
         durable: watch::Receiver<u64>,
     ) -> Result<Self, StoreError> {
-        let acked = store.uplink_acked().unwrap_or_else(|err| {
+        let reading = store.clone();
+        let (acked, first_seq) =
+            off_runtime(move || Ok((reading.uplink_acked(), reading.first_seq()?))).await?;
+        let acked = acked.unwrap_or_else(|err| {
             // Forgetting what was acknowledged only means sending it again
             // (receivers drop duplicates); refusing to start would send nothing.
             telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
@@ -208,7 +230,6 @@ impl Uplink {
             );
             Acked::new()
         });
-        let first_seq = store.first_seq()?;
         let now = Instant::now();
         Ok(Self {
             gateway: gateway.to_owned(),
@@ -271,7 +292,7 @@ impl Uplink {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 message = from.recv() => match message {
-                    Some(m) => self.on_transport(m),
+                    Some(m) => self.on_transport(m).await,
                     None => break,
                 },
                 changed = self.durable.changed(), if watching => {
@@ -284,7 +305,7 @@ impl Uplink {
                 break;
             }
             if self.acked_dirty && self.persisted_at.elapsed() >= PERSIST_EVERY {
-                self.persist();
+                self.persist().await;
             }
             if self
                 .reported_at
@@ -294,7 +315,7 @@ impl Uplink {
             }
         }
         if self.acked_dirty {
-            self.persist();
+            self.persist().await;
         }
     }
 
@@ -331,9 +352,9 @@ impl Uplink {
         wake.max(now)
     }
 
-    fn on_transport(&mut self, message: FromTransport) {
+    async fn on_transport(&mut self, message: FromTransport) {
         match message {
-            FromTransport::Connected { generation } => self.on_connected(generation),
+            FromTransport::Connected { generation } => self.on_connected(generation).await,
             FromTransport::Acked { token } => {
                 let Some(flight) = self.flights.remove(&token) else {
                     return;
@@ -378,7 +399,7 @@ impl Uplink {
         );
     }
 
-    fn on_connected(&mut self, generation: u64) {
+    async fn on_connected(&mut self, generation: u64) {
         self.connected = Some(generation);
         self.report.connected.store(true, Ordering::Relaxed);
         telemetry::UPLINK_CONNECTED.set(1.0);
@@ -393,7 +414,7 @@ impl Uplink {
             "uplink connected"
         );
         if start.snapshot {
-            self.snapshot(from, durable);
+            self.snapshot(from, durable).await;
             self.backlog_hold = Some((*self.head.borrow(), Instant::now()));
         }
         self.live_next = Some(start.live_next);
@@ -401,8 +422,9 @@ impl Uplink {
 
     /// Queues each device's latest position not yet sent, so that the
     /// receiver sees where vehicles are now before the backlog drains.
-    fn snapshot(&mut self, from: u64, durable: u64) {
-        let devices = match self.reader.devices() {
+    async fn snapshot(&mut self, from: u64, durable: u64) {
+        let reader = self.reader.clone();
+        let devices = match off_runtime(move || reader.devices()).await {
             Ok(d) => d,
             Err(err) => {
                 telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
@@ -473,7 +495,7 @@ impl Uplink {
                 .map(|(t, _)| *t);
             let token = match waiting {
                 Some(token) => token,
-                None => match self.next_batch(now) {
+                None => match self.next_batch(now).await {
                     Ok(Some(token)) => token,
                     Ok(None) => return Ok(()),
                     Err(err) => {
@@ -507,14 +529,14 @@ impl Uplink {
     }
 
     /// Builds the next batch, live before backlog; returns its token.
-    fn next_batch(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
-        if let Some(token) = self.next_live(now)? {
+    async fn next_batch(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
+        if let Some(token) = self.next_live(now).await? {
             return Ok(Some(token));
         }
-        self.next_backlog(now)
+        self.next_backlog(now).await
     }
 
-    fn next_live(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
+    async fn next_live(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
         let durable = *self.durable.borrow();
         loop {
             let Some(next) = self.live_next else {
@@ -530,7 +552,7 @@ impl Uplink {
                     return Ok(None);
                 }
             }
-            let (covers, records) = self.read(next, durable)?;
+            let (covers, records) = self.read(next, durable).await?;
             self.live_next = Some(covers.end() + 1);
             self.live_since = None;
             if plan::unacked(&self.acked, *covers.start(), *covers.end()) == 0 {
@@ -542,7 +564,7 @@ impl Uplink {
         }
     }
 
-    fn next_backlog(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
+    async fn next_backlog(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
         if now < self.backlog_at {
             return Ok(None);
         }
@@ -563,7 +585,7 @@ impl Uplink {
         ) else {
             return Ok(None);
         };
-        let (covers, records) = self.read(*gap.start(), *gap.end())?;
+        let (covers, records) = self.read(*gap.start(), *gap.end()).await?;
         let pause = Duration::from_secs_f64(records.len().max(1) as f64 / self.backlog_rate);
         self.backlog_at = self.backlog_at.max(now) + pause;
         let set: Acked = std::iter::once(covers.clone()).collect();
@@ -573,8 +595,14 @@ impl Uplink {
     /// Reads up to a batch of records from `from..=to`; returns the range
     /// they account for (up to `to` when the read came back short, since
     /// every number up to there was looked at) and those not yet acknowledged.
-    fn read(&self, from: u64, to: u64) -> Result<(RangeInclusive<u64>, Vec<Record>), StoreError> {
-        let mut records = self.reader.read_after(from - 1, self.max_records)?;
+    async fn read(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<(RangeInclusive<u64>, Vec<Record>), StoreError> {
+        let reader = self.reader.clone();
+        let limit = self.max_records;
+        let mut records = off_runtime(move || reader.read_after(from - 1, limit)).await?;
         let full = records.len() == self.max_records;
         records.retain(|r| r.seq <= to);
         let end = match records.last() {
@@ -617,8 +645,12 @@ impl Uplink {
         token
     }
 
-    fn persist(&mut self) {
-        match self.store.set_uplink_acked(&self.acked) {
+    /// Writes the acknowledged ranges back to the store. Nothing else runs
+    /// in this task meanwhile, so the ranges written are the ranges held.
+    async fn persist(&mut self) {
+        let store = self.store.clone();
+        let acked = self.acked.clone();
+        match off_runtime(move || store.set_uplink_acked(&acked)).await {
             Ok(()) => {
                 self.acked_dirty = false;
                 self.persisted_at = Instant::now();
