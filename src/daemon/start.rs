@@ -67,7 +67,8 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
     let (store, report) = open_store(&config).await?;
     raise_fd_limit(&config);
     let (access, tls, listener) = prepare_network(&config).await?;
-    let (mut wiring, writer) = start_writer(&config, &store, report, geofences.clone(), stages)?;
+    let (mut wiring, writer) =
+        start_writer(&config, &store, report, geofences.clone(), stages).await?;
     let (flusher, reopen) = start_store_tasks(&config, &store, &mut wiring, stages);
     let uplink = crate::readers::uplink::start(
         &config.uplink,
@@ -260,14 +261,16 @@ fn raise_fd_limit(config: &Config) {
 }
 
 /// Seeds the writer's checks from the store and starts it on its own thread.
-fn start_writer(
+async fn start_writer(
     config: &Config,
     store: &Store,
     mut report: OpenReport,
     geofences: watch::Receiver<Option<Arc<crate::pipeline::geofence::Rules>>>,
     stages: &Stages,
 ) -> anyhow::Result<(Wiring, super::WriterThread)> {
-    let writer = store.writer()?;
+    // Resuming reads the log's tail from sled: not on a runtime thread.
+    let resuming = store.clone();
+    let writer = tokio::task::spawn_blocking(move || resuming.writer()).await??;
     tracing::info!(
         path = %config.store.path.display(),
         head = writer.head(),
