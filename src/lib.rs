@@ -20,6 +20,7 @@ pub mod readers;
 pub mod sim;
 pub mod sources;
 pub mod store;
+pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod util;

@@ -53,6 +53,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    fixgate::telemetry::describe();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %path.display(),

@@ -153,9 +153,7 @@ fn sets_inline(line: &str, table: &str, key: &str) -> bool {
     let Some((_, inline)) = line.split_once('{') else {
         return false;
     };
-    inline
-        .split([',', '{'])
-        .any(|part| sets(part, key))
+    inline.split([',', '{']).any(|part| sets(part, key))
 }
 
 /// Whether the reference documents `key` (`mqtt.login.user`): set under its
@@ -216,13 +214,19 @@ fn the_reference_documents_no_section_the_reader_does_not_know() {
         .map(|(name, _)| name)
         .filter(|name| !name.is_empty() && !known.contains(name))
         .collect();
-    assert!(unknown.is_empty(), "headers the reader does not read: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "headers the reader does not read: {unknown:?}"
+    );
 }
 
 #[test]
 fn the_check_finds_a_key_left_out() {
     let blocks = vec![
-        ("feed".to_owned(), vec!["listen = \"0.0.0.0:8080\"", "# retry = \"3s\""]),
+        (
+            "feed".to_owned(),
+            vec!["listen = \"0.0.0.0:8080\"", "# retry = \"3s\""],
+        ),
         (
             "geofence.fence".to_owned(),
             vec!["# circle = { lat = 52.1, lon = 5.1, radius_m = 100 }"],
@@ -237,7 +241,10 @@ fn the_check_finds_a_key_left_out() {
     assert!(documented(&blocks, "geofence.fence.circle.radius_m"));
     assert!(!documented(&blocks, "geofence.fence.circle.zz"));
     assert_eq!(header("# [[mqtt.login]]"), Some("mqtt.login".to_owned()));
-    assert_eq!(header("# [http.tokens]   # its own"), Some("http.tokens".to_owned()));
+    assert_eq!(
+        header("# [http.tokens]   # its own"),
+        Some("http.tokens".to_owned())
+    );
     assert_eq!(header("# # [lon, lat] positions"), None);
     assert_eq!(header("[feed]"), Some("feed".to_owned()));
 }

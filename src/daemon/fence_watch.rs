@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry;
 use crate::util::tasks::Tasks;
 
 use crate::config;
@@ -26,8 +27,8 @@ fn try_load(section: &config::Geofence, why: &str) -> Option<Arc<Rules>> {
     match load::load_all(section) {
         Ok(fences) => {
             let n = fences.len();
-            metrics::counter!("fixgate_geofence_reloads_total", "result" => "ok").increment(1);
-            metrics::gauge!("fixgate_geofence_fences").set(n as f64);
+            telemetry::GEOFENCE_RELOADS.with(["ok"]).increment(1);
+            telemetry::GEOFENCE_FENCES.set(n as f64);
             tracing::info!(
                 fences = n,
                 files = section.files.len(),
@@ -39,7 +40,7 @@ fn try_load(section: &config::Geofence, why: &str) -> Option<Arc<Rules>> {
             }))
         }
         Err(err) => {
-            metrics::counter!("fixgate_geofence_reloads_total", "result" => "error").increment(1);
+            telemetry::GEOFENCE_RELOADS.with(["error"]).increment(1);
             tracing::error!("geofences NOT loaded ({why}); the fences in force stay: {err}");
             None
         }
@@ -121,8 +122,7 @@ async fn watch_task(
                     }
                     None => continue,
                     Some(Err(err)) => {
-                        metrics::counter!("fixgate_geofence_reloads_total", "result" => "error")
-                            .increment(1);
+                        telemetry::GEOFENCE_RELOADS.with(["error"]).increment(1);
                         tracing::error!(
                             "configuration NOT reloaded; the fences in force stay:\n{err}"
                         );
@@ -177,7 +177,7 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => Some(value),
         Err(err) => {
-            metrics::counter!("fixgate_geofence_reloads_total", "result" => "error").increment(1);
+            telemetry::GEOFENCE_RELOADS.with(["error"]).increment(1);
             tracing::error!("geofence reload failed, the fences in force stay: {err}");
             None
         }

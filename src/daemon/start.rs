@@ -22,6 +22,7 @@ use crate::sources::http::HttpIntake;
 use crate::sources::intake::Rejects;
 use crate::store::budget::{self, Budget};
 use crate::store::{OpenReport, Store, StoreOptions, flusher};
+use crate::telemetry;
 
 /// Bytes of request bodies being received at once, across all intake
 /// requests (at least one `http.max_body`).
@@ -66,7 +67,8 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
     let (store, report) = open_store(&config).await?;
     raise_fd_limit(&config);
     let (access, tls, listener) = prepare_network(&config).await?;
-    let (mut wiring, writer) = start_writer(&config, &store, report, geofences.clone(), stages)?;
+    let (mut wiring, writer) =
+        start_writer(&config, &store, report, geofences.clone(), stages).await?;
     let (flusher, reopen) = start_store_tasks(&config, &store, &mut wiring, stages);
     let uplink = crate::readers::uplink::start(
         &config.uplink,
@@ -76,6 +78,7 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
         wiring.durable.clone(),
         &stages.background,
     )
+    .await
     .context("cannot start the uplink")?;
 
     let pulses = Arc::new(Pulses::default());
@@ -222,14 +225,14 @@ async fn open_store(config: &Config) -> anyhow::Result<(Store, OpenReport)> {
         .await?
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
     if let Some((aside, cause)) = &report.quarantined {
-        metrics::counter!("fixgate_store_quarantined_total").increment(1);
+        telemetry::STORE_QUARANTINED.increment(1);
         tracing::error!(
             moved_to = %aside.display(),
             "THE STORE WAS DAMAGED and has been moved aside; starting with an empty store. Cause: {cause}"
         );
     }
     if let Some(problem) = &report.mark_problem {
-        metrics::counter!("fixgate_store_mark_damaged_total").increment(1);
+        telemetry::STORE_MARK_DAMAGED.increment(1);
         tracing::error!("store: {problem}");
     }
     if report.skipped > 0 {
@@ -258,14 +261,16 @@ fn raise_fd_limit(config: &Config) {
 }
 
 /// Seeds the writer's checks from the store and starts it on its own thread.
-fn start_writer(
+async fn start_writer(
     config: &Config,
     store: &Store,
     mut report: OpenReport,
     geofences: watch::Receiver<Option<Arc<crate::pipeline::geofence::Rules>>>,
     stages: &Stages,
 ) -> anyhow::Result<(Wiring, super::WriterThread)> {
-    let writer = store.writer()?;
+    // Resuming reads the log's tail from sled: not on a runtime thread.
+    let resuming = store.clone();
+    let writer = tokio::task::spawn_blocking(move || resuming.writer()).await??;
     tracing::info!(
         path = %config.store.path.display(),
         head = writer.head(),

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::health::Pulses;
 use crate::pipeline::WriterHealth;
+use crate::telemetry;
 
 /// A writer that has not gone round its loop for this long is stuck: its
 /// loop turns at least every [`crate::pipeline::TICK`], and sleeps at most
@@ -66,7 +67,7 @@ pub async fn watchdog(
             }
             Some((what, since)) if !withheld => {
                 withheld = true;
-                metrics::counter!("fixgate_watchdog_withheld_total").increment(1);
+                telemetry::WATCHDOG_WITHHELD.increment(1);
                 tracing::error!(
                     stalled_s = since.as_secs(),
                     "{what} IS STUCK: withholding watchdog pings so that systemd restarts the daemon"
@@ -100,7 +101,7 @@ fn send(states: &[NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(states) {
         // systemd then restarts the service when its start times out, so
         // the log is where the reason has to be.
-        metrics::counter!("fixgate_systemd_notify_errors_total").increment(1);
+        telemetry::SYSTEMD_NOTIFY_ERRORS.increment(1);
         tracing::warn!("cannot notify systemd: {err}");
     }
 }

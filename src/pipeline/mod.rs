@@ -30,12 +30,10 @@ use crate::pipeline::geofence::{Rules, Tracker, Zones};
 use crate::pipeline::presence::Presences;
 use crate::sources::clock::{ClockTrust, TrustedClock};
 use crate::store::{DeviceState, Reader, Writer};
-use crate::util::labels::DeviceSeries;
+use crate::telemetry::{self, Value};
+use crate::util::labels::{DeviceLabel, DeviceSeries};
 use crate::util::log_limit::{Flood, FloodLimit, LINES_PER_REASON};
 use crate::wire::quantise;
-
-/// The metric of fixes the writer drops.
-const DROPPED: &str = "fixgate_fixes_dropped_total";
 
 /// What a reason's last log line of the minute adds.
 fn more(last: bool) -> &'static str {
@@ -139,15 +137,20 @@ impl Checks {
             // warn, so that a failing store cannot flood the journal here
             // (the writer's own append errors are logged).
             Err(err) => {
-                metrics::counter!("fixgate_store_errors_total", "op" => "device").increment(1);
+                telemetry::STORE_ERRORS.with(["device"]).increment(1);
                 tracing::debug!(%device, "cannot read the device's stored state: {err}");
             }
         }
     }
 
     /// The device label of `device`'s series of the drop metric.
-    fn label(&self, source: &'static str, reason: &'static str, device: &DeviceId) -> String {
-        self.series.label(DROPPED, source, reason, device.as_str())
+    fn label(&self, source: &'static str, reason: &'static str, device: &DeviceId) -> DeviceLabel {
+        self.series.label(
+            telemetry::FIXES_DROPPED.name(),
+            source,
+            reason,
+            device.as_str(),
+        )
     }
 }
 
@@ -214,7 +217,7 @@ fn seed_zones(tracker: &mut Tracker, state: &DeviceState) {
     match Zones::decode(bytes) {
         Ok(zones) => tracker.seed(state.device.clone(), zones),
         Err(err) => {
-            metrics::counter!("fixgate_store_errors_total", "op" => "zones").increment(1);
+            telemetry::STORE_ERRORS.with(["zones"]).increment(1);
             tracing::warn!(device = %state.device, "stored geofence state dropped: {err}");
         }
     }
@@ -282,14 +285,14 @@ pub fn run(
             );
         }
         for device in checks.presence.expire(arrived) {
-            metrics::counter!("fixgate_device_status_total", "status" => "offline").increment(1);
+            telemetry::DEVICE_STATUS.with(["offline"]).increment(1);
             events.push(Event::Status(Status {
                 device,
                 status: Presence::Offline,
                 time: wall,
             }));
         }
-        metrics::gauge!("fixgate_devices_tracked").set(checks.presence.len() as f64);
+        telemetry::DEVICES_TRACKED.set(checks.presence.len() as f64);
         health
             .devices
             .store(checks.presence.len() as u64, Ordering::Relaxed);
@@ -311,7 +314,7 @@ pub fn run(
                     .filter(|e| matches!(e, Event::Position(_)))
                     .count();
                 health.accepted.fetch_add(fixes as u64, Ordering::Relaxed);
-                metrics::gauge!("fixgate_store_head_seq").set(seq as f64);
+                telemetry::STORE_HEAD_SEQ.set(seq as f64);
                 head.send_replace(seq);
             }
             Appended::DiskFull => {
@@ -334,11 +337,13 @@ pub fn run(
                     lost = events.len(),
                     "shutting down while the store refuses writes: these events are lost"
                 );
-                metrics::counter!("fixgate_fixes_lost_total", "reason" => "store")
+                telemetry::FIXES_LOST
+                    .with(["store"])
                     .increment(events.len() as u64);
             }
             Appended::GaveUp => {
-                metrics::counter!("fixgate_fixes_lost_total", "reason" => "store")
+                telemetry::FIXES_LOST
+                    .with(["store"])
                     .increment(events.len() as u64);
                 tracing::error!(
                     lost = events.len(),
@@ -360,15 +365,18 @@ fn shed(events: &[Event], checks: &mut Checks) {
         match event {
             Event::Position(p) => {
                 let device = checks.label("any", "store_full", &p.device);
-                metrics::counter!(DROPPED, "source" => "any", "reason" => "store_full", "device" => device)
+                telemetry::FIXES_DROPPED
+                    .with::<Value>(["any".into(), "store_full".into(), device.into()])
                     .increment(1);
             }
             Event::Status(_) => {
-                metrics::counter!("fixgate_store_errors_total", "op" => "status_dropped")
+                telemetry::STORE_ERRORS
+                    .with(["status_dropped"])
                     .increment(1);
             }
             Event::Geofence(_) => {
-                metrics::counter!("fixgate_store_errors_total", "op" => "geofence_dropped")
+                telemetry::STORE_ERRORS
+                    .with(["geofence_dropped"])
                     .increment(1);
             }
         }
@@ -408,7 +416,12 @@ fn check(
         .is_some_and(|owner| *owner != observed.source)
     {
         // A configured name: bounded by the configuration, so it keeps its label.
-        metrics::counter!(DROPPED, "source" => source, "reason" => "reserved_device", "device" => device.to_string())
+        telemetry::FIXES_DROPPED
+            .with::<Value>([
+                source.into(),
+                "reserved_device".into(),
+                DeviceLabel::configured(&device).into(),
+            ])
             .increment(1);
         if let Flood::Log {
             suppressed,
@@ -443,7 +456,7 @@ fn check(
     // An arrival means the device is reporting, whatever becomes of the fix.
     if known || verdict.is_ok() {
         if let Some(presence) = checks.presence.heard(&device, arrived) {
-            metrics::counter!("fixgate_device_status_total", "status" => "online").increment(1);
+            telemetry::DEVICE_STATUS.with(["online"]).increment(1);
             events.push(Event::Status(Status {
                 device: device.clone(),
                 status: presence,
@@ -455,7 +468,8 @@ fn check(
         Ok(historic) => {
             position.historic = historic;
             let kind = if historic { "historic" } else { "live" };
-            metrics::counter!("fixgate_fixes_accepted_total", "source" => source, "class" => class, "kind" => kind)
+            telemetry::FIXES_ACCEPTED
+                .with([source, class, kind])
                 .increment(1);
             // Judged where the store will say it was: within 8 mm of a
             // boundary the stored position must not contradict its event.
@@ -465,12 +479,9 @@ fn check(
             // The fix first: the events it caused follow it in the log.
             events.push(Event::Position(position));
             for event in caused {
-                metrics::counter!(
-                    "fixgate_geofence_events_total",
-                    "type" => event.crossing.as_str(),
-                    "kind" => kind
-                )
-                .increment(1);
+                telemetry::GEOFENCE_EVENTS
+                    .with([event.crossing.as_str(), kind])
+                    .increment(1);
                 events.push(Event::Geofence(event));
             }
             if let Some(zones) = zones {
@@ -478,13 +489,13 @@ fn check(
             }
         }
         Err(reason) => {
-            metrics::counter!(
-                DROPPED,
-                "source" => source,
-                "reason" => reason,
-                "device" => checks.label(source, reason, &device)
-            )
-            .increment(1);
+            telemetry::FIXES_DROPPED
+                .with::<Value>([
+                    source.into(),
+                    reason.into(),
+                    checks.label(source, reason, &device).into(),
+                ])
+                .increment(1);
             if let Flood::Log {
                 suppressed,
                 held,
@@ -551,7 +562,7 @@ fn append_with_retry(
                 return Appended::Stored(seq);
             }
             Err(err) => {
-                metrics::counter!("fixgate_store_errors_total", "op" => "append").increment(1);
+                telemetry::STORE_ERRORS.with(["append"]).increment(1);
                 let first = !health.store_failing.swap(true, Ordering::Relaxed);
                 if err.is_disk_full() {
                     if !health.disk_full.swap(true, Ordering::Relaxed) {

@@ -32,6 +32,7 @@ use crate::config::Http;
 use crate::fix::{DeviceClass, DeviceId, Observed, Position, SourceKind};
 use crate::readers::feed::access::Refused;
 use crate::readers::feed::conn::Conn;
+use crate::telemetry;
 use crate::util::log_limit::{OUTSIDE_CHARS, outside};
 
 /// What the intake handlers share.
@@ -341,7 +342,8 @@ async fn osmand(
         // The tracker says it has no fix (`valid=false`): answered as taken,
         // or it would queue and resend the report forever.
         Ok(None) => {
-            metrics::counter!("fixgate_ingest_ignored_total", "source" => "http", "kind" => "osmand_invalid")
+            telemetry::INGEST_IGNORED
+                .with(["http", "osmand_invalid"])
                 .increment(1);
             (
                 StatusCode::OK,

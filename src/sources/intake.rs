@@ -13,16 +13,14 @@ use tokio::sync::mpsc;
 use super::clock::ClockTrust;
 use super::stream::{NmeaStream, OutsideNames, PipelineClosed, send};
 use crate::fix::{DeviceClass, DeviceId, Fix, Observed, SourceKind};
-use crate::util::labels::{self, DeviceSeries};
+use crate::telemetry::{self, Value};
+use crate::util::labels::{self, DeviceLabel, DeviceSeries};
 use crate::util::log_limit::{
     DETAIL_CHARS, Flood, FloodLimit, LINES_PER_REASON, OUTSIDE_CHARS, outside,
 };
 
 /// A device that sends garbage all day gets one log line per reason per this.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// The metric of rejected input.
-const REJECTED: &str = "fixgate_ingest_rejected_total";
 
 /// Counts and logs rejected input; shared by every intake task.
 #[derive(Debug)]
@@ -65,16 +63,17 @@ impl Rejects {
     /// Counts one rejection of `device` as it is shown (cut and escaped).
     fn increment(&self, source: SourceKind, device: Option<&str>, reason: &'static str) {
         let label = match device {
-            Some(d) => self.series.label(REJECTED, source.as_str(), reason, d),
-            None => labels::NONE.to_owned(),
+            Some(d) => self.series.label(
+                telemetry::INGEST_REJECTED.name(),
+                source.as_str(),
+                reason,
+                d,
+            ),
+            None => DeviceLabel::none(),
         };
-        metrics::counter!(
-            REJECTED,
-            "source" => source.as_str(),
-            "reason" => reason,
-            "device" => label
-        )
-        .increment(1);
+        telemetry::INGEST_REJECTED
+            .with::<Value>([source.as_str().into(), reason.into(), label.into()])
+            .increment(1);
     }
 
     /// Counts one rejection of `source` input and logs it unless it was

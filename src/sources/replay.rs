@@ -15,6 +15,8 @@ use super::stream::{self, NmeaStream, PipelineClosed};
 pub use crate::config::Pace;
 use crate::config::Replay;
 use crate::fix::{DeviceClass, Observed, SourceKind};
+use crate::telemetry;
+use crate::util::labels::DeviceLabel;
 
 /// Longest line read at once; longer ones reach the decoder in pieces and are
 /// rejected there as over-long.
@@ -59,7 +61,8 @@ async fn replay(
             Ok(fixes) => fixes,
             Err(Failure::Closed) => return Err(PipelineClosed),
             Err(Failure::Io(err)) => {
-                metrics::counter!("fixgate_replay_errors_total", "device" => spec.device.to_string())
+                telemetry::REPLAY_ERRORS
+                    .with([DeviceLabel::configured(&spec.device)])
                     .increment(1);
                 tracing::error!("cannot read the log: {err}");
                 0

@@ -20,6 +20,8 @@ use super::stream::{NmeaStream, PipelineClosed};
 use crate::config::Serial;
 use crate::daemon::health::Pulse;
 use crate::fix::{Observed, SourceKind};
+use crate::telemetry::{self, Value};
+use crate::util::labels::DeviceLabel;
 
 /// Why a port was given up.
 #[derive(Debug)]
@@ -63,8 +65,8 @@ async fn read_forever(spec: Serial, context: Context, pulse: Arc<Pulse>) {
         clock,
         ..
     } = context;
-    let device = spec.device.to_string();
-    let connected = metrics::gauge!("fixgate_serial_connected", "device" => device.clone());
+    let device = DeviceLabel::configured(&spec.device);
+    let connected = telemetry::SERIAL_CONNECTED.with([device.clone()]);
     let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock);
     let mut backoff = spec.reconnect_min;
     let mut failures = 0u64;
@@ -72,7 +74,8 @@ async fn read_forever(spec: Serial, context: Context, pulse: Arc<Pulse>) {
         let port = tokio_serial::new(spec.path.to_string_lossy(), spec.baud).open_native_async();
         let ended = match port {
             Err(err) => {
-                metrics::counter!("fixgate_serial_open_failures_total", "device" => device.clone())
+                telemetry::SERIAL_OPEN_FAILURES
+                    .with([device.clone()])
                     .increment(1);
                 // The first failure is news; the retries of a receiver that stays
                 // away are not.
@@ -103,12 +106,9 @@ async fn read_forever(spec: Serial, context: Context, pulse: Arc<Pulse>) {
                     if *delivered {
                         backoff = spec.reconnect_min;
                     }
-                    metrics::counter!(
-                        "fixgate_serial_disconnects_total",
-                        "device" => device.clone(),
-                        "reason" => lost.reason()
-                    )
-                    .increment(1);
+                    telemetry::SERIAL_DISCONNECTS
+                        .with::<Value>([device.clone().into(), lost.reason().into()])
+                        .increment(1);
                     match lost {
                         Lost::Error(err) => {
                             tracing::warn!(retry_in = ?backoff, "port lost: {err}")

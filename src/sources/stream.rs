@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use super::clock::{ClockTrust, TrustedClock};
 use super::nmea::{DecodeStats, Decoder, DecoderOptions};
 use crate::fix::{DeviceClass, DeviceId, Fix, Observed, Position, SourceKind};
-use crate::util::labels::DeviceSeries;
+use crate::telemetry::{self, Value};
+use crate::util::labels::{DeviceLabel, DeviceSeries};
 use crate::util::log_limit::{Flood, FloodLimit, LINES_PER_REASON, LogLimit, Verdict};
 
 /// A receiver that sends garbage all day gets one log line per reason per this.
@@ -142,11 +143,11 @@ impl NmeaStream {
         let before = std::mem::replace(&mut self.exported, now);
         // Skipped sentences are normal receiver output: counted, not logged.
         for ((reason, count), (_, seen)) in now.skipped.iter().zip(before.skipped.iter()) {
-            self.count("fixgate_nmea_skipped_total", reason, count - seen);
+            self.count(telemetry::NMEA_SKIPPED, reason, count - seen);
         }
         for ((reason, count), (_, seen)) in now.rejections().zip(before.rejections()) {
             if count > seen {
-                self.count("fixgate_nmea_rejected_total", reason, count - seen);
+                self.count(telemetry::NMEA_REJECTED, reason, count - seen);
                 self.warn(
                     reason,
                     format_args!("NMEA input rejected: {reason} ({count} so far)"),
@@ -155,7 +156,7 @@ impl NmeaStream {
         }
         let undated = now.epochs_undated - before.epochs_undated;
         if undated > 0 {
-            self.count("fixgate_nmea_undated_total", "undated", undated);
+            self.count(telemetry::NMEA_UNDATED, "undated", undated);
             self.warn(
                 "undated",
                 format_args!(
@@ -165,7 +166,7 @@ impl NmeaStream {
         }
     }
 
-    fn count(&self, metric: &'static str, reason: &'static str, n: u64) {
+    fn count(&self, metric: telemetry::Counter<3>, reason: &'static str, n: u64) {
         if n == 0 {
             return;
         }
@@ -173,16 +174,12 @@ impl NmeaStream {
         let device = match &self.outside {
             Some(names) => names
                 .series
-                .label(metric, source, reason, self.device.as_str()),
-            None => self.device.to_string(),
+                .label(metric.name(), source, reason, self.device.as_str()),
+            None => DeviceLabel::configured(&self.device),
         };
-        metrics::counter!(
-            metric,
-            "source" => source,
-            "device" => device,
-            "reason" => reason
-        )
-        .increment(n);
+        metric
+            .with::<Value>([source.into(), device.into(), reason.into()])
+            .increment(n);
     }
 
     fn warn(&mut self, reason: &'static str, message: std::fmt::Arguments<'_>) {

@@ -35,6 +35,7 @@ pub use thin::Thin;
 use super::ledger::{Entry, Kind};
 use super::{Acked, Store, StoreError, lock, log_key, segment};
 use crate::fix::Event;
+use crate::telemetry;
 
 /// How the budget behaves; from `[store]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,14 +163,14 @@ impl Budget {
         self.report(&pass, &plan);
         let usage = self.store.usage();
         self.last_logical = usage.bytes;
-        metrics::gauge!("fixgate_store_buffered_records").set(usage.records as f64);
-        metrics::gauge!("fixgate_store_buffered_bytes").set(usage.bytes as f64);
+        telemetry::STORE_BUFFERED_RECORDS.set(usage.records as f64);
+        telemetry::STORE_BUFFERED_BYTES.set(usage.bytes as f64);
         let age = usage
             .oldest_age(chrono::Utc::now())
             .map_or(0.0, |a| a.as_secs_f64());
-        metrics::gauge!("fixgate_store_oldest_buffered_seconds").set(age);
-        metrics::gauge!("fixgate_store_size_bytes").set(on_disk as f64);
-        metrics::gauge!("fixgate_store_budget_bytes").set(plan.cap as f64);
+        telemetry::STORE_OLDEST_BUFFERED_SECONDS.set(age);
+        telemetry::STORE_SIZE_BYTES.set(on_disk as f64);
+        telemetry::STORE_BUDGET_BYTES.set(plan.cap as f64);
         Ok(pass)
     }
 
@@ -305,11 +306,13 @@ impl Budget {
         pass.dropped_positions += c.dropped_positions;
         pass.dropped_events += c.dropped_events;
         pass.freed += batch.freed;
-        metrics::counter!("fixgate_store_deleted_acked_total").increment(c.deleted_acked);
-        metrics::counter!("fixgate_store_thinned_total").increment(c.thinned);
-        metrics::counter!("fixgate_store_dropped_total", "kind" => "position")
+        telemetry::STORE_DELETED_ACKED.increment(c.deleted_acked);
+        telemetry::STORE_THINNED.increment(c.thinned);
+        telemetry::STORE_DROPPED
+            .with(["position"])
             .increment(c.dropped_positions);
-        metrics::counter!("fixgate_store_dropped_total", "kind" => "event")
+        telemetry::STORE_DROPPED
+            .with(["event"])
             .increment(c.dropped_events);
         Ok(())
     }
@@ -517,8 +520,7 @@ pub async fn run(
                 match result {
                     Ok(_) => failing = false,
                     Err(err) => {
-                        metrics::counter!("fixgate_store_errors_total", "op" => "budget")
-                            .increment(1);
+                        telemetry::STORE_ERRORS.with(["budget"]).increment(1);
                         // Once per streak: a store that refuses writes fails every pass.
                         if !std::mem::replace(&mut failing, true) {
                             tracing::error!("store budget pass failed: {err}");

@@ -5,6 +5,7 @@
 //! something was appended since the last one (an idle gateway's SD card is
 //! left alone).
 
+use crate::telemetry;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -56,12 +57,11 @@ pub async fn run(
                 }
                 flushed = target;
                 durable.send_replace(target);
-                metrics::histogram!("fixgate_store_flush_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::gauge!("fixgate_store_durable_seq").set(target as f64);
+                telemetry::STORE_FLUSH_SECONDS.record(started.elapsed().as_secs_f64());
+                telemetry::STORE_DURABLE_SEQ.set(target as f64);
             }
             Ok(Err(err)) => {
-                metrics::counter!("fixgate_store_errors_total", "op" => "flush").increment(1);
+                telemetry::STORE_ERRORS.with(["flush"]).increment(1);
                 if !std::mem::replace(&mut failing, true) {
                     tracing::error!("store flush failed (logged once until one succeeds): {err}");
                 }

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::fix::{DeviceId, Event, Fix, GroupId, Position, Presence, Record, Status};
+use crate::telemetry;
 use ledger::{Entry, Kind, Ledger, Usage};
 
 const LOG: u8 = b'L';
@@ -114,6 +115,10 @@ pub enum StoreError {
         /// Why the move failed.
         source: std::io::Error,
     },
+    /// A store call handed to the blocking pool did not finish: the
+    /// runtime dropped it (it is shutting down).
+    #[error("store: a call on the blocking pool did not finish: {0}")]
+    Interrupted(String),
 }
 
 impl StoreError {
@@ -125,7 +130,7 @@ impl StoreError {
         use std::io::ErrorKind as K;
         match self {
             Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
-            Self::Quarantine { .. } | Self::Mark { .. } => false,
+            Self::Quarantine { .. } | Self::Mark { .. } | Self::Interrupted(_) => false,
             Self::Sled(sled::Error::Io(io)) => {
                 let environment = matches!(
                     io.kind(),
@@ -773,7 +778,7 @@ fn merge_device(states: &mut BTreeMap<DeviceId, DeviceState>, seq: u64, event: E
 /// disk) sled may refuse reads of pages it no longer holds, and the positions
 /// it still serves matter more than the zones.
 fn zones_unreadable(err: &sled::Error) {
-    metrics::counter!("fixgate_store_errors_total", "op" => "zones").increment(1);
+    telemetry::STORE_ERRORS.with(["zones"]).increment(1);
     tracing::debug!("store: devices' geofence state not read: {err}");
 }
 
@@ -1096,8 +1101,7 @@ impl Reader {
                     Ok(slots) => slots,
                     Err(err) => {
                         // Readers skip what cannot be decoded rather than stall on it.
-                        metrics::counter!("fixgate_store_errors_total", "op" => "decode")
-                            .increment(1);
+                        telemetry::STORE_ERRORS.with(["decode"]).increment(1);
                         tracing::error!(
                             "store: skipping damaged value at {}: {err}",
                             describe_key(&key)

@@ -16,7 +16,10 @@
 //! no device can be counted as, or hidden behind, a placeholder.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::fix::DeviceId;
 
 /// The device label of series past the budget.
 pub const OTHER: &str = "(other)";
@@ -33,6 +36,53 @@ pub const MAX_DEVICE_SERIES: usize = 1000;
 /// that misbehaves usually shows under a few reasons at once (duplicates,
 /// speed jumps, poor accuracy).
 pub const SERIES_PER_DEVICE: usize = 4;
+
+/// The `device` label of a metric series: a name that passed the budget
+/// ([`DeviceSeries::label`]), a configured device's name, or a placeholder.
+/// Nothing else makes one, so a name from outside cannot reach a label
+/// without going through the budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceLabel(Box<str>);
+
+impl DeviceLabel {
+    /// The label of a device named in the operator's configuration (a
+    /// serial port, a replayed log, the demo fleet): as many as it names.
+    pub fn configured(device: &DeviceId) -> Self {
+        Self(device.as_str().into())
+    }
+
+    /// [`OTHER`]: a series past the budget.
+    pub fn other() -> Self {
+        Self(OTHER.into())
+    }
+
+    /// [`NONE`]: input that names no valid device.
+    pub fn none() -> Self {
+        Self(NONE.into())
+    }
+
+    /// The label's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The label's text, owned (for the metrics registry).
+    pub(crate) fn into_string(self) -> String {
+        self.0.into()
+    }
+}
+
+impl PartialEq<&str> for DeviceLabel {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for DeviceLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// One series of a device-labelled metric.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,9 +138,9 @@ impl DeviceSeries {
         source: &'static str,
         reason: &'static str,
         device: &str,
-    ) -> String {
+    ) -> DeviceLabel {
         let Ok(mut named) = self.named.lock() else {
-            return OTHER.to_owned();
+            return DeviceLabel::other();
         };
         let series = Series {
             metric,
@@ -99,13 +149,14 @@ impl DeviceSeries {
             device: device.into(),
         };
         if named.contains(&series) {
-            return device.to_owned();
+            return DeviceLabel(series.device);
         }
         if named.len() < self.max {
+            let label = DeviceLabel(series.device.clone());
             named.insert(series);
-            return device.to_owned();
+            return label;
         }
-        OTHER.to_owned()
+        DeviceLabel::other()
     }
 
     /// Series handed out so far.
@@ -122,7 +173,6 @@ impl DeviceSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::DeviceId;
 
     #[test]
     fn the_budget_counts_series_not_names_and_known_series_keep_their_label() {

@@ -32,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use super::conn::Conn;
 use crate::access::rate::{Buckets, Net, Take};
 use crate::access::{self, Denial, Grant, Presented, Scope};
+use crate::telemetry::{self, Value};
 use crate::util::log_limit::{LogLimit, Verdict};
 
 /// Read routes whose handlers show each device only when
@@ -174,12 +175,9 @@ impl Gate {
 
 /// Counts one refusal.
 pub fn count_denial(scope: Scope, denial: Denial) {
-    metrics::counter!(
-        "fixgate_access_denied_total",
-        "scope" => scope.as_str(),
-        "reason" => denial.reason()
-    )
-    .increment(1);
+    telemetry::ACCESS_DENIED
+        .with([scope.as_str(), denial.reason()])
+        .increment(1);
 }
 
 /// What a client is told: the status, `WWW-Authenticate` (RFC 6750) and a
@@ -265,12 +263,12 @@ pub async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -
             match policy.grant(presented.as_presented(), peer) {
                 Ok(grant) => match admit(&grant, route, request.uri().path()) {
                     Ok(()) => {
-                        metrics::counter!(
-                            "fixgate_access_granted_total",
-                            "scope" => scope.as_str(),
-                            "token" => grant.label().to_owned()
-                        )
-                        .increment(1);
+                        telemetry::ACCESS_GRANTED
+                            .with([
+                                Value::from(scope.as_str()),
+                                Value::configured(grant.label()),
+                            ])
+                            .increment(1);
                         request.extensions_mut().insert(grant);
                         next.run(request).await
                     }
@@ -394,7 +392,7 @@ fn rebuild(uri: &Uri, query: &str) -> Option<Uri> {
 /// an allowed origin; `403` without any CORS header otherwise (counted).
 fn preflight(allowed: Option<&str>) -> Response {
     let Some(origin) = allowed else {
-        metrics::counter!("fixgate_http_refused_total", "reason" => "cors").increment(1);
+        telemetry::HTTP_REFUSED.with(["cors"]).increment(1);
         return (
             StatusCode::FORBIDDEN,
             "this origin is not in access.cors_origins\n",
@@ -440,7 +438,7 @@ fn with_cors(mut response: Response, allowed: Option<&str>) -> Response {
 
 /// `429` with `Retry-After`, counted.
 fn rate_limited(wait: Duration) -> Response {
-    metrics::counter!("fixgate_http_refused_total", "reason" => "rate_limit").increment(1);
+    telemetry::HTTP_REFUSED.with(["rate_limit"]).increment(1);
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
     let body = serde_json::json!({
         "error": "rate_limit",
@@ -483,15 +481,14 @@ pub async fn watch(
             let tls = tls.clone();
             match tokio::task::spawn_blocking(move || tls.reload().map(|()| tls)).await {
                 Ok(Ok(tls)) => {
-                    metrics::counter!("fixgate_tls_reloads_total", "result" => "ok").increment(1);
+                    telemetry::TLS_RELOADS.with(["ok"]).increment(1);
                     tracing::info!(
                         cert = %tls.files().cert.display(),
                         "TLS certificate and key reloaded (SIGHUP)"
                     );
                 }
                 Ok(Err(err)) => {
-                    metrics::counter!("fixgate_tls_reloads_total", "result" => "error")
-                        .increment(1);
+                    telemetry::TLS_RELOADS.with(["error"]).increment(1);
                     tracing::error!(
                         "TLS certificate and key NOT reloaded; the pair in force stays: {err}"
                     );
@@ -510,7 +507,7 @@ pub async fn watch(
         .await;
         match loaded {
             Ok(Ok(new)) => {
-                metrics::counter!("fixgate_access_reloads_total", "result" => "ok").increment(1);
+                telemetry::ACCESS_RELOADS.with(["ok"]).increment(1);
                 tracing::info!(
                     tokens = new.tokens(),
                     anonymous = %new.anonymous_scopes(),
@@ -519,7 +516,7 @@ pub async fn watch(
                 policy.replace(new);
             }
             Ok(Err(err)) => {
-                metrics::counter!("fixgate_access_reloads_total", "result" => "error").increment(1);
+                telemetry::ACCESS_RELOADS.with(["error"]).increment(1);
                 tracing::error!("access tokens NOT reloaded; the ones in force stay:\n{err}");
             }
             Err(err) => tracing::error!("access reload failed: {err}"),

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::fix::SourceKind;
 use crate::sources::intake::Rejects;
+use crate::telemetry;
 
 /// Units of the memory budget.
 const KIB: usize = 1024;
@@ -93,7 +94,7 @@ pub async fn read_whole(
     }
     let units = u32::try_from(expected.div_ceil(KIB)).unwrap_or(u32::MAX);
     let Ok(_permit) = limits.budget.clone().try_acquire_many_owned(units) else {
-        metrics::counter!("fixgate_http_refused_total", "reason" => "body_budget").increment(1);
+        telemetry::HTTP_REFUSED.with(["body_budget"]).increment(1);
         return limits.refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",

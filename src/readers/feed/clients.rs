@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::SocketState;
+use crate::telemetry;
 use crate::util::log_limit::{LogLimit, Verdict};
 
 /// A socket blocked at least this long counts as stalled for eviction.
@@ -78,7 +79,7 @@ impl Clients {
             };
             if let Some(entry) = registry.entries.remove(&victim) {
                 entry.evict.cancel();
-                metrics::counter!("fixgate_sse_evicted_total", "reason" => reason).increment(1);
+                telemetry::SSE_EVICTED.with([reason]).increment(1);
                 let verdict = self
                     .log
                     .lock()
@@ -105,7 +106,7 @@ impl Clients {
                 evict: evicted.clone(),
             },
         );
-        metrics::gauge!("fixgate_sse_clients").set(registry.entries.len() as f64);
+        telemetry::SSE_CLIENTS.set(registry.entries.len() as f64);
         drop(registry);
         Place {
             id,
@@ -143,10 +144,10 @@ impl Drop for Place {
     fn drop(&mut self) {
         let mut registry = self.clients.lock();
         registry.entries.remove(&self.id);
-        metrics::gauge!("fixgate_sse_clients").set(registry.entries.len() as f64);
+        telemetry::SSE_CLIENTS.set(registry.entries.len() as f64);
         drop(registry);
         if self.socket.stalled() {
-            metrics::counter!("fixgate_sse_stalled_total").increment(1);
+            telemetry::SSE_STALLED.increment(1);
         }
         tracing::debug!("feed client left");
     }

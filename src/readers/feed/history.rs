@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use super::FeedState;
 use crate::fix::{DeviceId, Event, FixMode, Record};
 use crate::store::Reader;
+use crate::telemetry;
 
 /// Fixes a request returns unless it asks for fewer.
 pub const DEFAULT_LIMIT: usize = 10_000;
@@ -437,7 +438,7 @@ pub fn permits() -> Arc<Semaphore> {
 }
 
 fn refuse(status: StatusCode, reason: &'static str, detail: String) -> Response {
-    metrics::counter!("fixgate_history_refused_total", "reason" => reason).increment(1);
+    telemetry::HISTORY_REFUSED.with([reason]).increment(1);
     let body = serde_json::json!({ "error": reason, "detail": detail });
     (status, axum::Json(body)).into_response()
 }
@@ -493,7 +494,7 @@ pub async fn history(
         }
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    metrics::counter!("fixgate_history_fixes_total").increment(selection.positions.len() as u64);
+    telemetry::HISTORY_FIXES.increment(selection.positions.len() as u64);
     let format = request.format;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {

@@ -38,6 +38,7 @@ use crate::groups::Groups;
 use crate::pipeline::WriterHealth;
 use crate::pipeline::geofence::Rules;
 use crate::store::Reader;
+use crate::telemetry;
 use clients::Clients;
 use snapshot::{Snapshots, permitted_body};
 
@@ -198,7 +199,7 @@ pub fn router(state: FeedState) -> Router {
 
 /// `503` for a snapshot request beyond `feed.max_snapshots`.
 fn busy() -> Response {
-    metrics::counter!("fixgate_http_refused_total", "reason" => "busy").increment(1);
+    telemetry::HTTP_REFUSED.with(["busy"]).increment(1);
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
         "too many snapshot requests at once; try again\n",

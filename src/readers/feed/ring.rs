@@ -19,6 +19,7 @@ use super::filter::{Facts, Kind};
 use crate::fix::{DeviceId, Event, GroupId, Record};
 use crate::groups::Groups;
 use crate::store::Reader;
+use crate::telemetry;
 
 /// Frames the ring holds at most.
 pub const CAPACITY: usize = 8192;
@@ -180,7 +181,7 @@ impl Ring {
         }
         inner.head = inner.head.max(last);
         drop(inner);
-        metrics::gauge!("fixgate_sse_ring_frames").set(self.len() as f64);
+        telemetry::SSE_RING_FRAMES.set(self.len() as f64);
         self.head.send_replace(last);
     }
 
@@ -220,8 +221,7 @@ pub async fn fill(
             .await;
             match read {
                 Ok(Ok((frames, Some(last)))) => {
-                    metrics::counter!("fixgate_sse_frames_encoded_total")
-                        .increment(frames.len() as u64);
+                    telemetry::SSE_FRAMES_ENCODED.increment(frames.len() as u64);
                     ring.push(frames, last);
                     after = last;
                 }

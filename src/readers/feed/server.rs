@@ -44,6 +44,7 @@ use tower_service::Service;
 
 use super::conn::{Conn, Guarded};
 use super::tls::ServerTls;
+use crate::telemetry;
 use crate::util::log_limit::{LogLimit, Verdict};
 
 /// Connections accepted beyond `max_connections` for health checks and
@@ -81,7 +82,7 @@ struct Counted(Arc<Open>);
 impl Counted {
     fn new(open: &Arc<Open>) -> (Self, usize) {
         let now = open.0.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!("fixgate_http_connections").set(now as f64);
+        telemetry::HTTP_CONNECTIONS.set(now as f64);
         (Self(open.clone()), now)
     }
 }
@@ -89,7 +90,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         let now = self.0.0.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("fixgate_http_connections").set(now as f64);
+        telemetry::HTTP_CONNECTIONS.set(now as f64);
     }
 }
 
@@ -116,7 +117,7 @@ pub async fn serve(
             Err(err) => {
                 // Out of file descriptors, most likely: keep serving the
                 // connections we have and try again shortly.
-                metrics::counter!("fixgate_http_accept_errors_total").increment(1);
+                telemetry::HTTP_ACCEPT_ERRORS.increment(1);
                 if let Verdict::Log { suppressed } = refusals.check(&"accept", Instant::now()) {
                     tracing::warn!(suppressed, "HTTP: cannot accept a connection: {err}");
                 }
@@ -126,7 +127,8 @@ pub async fn serve(
         };
         let (counted, now) = Counted::new(&open);
         if now > limits.max_connections + RESERVED {
-            metrics::counter!("fixgate_http_refused_total", "reason" => "max_connections")
+            telemetry::HTTP_REFUSED
+                .with(["max_connections"])
                 .increment(1);
             if let Verdict::Log { suppressed } = refusals.check(&"full", Instant::now()) {
                 tracing::warn!(
@@ -195,21 +197,19 @@ async fn serve_one(
         Some(tls) => match tokio::time::timeout(header_timeout, tls.acceptor().accept(io)).await {
             Ok(Ok(stream)) => serve_io(stream, conn, app, reserved, header_timeout, watcher).await,
             Ok(Err(err)) => {
-                metrics::counter!("fixgate_http_closed_total", "reason" => "tls_handshake")
-                    .increment(1);
+                telemetry::HTTP_CLOSED.with(["tls_handshake"]).increment(1);
                 tracing::debug!(%peer, "TLS handshake failed: {err}");
                 return;
             }
             Err(_elapsed) => {
-                metrics::counter!("fixgate_http_closed_total", "reason" => "tls_timeout")
-                    .increment(1);
+                telemetry::HTTP_CLOSED.with(["tls_timeout"]).increment(1);
                 tracing::debug!(%peer, "TLS handshake not done within the header timeout");
                 return;
             }
         },
     };
     if state.stalled() {
-        metrics::counter!("fixgate_http_closed_total", "reason" => "stalled").increment(1);
+        telemetry::HTTP_CLOSED.with(["stalled"]).increment(1);
         tracing::debug!(%peer, "HTTP connection closed: the client stopped reading");
     } else if let Err(err) = ended {
         let reason = if err.is_timeout() {
@@ -220,7 +220,7 @@ async fn serve_one(
         } else {
             "error"
         };
-        metrics::counter!("fixgate_http_closed_total", "reason" => reason).increment(1);
+        telemetry::HTTP_CLOSED.with([reason]).increment(1);
         tracing::debug!(%peer, "HTTP connection ended: {err}");
     }
 }
@@ -265,7 +265,9 @@ async fn reserved_only(request: Request, next: Next) -> Response {
         .get::<Conn>()
         .is_some_and(|c| c.reserved);
     if reserved && !RESERVED_PATHS.contains(&request.uri().path()) {
-        metrics::counter!("fixgate_http_refused_total", "reason" => "max_connections").increment(1);
+        telemetry::HTTP_REFUSED
+            .with(["max_connections"])
+            .increment(1);
         let mut response = (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections; only /healthz and /metrics are served now\n",

@@ -34,6 +34,7 @@ use super::filter::{Facts, Filter, FilterQuery, Kind};
 use super::ring::{Frame, Take};
 use super::snapshot::Snapshot;
 use crate::fix::Event;
+use crate::telemetry;
 
 /// Events read from the store per chunk, per client behind the ring.
 const CHUNK: usize = 256;
@@ -65,7 +66,7 @@ enum Start {
 
 /// A `400` for a bad parameter, counted.
 pub fn bad_request(reason: &'static str, detail: String) -> Response {
-    metrics::counter!("fixgate_sse_rejected_total", "reason" => reason).increment(1);
+    telemetry::SSE_REJECTED.with([reason]).increment(1);
     (StatusCode::BAD_REQUEST, format!("{detail}\n")).into_response()
 }
 
@@ -205,8 +206,8 @@ impl Client {
         }
     }
 
-    async fn reset(&mut self, reason: &str, id: u64, oldest: Option<u64>, head: u64) {
-        metrics::counter!("fixgate_sse_resets_total", "reason" => reason.to_owned()).increment(1);
+    async fn reset(&mut self, reason: &'static str, id: u64, oldest: Option<u64>, head: u64) {
+        telemetry::SSE_RESETS.with([reason]).increment(1);
         let snapshot = match self.state.snapshots.get_recent(RESET_REUSE).await {
             Ok(snapshot) => Some(snapshot),
             Err(err) => {
@@ -275,7 +276,7 @@ impl Client {
                 }
             }
         }
-        metrics::counter!("fixgate_sse_events_sent_total").increment(1);
+        telemetry::SSE_EVENTS_SENT.increment(1);
         self.pending.push_back(frame.bytes.clone());
     }
 
@@ -303,7 +304,7 @@ impl Client {
                 for frame in coalescer.due(now) {
                     // Sent after later events: under the cursor's id, so
                     // that ids only grow.
-                    metrics::counter!("fixgate_sse_events_sent_total").increment(1);
+                    telemetry::SSE_EVENTS_SENT.increment(1);
                     self.pending.push_back(frame.with_id(self.after));
                 }
                 if !self.pending.is_empty() {

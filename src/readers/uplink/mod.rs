@@ -8,6 +8,10 @@
 //! batches in flight, and records acknowledged ranges back in the store.
 //! Transports (`mqtt`, `http`) only move bytes and report acknowledgements;
 //! what to send next is decided by the pure functions in [`plan`].
+//!
+//! Every read and write of sled runs on the blocking pool ([`off_runtime`]):
+//! a read may wait for the disk, and a runtime thread held by it would hold
+//! up the feed, the intake and the rest of the daemon's tasks.
 
 pub mod http;
 pub mod mqtt;
@@ -33,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Uplink as UplinkConfig, UplinkTransport};
 use crate::fix::{Event, Position, Record};
 use crate::store::{Acked, Reader, Store, StoreError};
+use crate::telemetry;
 use crate::util::backoff::Backoff;
 use crate::util::tasks::Tasks;
 use crate::wire::{self, BatchKind};
@@ -88,7 +93,7 @@ pub struct Running {
 }
 
 /// Starts the uplink and its transport; `None` when it is off.
-pub fn start(
+pub async fn start(
     config: &UplinkConfig,
     gateway: &str,
     store: Store,
@@ -128,8 +133,8 @@ pub fn start(
             h.url.clone()
         }
     };
-    metrics::gauge!("fixgate_uplink_connected").set(0.0);
-    let uplink = Uplink::new(config, gateway, store, head, durable)?;
+    telemetry::UPLINK_CONNECTED.set(0.0);
+    let uplink = Uplink::new(config, gateway, store, head, durable).await?;
     tracing::info!(
         %peer,
         backlog = uplink.backlog(),
@@ -138,6 +143,21 @@ pub fn start(
     let report = uplink.report.clone();
     let task = tasks.spawn(uplink.run(to_tx, from_rx, shutdown));
     Ok(Some(Running { task, report }))
+}
+
+/// Runs a store call on the blocking pool and waits for it. A panic in the
+/// call goes on in the caller, as if the call had been made here; a call the
+/// runtime dropped (it is shutting down) is an error.
+async fn off_runtime<T, F>(call: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(StoreError::Interrupted(join.to_string())),
+    }
 }
 
 /// A batch handed to the transport and not yet acknowledged.
@@ -197,23 +217,25 @@ struct Uplink {
 }
 
 impl Uplink {
-    fn new(
+    async fn new(
         config: &UplinkConfig,
         gateway: &str,
         store: Store,
         head: watch::Receiver<u64>,
         durable: watch::Receiver<u64>,
     ) -> Result<Self, StoreError> {
-        let acked = store.uplink_acked().unwrap_or_else(|err| {
+        let reading = store.clone();
+        let (acked, first_seq) =
+            off_runtime(move || Ok((reading.uplink_acked(), reading.first_seq()?))).await?;
+        let acked = acked.unwrap_or_else(|err| {
             // Forgetting what was acknowledged only means sending it again
             // (receivers drop duplicates); refusing to start would send nothing.
-            metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+            telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
             tracing::error!(
                 "uplink: acknowledged ranges unreadable, sending everything held again: {err}"
             );
             Acked::new()
         });
-        let first_seq = store.first_seq()?;
         let now = Instant::now();
         Ok(Self {
             gateway: gateway.to_owned(),
@@ -276,7 +298,7 @@ impl Uplink {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 message = from.recv() => match message {
-                    Some(m) => self.on_transport(m),
+                    Some(m) => self.on_transport(m).await,
                     None => break,
                 },
                 changed = self.durable.changed(), if watching => {
@@ -289,7 +311,7 @@ impl Uplink {
                 break;
             }
             if self.acked_dirty && self.persisted_at.elapsed() >= PERSIST_EVERY {
-                self.persist();
+                self.persist().await;
             }
             if self
                 .reported_at
@@ -299,7 +321,7 @@ impl Uplink {
             }
         }
         if self.acked_dirty {
-            self.persist();
+            self.persist().await;
         }
     }
 
@@ -308,9 +330,8 @@ impl Uplink {
         self.reported_at = Some(Instant::now());
         let usage = self.store.backlog_given(&self.acked);
         let age = usage.oldest_age(chrono::Utc::now());
-        metrics::gauge!("fixgate_uplink_backlog_records").set(usage.records as f64);
-        metrics::gauge!("fixgate_uplink_backlog_oldest_seconds")
-            .set(age.map_or(0.0, |a| a.as_secs_f64()));
+        telemetry::UPLINK_BACKLOG_RECORDS.set(usage.records as f64);
+        telemetry::UPLINK_BACKLOG_OLDEST_SECONDS.set(age.map_or(0.0, |a| a.as_secs_f64()));
         *self
             .report
             .backlog
@@ -337,9 +358,9 @@ impl Uplink {
         wake.max(now)
     }
 
-    fn on_transport(&mut self, message: FromTransport) {
+    async fn on_transport(&mut self, message: FromTransport) {
         match message {
-            FromTransport::Connected { generation } => self.on_connected(generation),
+            FromTransport::Connected { generation } => self.on_connected(generation).await,
             FromTransport::Acked { token } => {
                 let Some(flight) = self.flights.remove(&token) else {
                     return;
@@ -349,13 +370,13 @@ impl Uplink {
                 }
                 self.acked_dirty = true;
                 if let Some(sent) = flight.sent {
-                    metrics::histogram!("fixgate_uplink_ack_seconds")
-                        .record(sent.elapsed().as_secs_f64());
+                    telemetry::UPLINK_ACK_SECONDS.record(sent.elapsed().as_secs_f64());
                 }
-                metrics::counter!("fixgate_uplink_acked_records_total", "kind" => flight.kind.name())
+                telemetry::UPLINK_ACKED_RECORDS
+                    .with([flight.kind.name()])
                     .increment(flight.records as u64);
                 if let Some(first) = self.acked.iter().next() {
-                    metrics::gauge!("fixgate_uplink_acked_seq").set(*first.end() as f64);
+                    telemetry::UPLINK_ACKED_SEQ.set(*first.end() as f64);
                 }
             }
             FromTransport::Lost { generation, reason } => {
@@ -372,8 +393,8 @@ impl Uplink {
         self.connected = None;
         self.report.connected.store(false, Ordering::Relaxed);
         self.down_since = Some(Instant::now());
-        metrics::gauge!("fixgate_uplink_connected").set(0.0);
-        metrics::counter!("fixgate_uplink_disconnects_total").increment(1);
+        telemetry::UPLINK_CONNECTED.set(0.0);
+        telemetry::UPLINK_DISCONNECTS.increment(1);
         let unacked = self.flights.values().filter(|f| f.sent.is_some()).count();
         for flight in self.flights.values_mut() {
             flight.sent = None;
@@ -384,10 +405,10 @@ impl Uplink {
         );
     }
 
-    fn on_connected(&mut self, generation: u64) {
+    async fn on_connected(&mut self, generation: u64) {
         self.connected = Some(generation);
         self.report.connected.store(true, Ordering::Relaxed);
-        metrics::gauge!("fixgate_uplink_connected").set(1.0);
+        telemetry::UPLINK_CONNECTED.set(1.0);
         let durable = *self.durable.borrow();
         let from = self.live_next.unwrap_or(self.first_seq);
         let start = plan::resume(&self.acked, from, durable, self.max_records as u64);
@@ -399,7 +420,7 @@ impl Uplink {
             "uplink connected"
         );
         if start.snapshot {
-            self.snapshot(from, durable);
+            self.snapshot(from, durable).await;
             self.backlog_hold = Some((*self.head.borrow(), Instant::now()));
         }
         self.live_next = Some(start.live_next);
@@ -407,11 +428,12 @@ impl Uplink {
 
     /// Queues each device's latest position not yet sent, so that the
     /// receiver sees where vehicles are now before the backlog drains.
-    fn snapshot(&mut self, from: u64, durable: u64) {
-        let devices = match self.reader.devices() {
+    async fn snapshot(&mut self, from: u64, durable: u64) {
+        let reader = self.reader.clone();
+        let devices = match off_runtime(move || reader.devices()).await {
             Ok(d) => d,
             Err(err) => {
-                metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+                telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
                 tracing::error!("uplink: cannot read device states for the snapshot: {err}");
                 return;
             }
@@ -454,8 +476,7 @@ impl Uplink {
             .filter_map(|f| f.sent)
             .any(|sent| now >= sent + self.ack_timeout)
         {
-            metrics::counter!("fixgate_uplink_errors_total", "reason" => "ack_timeout")
-                .increment(1);
+            telemetry::UPLINK_ERRORS.with(["ack_timeout"]).increment(1);
             // The transport drops the connection and answers with
             // `Connected` for a new one.
             to.send(ToTransport::Reconnect { generation })
@@ -480,12 +501,11 @@ impl Uplink {
                 .map(|(t, _)| *t);
             let token = match waiting {
                 Some(token) => token,
-                None => match self.next_batch(now) {
+                None => match self.next_batch(now).await {
                     Ok(Some(token)) => token,
                     Ok(None) => return Ok(()),
                     Err(err) => {
-                        metrics::counter!("fixgate_uplink_errors_total", "reason" => "store")
-                            .increment(1);
+                        telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
                         tracing::error!("uplink: cannot read the store: {err}");
                         self.store_retry_at = Some(now + STORE_RETRY);
                         return Ok(());
@@ -497,12 +517,13 @@ impl Uplink {
             };
             flight.sent = Some(Instant::now());
             if flight.attempts > 0 {
-                metrics::counter!("fixgate_uplink_resent_total").increment(1);
+                telemetry::UPLINK_RESENT.increment(1);
             }
             flight.attempts += 1;
-            metrics::counter!("fixgate_uplink_batches_total", "kind" => flight.kind.name())
+            telemetry::UPLINK_BATCHES
+                .with([flight.kind.name()])
                 .increment(1);
-            metrics::counter!("fixgate_uplink_bytes_total").increment(flight.bytes.len() as u64);
+            telemetry::UPLINK_BYTES.increment(flight.bytes.len() as u64);
             to.send(ToTransport::Send {
                 generation,
                 token,
@@ -514,14 +535,14 @@ impl Uplink {
     }
 
     /// Builds the next batch, live before backlog; returns its token.
-    fn next_batch(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
-        if let Some(token) = self.next_live(now)? {
+    async fn next_batch(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
+        if let Some(token) = self.next_live(now).await? {
             return Ok(Some(token));
         }
-        self.next_backlog(now)
+        self.next_backlog(now).await
     }
 
-    fn next_live(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
+    async fn next_live(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
         let durable = *self.durable.borrow();
         loop {
             let Some(next) = self.live_next else {
@@ -537,7 +558,7 @@ impl Uplink {
                     return Ok(None);
                 }
             }
-            let (covers, records) = self.read(next, durable)?;
+            let (covers, records) = self.read(next, durable).await?;
             self.live_next = Some(covers.end() + 1);
             self.live_since = None;
             if plan::unacked(&self.acked, *covers.start(), *covers.end()) == 0 {
@@ -549,7 +570,7 @@ impl Uplink {
         }
     }
 
-    fn next_backlog(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
+    async fn next_backlog(&mut self, now: Instant) -> Result<Option<u64>, StoreError> {
         if now < self.backlog_at {
             return Ok(None);
         }
@@ -570,7 +591,7 @@ impl Uplink {
         ) else {
             return Ok(None);
         };
-        let (covers, records) = self.read(*gap.start(), *gap.end())?;
+        let (covers, records) = self.read(*gap.start(), *gap.end()).await?;
         let pause = Duration::from_secs_f64(records.len().max(1) as f64 / self.backlog_rate);
         self.backlog_at = self.backlog_at.max(now) + pause;
         let set: Acked = std::iter::once(covers.clone()).collect();
@@ -580,8 +601,14 @@ impl Uplink {
     /// Reads up to a batch of records from `from..=to`; returns the range
     /// they account for (up to `to` when the read came back short, since
     /// every number up to there was looked at) and those not yet acknowledged.
-    fn read(&self, from: u64, to: u64) -> Result<(RangeInclusive<u64>, Vec<Record>), StoreError> {
-        let mut records = self.reader.read_after(from - 1, self.max_records)?;
+    async fn read(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<(RangeInclusive<u64>, Vec<Record>), StoreError> {
+        let reader = self.reader.clone();
+        let limit = self.max_records;
+        let mut records = off_runtime(move || reader.read_after(from - 1, limit)).await?;
         let full = records.len() == self.max_records;
         records.retain(|r| r.seq <= to);
         let end = match records.last() {
@@ -605,7 +632,8 @@ impl Uplink {
         let count = records.len();
         let batch = plan::batch(kind, &self.gateway, id, range, records);
         let bytes = Arc::new(wire::encode(&batch));
-        metrics::counter!("fixgate_uplink_records_total", "kind" => kind.name())
+        telemetry::UPLINK_RECORDS
+            .with([kind.name()])
             .increment(count as u64);
         let token = self.next_token;
         self.next_token += 1;
@@ -623,14 +651,18 @@ impl Uplink {
         token
     }
 
-    fn persist(&mut self) {
-        match self.store.set_uplink_acked(&self.acked) {
+    /// Writes the acknowledged ranges back to the store. Nothing else runs
+    /// in this task meanwhile, so the ranges written are the ranges held.
+    async fn persist(&mut self) {
+        let store = self.store.clone();
+        let acked = self.acked.clone();
+        match off_runtime(move || store.set_uplink_acked(&acked)).await {
             Ok(()) => {
                 self.acked_dirty = false;
                 self.persisted_at = Instant::now();
             }
             Err(err) => {
-                metrics::counter!("fixgate_uplink_errors_total", "reason" => "store").increment(1);
+                telemetry::UPLINK_ERRORS.with(["store"]).increment(1);
                 tracing::error!("uplink: cannot record acknowledgements: {err}");
                 // Try again a little later rather than on every loop.
                 self.persisted_at = Instant::now();

@@ -89,13 +89,13 @@ struct Link {
 }
 
 impl Link {
-    fn new(config: &UplinkConfig) -> Self {
-        Self::over(TempStore::new(), config)
+    async fn new(config: &UplinkConfig) -> Self {
+        Self::over(TempStore::new(), config).await
     }
 
     /// The core over `store`, as `uplink::start` starts it, with the test
     /// as its transport.
-    fn over(store: TempStore, config: &UplinkConfig) -> Self {
+    async fn over(store: TempStore, config: &UplinkConfig) -> Self {
         let writer = store.store.writer().expect("the writer");
         let (head, head_rx) = watch::channel(writer.head());
         let (durable, durable_rx) = watch::channel(writer.head());
@@ -103,6 +103,7 @@ impl Link {
         let (from, from_rx) = mpsc::channel(config.max_in_flight + 4);
         let shutdown = CancellationToken::new();
         let uplink = Uplink::new(config, GATEWAY, store.store.clone(), head_rx, durable_rx)
+            .await
             .expect("the uplink starts");
         let task = tokio::spawn(uplink.run(to_tx, from_rx, shutdown.clone()));
         Self {
@@ -166,8 +167,12 @@ impl Link {
     async fn tell(&self, message: FromTransport) {
         self.from.send(message).await.expect("the core listens");
         // The channel's capacity comes back when the core receives the
-        // message, and it handles it in the same poll.
-        for _ in 0..1000 {
+        // message, and it handles it in the same poll. The core may first
+        // finish a store read on the blocking pool (a real thread), so the
+        // bound is real time; yielding keeps this task runnable, so the
+        // paused clock does not move meanwhile.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             if self.from.capacity() == self.from.max_capacity() {
                 return;
             }
@@ -246,7 +251,7 @@ fn seqs(batches: &[Sent]) -> Vec<u64> {
 #[tokio::test(start_paused = true)]
 async fn batches_cover_what_is_durable_in_order_within_the_window() {
     let config = config();
-    let mut link = Link::new(&config);
+    let mut link = Link::new(&config).await;
     link.connect().await;
     // Stored but not durable yet: nothing may go up (a crash could hand
     // these numbers out again).
@@ -296,7 +301,7 @@ async fn batches_cover_what_is_durable_in_order_within_the_window() {
 #[tokio::test(start_paused = true)]
 async fn unacknowledged_batches_go_again_after_a_reconnect_and_acknowledged_ones_do_not() {
     let config = config();
-    let mut link = Link::new(&config);
+    let mut link = Link::new(&config).await;
     link.connect().await;
     let stored = link.append(&positions(&["a"], 30, now_s()), true);
     let first = link.sent().await;
@@ -328,7 +333,7 @@ async fn unacknowledged_batches_go_again_after_a_reconnect_and_acknowledged_ones
 #[tokio::test(start_paused = true)]
 async fn a_late_ack_is_waited_for_but_no_ack_within_ack_timeout_drops_the_connection() {
     let config = config();
-    let mut link = Link::new(&config);
+    let mut link = Link::new(&config).await;
     link.connect().await;
     link.append(&positions(&["a"], 10, now_s()), true);
     let slow = link.sent().await;
@@ -360,7 +365,7 @@ async fn a_late_ack_is_waited_for_but_no_ack_within_ack_timeout_drops_the_connec
 #[tokio::test(start_paused = true)]
 async fn after_an_outage_current_positions_go_first_then_live_then_the_backlog_at_its_rate() {
     let config = config();
-    let mut link = Link::new(&config);
+    let mut link = Link::new(&config).await;
     link.connect().await;
     let start = now_s();
     let before = link.append(&positions(&["a", "b", "c"], 30, start), true);
@@ -448,7 +453,7 @@ async fn after_an_outage_current_positions_go_first_then_live_then_the_backlog_a
 #[tokio::test(start_paused = true)]
 async fn acknowledged_ranges_are_persisted_and_a_restart_sends_only_what_was_not_acknowledged() {
     let config = config();
-    let mut link = Link::new(&config);
+    let mut link = Link::new(&config).await;
     link.connect().await;
     let stored = link.append(&positions(&["a"], 30, now_s()), true);
     let first = link.sent().await;
@@ -466,7 +471,7 @@ async fn acknowledged_ranges_are_persisted_and_a_restart_sends_only_what_was_not
     assert!(acked.contains(second.covers().end()));
 
     // The next start resumes after them: only the last ten go up.
-    let mut link = Link::over(store, &config);
+    let mut link = Link::over(store, &config).await;
     link.connect().await;
     let after = link.drain(Duration::from_secs(30)).await;
     assert_eq!(

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Messages;
 use crate::config::External;
+use crate::telemetry;
 use crate::tls::TlsError;
 use crate::util::backoff::Backoff;
 
@@ -84,7 +85,7 @@ pub fn start(
                     connected = true;
                     warned = false;
                     back_off.reset();
-                    metrics::gauge!("fixgate_mqtt_connected").set(1.0);
+                    telemetry::MQTT_CONNECTED.set(1.0);
                     tracing::info!(broker = %host, client_id, session_present = ack.session_present, "connected to the MQTT broker");
                     // Subscribing again on a kept session is harmless, and
                     // covers a broker that lost it.
@@ -95,7 +96,7 @@ pub fn start(
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    metrics::gauge!("fixgate_mqtt_subscribed").set(1.0);
+                    telemetry::MQTT_SUBSCRIBED.set(1.0);
                     if ack
                         .return_codes
                         .iter()
@@ -119,9 +120,9 @@ pub fn start(
                     // Acks do not survive the connection; the broker sends
                     // those messages again in the resumed session.
                     unacked.clear();
-                    metrics::gauge!("fixgate_mqtt_connected").set(0.0);
-                    metrics::gauge!("fixgate_mqtt_subscribed").set(0.0);
-                    metrics::counter!("fixgate_mqtt_connection_errors_total").increment(1);
+                    telemetry::MQTT_CONNECTED.set(0.0);
+                    telemetry::MQTT_SUBSCRIBED.set(0.0);
+                    telemetry::MQTT_CONNECTION_ERRORS.increment(1);
                     if connected {
                         tracing::warn!(broker = %host, "MQTT connection lost, reconnecting: {err}");
                     } else if !warned {

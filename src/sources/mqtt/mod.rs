@@ -20,6 +20,7 @@ use crate::config::Topic;
 use crate::daemon::health::Pulse;
 use crate::fix::{DeviceId, DeviceIdError, GroupId, Observed, SourceKind};
 use crate::groups::Groups;
+use crate::telemetry;
 use crate::util::log_limit::{OUTSIDE_CHARS, outside};
 
 /// Where a topic leads, by the `[[mqtt.topic]]` patterns in file order.
@@ -218,8 +219,7 @@ impl Messages {
             }
             Parsed::Nmea(text) => self.nmea.push(&device, text, &self.tx).await,
             Parsed::Ignored(kind) => {
-                metrics::counter!("fixgate_ingest_ignored_total", "source" => "mqtt", "kind" => kind)
-                    .increment(1);
+                telemetry::INGEST_IGNORED.with(["mqtt", kind]).increment(1);
                 Ok(())
             }
         }

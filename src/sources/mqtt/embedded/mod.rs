@@ -48,6 +48,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry;
 use crate::util::tasks::Tasks;
 
 use super::{Messages, Route};
@@ -122,8 +123,8 @@ pub fn start(
         messages.payload_limits(),
     ));
     // Present from the start, so that a dashboard sees 0 rather than nothing.
-    metrics::gauge!("fixgate_mqtt_broker_connections").set(0.0);
-    metrics::gauge!("fixgate_mqtt_subscriptions").set(0.0);
+    telemetry::MQTT_BROKER_CONNECTIONS.set(0.0);
+    telemetry::MQTT_SUBSCRIPTIONS.set(0.0);
     let (tx, rx) = mpsc::channel(INTAKE_QUEUE);
     tasks.spawn(server::accept_loop(listener, shared, tx, shutdown.clone()));
     tracing::info!(

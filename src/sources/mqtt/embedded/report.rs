@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::protocol::Fault;
+use crate::telemetry;
 use crate::util::log_limit::{LogLimit, Verdict};
 
 /// One log line per kind per this.
@@ -80,7 +81,8 @@ impl Report {
     /// Counts a connection the server closed, and logs it unless its kind
     /// was logged within the minute (or is not worth a warning).
     pub fn fault(&self, fault: Fault, detail: &dyn fmt::Display) {
-        metrics::counter!("fixgate_mqtt_broker_errors_total", "kind" => fault.as_str())
+        telemetry::MQTT_BROKER_ERRORS
+            .with([fault.as_str()])
             .increment(1);
         if !fault.loud() {
             tracing::debug!(kind = fault.as_str(), "MQTT connection closed: {detail}");
@@ -98,7 +100,8 @@ impl Report {
     /// Counts `n` refusals; logs the first of a minute with `detail`, if any
     /// (`None`: counted silently).
     pub fn refused(&self, refusal: Refusal, n: usize, detail: Option<&dyn fmt::Display>) {
-        metrics::counter!("fixgate_mqtt_refused_total", "reason" => refusal.as_str())
+        telemetry::MQTT_REFUSED
+            .with([refusal.as_str()])
             .increment(n as u64);
         let Some(detail) = detail else {
             return;
@@ -115,7 +118,8 @@ impl Report {
     /// Counts `n` messages dropped for subscribers whose queue was full;
     /// logs the first of a minute.
     pub fn dropped_for_slow_subscribers(&self, n: usize, topic: &str) {
-        metrics::counter!("fixgate_mqtt_dropped_total", "reason" => "slow_subscriber")
+        telemetry::MQTT_DROPPED
+            .with(["slow_subscriber"])
             .increment(n as u64);
         if let Some(suppressed) = self.due(Key::SlowSubscriber) {
             tracing::warn!(

@@ -19,6 +19,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::sources::mqtt::scope::topic_matches;
+use crate::telemetry;
 
 /// Messages queued for one subscribing connection at most.
 pub const QUEUE: usize = 64;
@@ -199,7 +200,7 @@ impl Router {
         if let Some(entry) = inner.subscribers.get_mut(&id) {
             entry.filters.push(filter.to_owned());
             let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-            metrics::gauge!("fixgate_mqtt_subscriptions").set(count as f64);
+            telemetry::MQTT_SUBSCRIPTIONS.set(count as f64);
         }
         Ok(())
     }
@@ -215,7 +216,7 @@ impl Router {
             entry.filters.retain(|f| f != filter);
             if entry.filters.len() < before {
                 let count = self.count.fetch_sub(1, Ordering::Relaxed) - 1;
-                metrics::gauge!("fixgate_mqtt_subscriptions").set(count as f64);
+                telemetry::MQTT_SUBSCRIPTIONS.set(count as f64);
             }
         }
     }
@@ -281,7 +282,7 @@ impl Router {
                 .count
                 .fetch_sub(entry.filters.len(), Ordering::Relaxed)
                 .saturating_sub(entry.filters.len());
-            metrics::gauge!("fixgate_mqtt_subscriptions").set(count as f64);
+            telemetry::MQTT_SUBSCRIPTIONS.set(count as f64);
         }
     }
 

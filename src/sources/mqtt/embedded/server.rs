@@ -20,6 +20,7 @@ use crate::config::Embedded;
 use crate::sources::intake::Rejects;
 use crate::sources::mqtt::Routes;
 use crate::sources::payload;
+use crate::telemetry;
 
 /// Read buffer every connection starts with, and returns to after a large
 /// packet: a JSON fix, an OwnTracks message or an NMEA epoch fits.
@@ -132,8 +133,8 @@ impl SocketSlot {
     /// Lets the logged-in client of this socket in, or says which cap it hit.
     pub fn admit(&self, bucket: Bucket) -> Result<Admitted, super::limits::Full> {
         self.0.limits().admit(&bucket)?;
-        metrics::counter!("fixgate_mqtt_broker_connects_total").increment(1);
-        metrics::gauge!("fixgate_mqtt_broker_connections").increment(1.0);
+        telemetry::MQTT_BROKER_CONNECTS.increment(1);
+        telemetry::MQTT_BROKER_CONNECTIONS.get().increment(1.0);
         Ok(Admitted {
             shared: self.0.clone(),
             bucket,
@@ -157,7 +158,7 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.shared.limits().leave(&self.bucket);
-        metrics::gauge!("fixgate_mqtt_broker_connections").decrement(1.0);
+        telemetry::MQTT_BROKER_CONNECTIONS.get().decrement(1.0);
     }
 }
 

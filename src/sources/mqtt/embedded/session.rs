@@ -41,6 +41,7 @@ use super::server::{Admitted, READ_BUFFER, Shared, SocketSlot};
 use crate::fix::{DeviceId, SourceKind};
 use crate::sources::mqtt::scope::{Grant, Scope};
 use crate::sources::mqtt::{Route, payload_is_for};
+use crate::telemetry;
 
 /// The write buffer's usual size: acks are 2 to 4 bytes each.
 const WRITE_BUFFER: usize = 256;
@@ -566,7 +567,7 @@ impl Conn {
     fn pass_on(&self, topic: &str, payload: &Bytes) {
         let passed = self.shared.router.pass_on(topic, payload);
         if passed.queued > 0 {
-            metrics::counter!("fixgate_mqtt_passed_on_total").increment(passed.queued as u64);
+            telemetry::MQTT_PASSED_ON.increment(passed.queued as u64);
         }
         if passed.dropped > 0 {
             self.shared
