@@ -205,6 +205,10 @@ impl<'s> Reader<'s> {
         }
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per top-level section, in the order of the reference; each arm is two lines"
+    )]
     fn document(&mut self, document: &DeTable<'_>) -> Config {
         let mut config = Config::default();
         for (key, value) in document.iter() {
@@ -373,6 +377,10 @@ impl<'s> Reader<'s> {
         sections
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a section is read with its name, kind, table, span and key list, all needed for the file:line:key of its errors"
+    )]
     fn section<'a, 'i>(
         &mut self,
         name: &'static str,

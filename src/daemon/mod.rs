@@ -82,7 +82,9 @@ impl WriterThread {
             .spawn(move || {
                 // Dropped when the thread ends, panic or not.
                 let _done = done_tx;
-                pipeline::run(rx, writer, checks, head, health, shutdown, runtime)
+                let reports = pipeline::Reports { head, health };
+                let control = pipeline::Control { shutdown, runtime };
+                pipeline::run(rx, writer, checks, reports, control)
             })
             .context("cannot start the writer thread")?;
         Ok(Self { thread, done })

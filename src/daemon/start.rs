@@ -15,7 +15,7 @@ use crate::config::{Broker, Config, DemoVia};
 use crate::daemon::health::Pulses;
 use crate::fix::{Observed, SourceKind};
 use crate::groups::Groups;
-use crate::pipeline::{Checks, WriterHealth};
+use crate::pipeline::{Checks, Settings, WriterHealth};
 use crate::readers::feed::body::BodyLimits;
 use crate::readers::feed::{self, FeedOptions, FeedState, server};
 use crate::sources::http::HttpIntake;
@@ -291,11 +291,14 @@ async fn start_writer(
             .clone()
             .map(|group| (d.device.clone(), group))
     }));
+    let settings = Settings {
+        filters: config.filter.clone(),
+        offline_after: config.devices.offline_after,
+        max_devices: config.devices.max_devices,
+        trust: config.gateway.clock,
+    };
     let checks = Checks::seeded(
-        config.filter.clone(),
-        config.devices.offline_after,
-        config.devices.max_devices,
-        config.gateway.clock,
+        settings,
         store.reader(),
         // Taken, not kept: only the checks need them, once.
         &std::mem::take(&mut report.devices),

@@ -90,6 +90,20 @@ impl WriterHealth {
     }
 }
 
+/// The configured limits the checks apply (from `[filter]`, `[devices]`
+/// and `gateway.clock`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The fix filters' options.
+    pub filters: FilterOptions,
+    /// Silence after which a device is reported offline.
+    pub offline_after: Duration,
+    /// Most devices tracked at once.
+    pub max_devices: usize,
+    /// Whether the system clock may judge fix times.
+    pub trust: ClockTrust,
+}
+
 /// What the writer checks fixes against, besides validity.
 pub struct Checks {
     /// The fix filters, seeded with each device's live fix.
@@ -159,14 +173,17 @@ impl Checks {
     /// neither re-accepts a duplicate, nor reports devices online again, nor
     /// has them enter the fences they were in.
     pub fn seeded(
-        options: FilterOptions,
-        offline_after: Duration,
-        max_devices: usize,
-        trust: ClockTrust,
+        settings: Settings,
         reader: Reader,
         devices: &[DeviceState],
         rules: watch::Receiver<Option<Arc<Rules>>>,
     ) -> Self {
+        let Settings {
+            filters: options,
+            offline_after,
+            max_devices,
+            trust,
+        } = settings;
         let mut filters = Filters::new(options);
         let mut presence = Presences::new(offline_after);
         let mut geofences = Tracker::new(rules.borrow().clone());
@@ -235,70 +252,64 @@ fn presence_now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Where the writer reports what it did: the head of the store (the feed
+/// and the uplink follow it) and its health (the watchdog, `/healthz`).
+pub struct Reports {
+    /// The last sequence number stored.
+    pub head: watch::Sender<u64>,
+    /// Heartbeat, failures and counts.
+    pub health: Arc<WriterHealth>,
+}
+
+/// What the writer waits with and stops on.
+pub struct Control {
+    /// Fires at shutdown; the writer gives up a batch the store refuses
+    /// only once it has.
+    pub shutdown: CancellationToken,
+    /// Only to wait on the channel with a timeout: the writer itself stays
+    /// on its own thread.
+    pub runtime: tokio::runtime::Handle,
+}
+
 /// Runs the writer until every sender is gone and the channel is drained, or
-/// until `shutdown` fires while the store refuses writes.
+/// until `control.shutdown` fires while the store refuses writes.
 ///
-/// `runtime` only serves to wait on the channel with a timeout; the writer
-/// itself stays on its own thread.
 pub fn run(
     mut rx: mpsc::Receiver<Observed>,
     mut writer: Writer,
     mut checks: Checks,
-    head: watch::Sender<u64>,
-    health: Arc<WriterHealth>,
-    shutdown: CancellationToken,
-    runtime: tokio::runtime::Handle,
+    reports: Reports,
+    control: Control,
 ) {
+    let Reports { head, health } = reports;
+    let Control { shutdown, runtime } = control;
     let mut dropped_log = FloodLimit::new(Duration::from_secs(60), LINES_PER_REASON, 4096);
     let mut batch: Vec<Observed> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<Event> = Vec::with_capacity(MAX_BATCH);
     loop {
         health.beat();
-        // The timer must be created inside the runtime's context.
-        match runtime.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-            Ok(Some(first)) => batch.push(first),
-            Ok(None) => break,
-            Err(_elapsed) => {}
-        }
-        while !batch.is_empty() && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+        if !gather(&mut rx, &mut batch, &runtime) {
+            break;
         }
         if checks.rules.has_changed().unwrap_or(false) {
             let rules = checks.rules.borrow_and_update().clone();
             checks.geofences.set_rules(rules);
         }
-        let arrived = presence_now();
-        let wall = Utc::now();
-        let now = checks.clock.now();
+        let clocks = Clocks {
+            arrived: presence_now(),
+            wall: Utc::now(),
+            now: checks.clock.now(),
+        };
         for observed in batch.drain(..) {
             check(
                 observed,
                 &mut checks,
-                arrived,
-                wall,
-                now,
+                &clocks,
                 &mut events,
                 &mut dropped_log,
             );
         }
-        for device in checks.presence.expire(arrived) {
-            telemetry::DEVICE_STATUS.with(["offline"]).increment(1);
-            events.push(Event::Status(Status {
-                device,
-                status: Presence::Offline,
-                time: wall,
-            }));
-        }
-        telemetry::DEVICES_TRACKED.set(checks.presence.len() as f64);
-        health
-            .devices
-            .store(checks.presence.len() as u64, Ordering::Relaxed);
-        health
-            .online
-            .store(checks.presence.online() as u64, Ordering::Relaxed);
+        expire(&mut checks, &clocks, &mut events, &health);
         let groups = checks.groups.take_unsaved();
         if events.is_empty() && checks.zones.is_empty() && groups.is_empty() {
             continue;
@@ -320,15 +331,7 @@ pub fn run(
             Appended::DiskFull => {
                 checks.groups.restore_unsaved(groups);
                 shed(&events, &mut checks);
-                // The tracker has moved on: its devices' zones are written
-                // with the next batch the store takes, one (the latest) per
-                // device, so that this stays bounded by the devices.
-                let mut seen = std::collections::HashSet::new();
-                checks.zones.reverse();
-                checks
-                    .zones
-                    .retain(|(device, _)| seen.insert(device.clone()));
-                checks.zones.reverse();
+                latest_zones_only(&mut checks.zones);
                 events.clear();
                 continue;
             }
@@ -356,6 +359,57 @@ pub fn run(
         events.clear();
         checks.zones.clear();
     }
+}
+
+/// The zones a full disk could not take: the tracker has moved on, so its
+/// devices' zones are written with the next batch the store takes, one (the
+/// latest) per device, so that this stays bounded by the devices.
+fn latest_zones_only(zones: &mut Vec<(DeviceId, Vec<u8>)>) {
+    let mut seen = std::collections::HashSet::new();
+    zones.reverse();
+    zones.retain(|(device, _)| seen.insert(device.clone()));
+    zones.reverse();
+}
+
+/// Waits up to a [`TICK`] for the first arrival, then takes what else is
+/// queued, up to a batch; false once every sender is gone.
+fn gather(
+    rx: &mut mpsc::Receiver<Observed>,
+    batch: &mut Vec<Observed>,
+    runtime: &tokio::runtime::Handle,
+) -> bool {
+    // The timer must be created inside the runtime's context.
+    match runtime.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+        Ok(Some(first)) => batch.push(first),
+        Ok(None) => return false,
+        Err(_elapsed) => {}
+    }
+    while !batch.is_empty() && batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+/// Reports the devices silent for `offline_after` offline, and the counts.
+fn expire(checks: &mut Checks, clocks: &Clocks, events: &mut Vec<Event>, health: &WriterHealth) {
+    for device in checks.presence.expire(clocks.arrived) {
+        telemetry::DEVICE_STATUS.with(["offline"]).increment(1);
+        events.push(Event::Status(Status {
+            device,
+            status: Presence::Offline,
+            time: clocks.wall,
+        }));
+    }
+    telemetry::DEVICES_TRACKED.set(checks.presence.len() as f64);
+    health
+        .devices
+        .store(checks.presence.len() as u64, Ordering::Relaxed);
+    health
+        .online
+        .store(checks.presence.online() as u64, Ordering::Relaxed);
 }
 
 /// Counts the events of a batch the full disk could not take: the feed and
@@ -395,17 +449,31 @@ fn make_room(checks: &mut Checks) -> bool {
     }
 }
 
+/// The instants one batch of arrivals is judged at.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    /// Monotonic: presence.
+    arrived: Instant,
+    /// The system clock: status events' times.
+    wall: DateTime<Utc>,
+    /// The system clock if it may judge fix times.
+    now: Option<DateTime<Utc>>,
+}
+
 /// Checks one arrival and adds what it causes to `events`: a status change
 /// (online) and the position, unless a filter drops it.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the writer's checks of one arrival in the order they apply (ownership, room, filters, presence, geofences); each step uses what the one before decided"
+)]
 fn check(
     observed: Observed,
     checks: &mut Checks,
-    arrived: Instant,
-    wall: DateTime<Utc>,
-    now: Option<DateTime<Utc>>,
+    clocks: &Clocks,
     events: &mut Vec<Event>,
     dropped_log: &mut FloodLimit<DeviceId, (&'static str, &'static str)>,
 ) {
+    let Clocks { arrived, wall, now } = *clocks;
     let source = observed.source.as_str();
     let class = observed.class.as_str();
     let mut position = observed.position;

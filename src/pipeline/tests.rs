@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::filter::FilterOptions;
 use super::geofence::{FenceSet, Options as FenceOptions, Rules, Zones, parse_geojson};
-use super::{Checks, TICK, WriterHealth};
+use super::{Checks, Settings, TICK, WriterHealth};
 use crate::fix::{DeviceClass, Event, Fix, Observed, Position, Presence, SourceKind};
 use crate::sources::clock::ClockTrust;
 use crate::store::Writer;
@@ -76,15 +76,14 @@ impl Harness {
         // go to the no-op recorder and be lost to `metric`.
         metrics();
         let rules = watch::channel(setup.rules.map(Arc::new)).1;
-        let mut checks = Checks::seeded(
-            setup.filters,
-            setup.offline_after,
-            setup.max_devices,
-            ClockTrust::Always,
-            store.store.reader(),
-            &store.report.devices,
-            rules,
-        );
+        let settings = Settings {
+            filters: setup.filters,
+            offline_after: setup.offline_after,
+            max_devices: setup.max_devices,
+            trust: ClockTrust::Always,
+        };
+        let mut checks =
+            Checks::seeded(settings, store.store.reader(), &store.report.devices, rules);
         for (device, source) in setup.owned {
             checks.own(id(device), source);
         }
@@ -108,15 +107,15 @@ impl Harness {
         let health = self.health.clone();
         let runtime = tokio::runtime::Handle::current();
         self.thread = Some(tokio::task::spawn_blocking(move || {
-            super::run(
-                rx,
-                writer,
-                checks,
-                head_tx,
+            let reports = super::Reports {
+                head: head_tx,
                 health,
-                CancellationToken::new(),
+            };
+            let control = super::Control {
+                shutdown: CancellationToken::new(),
                 runtime,
-            );
+            };
+            super::run(rx, writer, checks, reports, control);
         }));
     }
 

@@ -292,6 +292,10 @@ async fn fixes(
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "axum extractors: each argument is one thing taken from the request"
+)]
 async fn osmand(
     State(intake): State<HttpIntake>,
     grant: Option<Extension<Grant>>,

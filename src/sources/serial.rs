@@ -139,6 +139,10 @@ async fn read_forever(spec: Serial, context: Context, pulse: Arc<Pulse>) {
 }
 
 /// Reads one open port until it is lost, the pipeline closes or shutdown.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the reading loop borrows the port's parts (port, spec, decoder, queue, pulse, shutdown) from its caller, which keeps them across reopenings"
+)]
 async fn read_port(
     mut port: tokio_serial::SerialStream,
     spec: &Serial,

@@ -205,6 +205,10 @@ impl Budget {
     }
 
     /// Applies one phase to the segments it concerns, oldest first.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one phase of the budget pass over its own bookkeeping (goal, acknowledged ranges, protected segments, pass counters)"
+    )]
     fn sweep(
         &mut self,
         phase: Phase,
@@ -262,6 +266,10 @@ impl Budget {
     }
 
     /// Which slots of a segment `phase` keeps.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a pure decision over one segment, with every fact it depends on passed in"
+    )]
     fn keep(
         &self,
         phase: Phase,
@@ -387,6 +395,10 @@ impl Batch {
     }
 
     /// Adds the segment at `first` with only the `keep` slots left.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "records one segment's outcome; the arguments are the facts of that outcome"
+    )]
     fn add(
         &mut self,
         phase: Phase,

@@ -86,6 +86,10 @@ pub struct FeedState {
 
 impl FeedState {
     /// Shared state for the router.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the feed's shared state is built once from the daemon's parts, each a different type"
+    )]
     pub fn new(
         reader: Reader,
         head: watch::Receiver<u64>,

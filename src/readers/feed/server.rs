@@ -159,6 +159,10 @@ pub async fn serve(
 }
 
 /// Serves one socket until the client or a timeout ends it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a connection task takes what it owns (socket, peer, router, limits, TLS, watcher) by value"
+)]
 async fn serve_one(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -226,6 +230,10 @@ async fn serve_one(
 }
 
 /// Serves HTTP/1.1 on `io` (plain or TLS) until it ends.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the same connection's parts, after TLS: moved into the task, not shared"
+)]
 async fn serve_io<I>(
     io: I,
     conn: Conn,

@@ -4,10 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use super::transport::{self, FromTransport, ToTransport};
+use super::transport::{self, FromTransport, Side, ToTransport};
 use crate::config::UplinkHttp;
 use crate::tls::TlsError;
 use crate::util::backoff::Backoff;
@@ -88,13 +85,12 @@ impl Endpoint {
 
 /// Posts batches in order until `shutdown`; a failure is reported as a lost
 /// connection and followed by a back-off before the next `Connected`.
-pub async fn run(
-    endpoint: Endpoint,
-    mut backoff: Backoff,
-    mut rx: mpsc::Receiver<ToTransport>,
-    tx: mpsc::Sender<FromTransport>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(endpoint: Endpoint, mut backoff: Backoff, side: Side) {
+    let Side {
+        mut rx,
+        tx,
+        shutdown,
+    } = side;
     let endpoint = Arc::new(endpoint);
     let mut generation = 1u64;
     if tx

@@ -93,6 +93,10 @@ pub struct Running {
 }
 
 /// Starts the uplink and its transport; `None` when it is off.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the uplink is started from the daemon's parts (config, gateway, store, two heads, task tracker), each a different type"
+)]
 pub async fn start(
     config: &UplinkConfig,
     gateway: &str,
@@ -105,31 +109,27 @@ pub async fn start(
     let (to_tx, to_rx) = mpsc::channel(config.max_in_flight + 4);
     let (from_tx, from_rx) = mpsc::channel(config.max_in_flight + 4);
     let backoff = Backoff::new(config.retry_min, config.retry_max);
+    let side = transport::Side {
+        rx: to_rx,
+        tx: from_tx,
+        shutdown: shutdown.clone(),
+    };
     let peer = match &config.transport {
         UplinkTransport::Off => return Ok(None),
         UplinkTransport::Mqtt(m) => {
             let options = mqtt::options(m, gateway, config.max_in_flight)?;
             let topic = m.topic.replace("{gateway}", gateway);
-            tasks.spawn(mqtt::run(
+            let target = mqtt::Target {
                 options,
-                topic.clone(),
-                config.max_in_flight,
-                backoff,
-                to_rx,
-                from_tx,
-                shutdown.clone(),
-            ));
+                topic: topic.clone(),
+                max_in_flight: config.max_in_flight,
+            };
+            tasks.spawn(mqtt::run(target, backoff, side));
             format!("mqtt://{}:{}/{topic}", m.broker.host, m.broker.port)
         }
         UplinkTransport::Http(h) => {
             let endpoint = http::Endpoint::new(h)?;
-            tasks.spawn(http::run(
-                endpoint,
-                backoff,
-                to_rx,
-                from_tx,
-                shutdown.clone(),
-            ));
+            tasks.spawn(http::run(endpoint, backoff, side));
             h.url.clone()
         }
     };

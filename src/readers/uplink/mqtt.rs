@@ -12,9 +12,8 @@ use std::collections::{HashMap, VecDeque};
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Outgoing, QoS};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::transport::{self, FromTransport, ToTransport};
+use super::transport::{self, FromTransport, Side, ToTransport};
 use crate::config::UplinkMqtt;
 use crate::tls::TlsError;
 use crate::util::backoff::Backoff;
@@ -40,27 +39,35 @@ pub fn options(
     Ok(options)
 }
 
-/// Runs connections one after another until `shutdown`.
-pub async fn run(
-    options: MqttOptions,
-    topic: String,
-    max_in_flight: usize,
-    mut backoff: Backoff,
-    mut rx: mpsc::Receiver<ToTransport>,
-    tx: mpsc::Sender<FromTransport>,
-    shutdown: CancellationToken,
-) {
+/// Where the batches go: the broker and the topic, with the publishes one
+/// connection may have unacknowledged.
+pub struct Target {
+    /// The broker and the client's options.
+    pub options: MqttOptions,
+    /// The topic, the gateway's id filled in.
+    pub topic: String,
+    /// Publishes in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// Runs connections one after another until the side's shutdown.
+pub async fn run(target: Target, mut backoff: Backoff, side: Side) {
+    let Side {
+        mut rx,
+        tx,
+        shutdown,
+    } = side;
     let peer = format!(
         "{}:{}",
-        options.broker_address().0,
-        options.broker_address().1
+        target.options.broker_address().0,
+        target.options.broker_address().1
     );
     let mut generation = 0u64;
     loop {
         generation += 1;
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            outcome = connection(&options, &topic, max_in_flight, generation, &mut rx, &tx) => outcome,
+            outcome = connection(&target, generation, &mut rx, &tx) => outcome,
         };
         let reason = match outcome {
             Ended::Shutdown => return,
@@ -85,13 +92,17 @@ enum Ended {
 
 /// One connection, from CONNECT until it fails or the core asks for a new one.
 async fn connection(
-    options: &MqttOptions,
-    topic: &str,
-    max_in_flight: usize,
+    target: &Target,
     generation: u64,
     rx: &mut mpsc::Receiver<ToTransport>,
     tx: &mpsc::Sender<FromTransport>,
 ) -> Ended {
+    let Target {
+        options,
+        topic,
+        max_in_flight,
+    } = target;
+    let max_in_flight = *max_in_flight;
     // The request channel is never the bottleneck: at most `max_in_flight`
     // publishes wait in it, so `try_publish` below cannot find it full.
     let (client, mut eventloop) = AsyncClient::new(options.clone(), max_in_flight + 4);

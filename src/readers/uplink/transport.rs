@@ -13,6 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::util::backoff::Backoff;
 
+/// A transport task's ends of the channels to the core, and the daemon's
+/// shutdown.
+#[derive(Debug)]
+pub struct Side {
+    /// What the core asks for.
+    pub rx: mpsc::Receiver<ToTransport>,
+    /// What the transport tells the core.
+    pub tx: mpsc::Sender<FromTransport>,
+    /// Ends the task.
+    pub shutdown: CancellationToken,
+}
+
 /// From the core to the transport.
 #[derive(Debug)]
 pub enum ToTransport {

@@ -34,6 +34,10 @@ pub fn shared(filter: &str, group: Option<&str>) -> String {
 }
 
 /// Connects to the broker and feeds its messages into `messages` until `shutdown`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the client's event loop with its connect, subscribe and error arms, which share its state"
+)]
 pub fn start(
     config: &External,
     gateway: &str,

@@ -193,6 +193,10 @@ pub fn classify(sentence: &str) -> Classified {
 // The nmea crate's reading.
 
 /// Lets the crate read the sentence; `None` if it refuses.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per sentence type, each guarding a known panic or gap of the nmea crate"
+)]
 fn via_crate(kind: Kind, talker: &str, data: &str) -> Option<Report> {
     let message_id = match kind {
         Kind::Rmc => SentenceType::RMC,
@@ -384,6 +388,10 @@ impl<'a> Fields<'a> {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per sentence type, field by field as NMEA 0183 lists them"
+)]
 fn own(kind: Kind, data: &str) -> Option<Report> {
     let f = Fields::new(data);
     let mut r = Report::new(kind);

@@ -89,6 +89,10 @@ type Deadline = Option<(Instant, Fault)>;
 
 /// Serves one accepted connection to its end. `slot` holds the socket's
 /// place under the connection cap until then.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a connection task takes what it owns (socket, peer, shared state, queue, shutdown, slot) by value"
+)]
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
@@ -576,6 +580,10 @@ impl Conn {
         }
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "MQTT's PUBLISH rules (scope, size, retain, QoS 0/1/2) apply in order to one packet"
+    )]
     async fn publish(&mut self, publish: Publish, awaiting_rel: &mut Vec<u16>) -> Result<(), End> {
         let Publish {
             qos,
