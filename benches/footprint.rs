@@ -219,7 +219,7 @@ fn config(store: &Path, feed: u16, shape: &Shape) -> String {
             "listen = \"0.0.0.0:1883\"",
             &format!("listen = \"127.0.0.1:{port}\""),
         ),
-        None => edit("broker = \"embedded\"", "broker = \"off\""),
+        None => edit("\nbroker = \"embedded\"", "\nbroker = \"off\""),
     }
     if let Some(port) = shape.uplink_to {
         edit(
@@ -264,6 +264,16 @@ impl Gateway {
         let _ = std::fs::remove_file(&socket_path);
         let notify = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
         let log = dir.join(format!("{name}.log"));
+        // The installed configuration's access tokens come from systemd's
+        // credentials (LoadCredential=): two made up here, as the package's
+        // postinst would make them.
+        let credentials = dir.join("credentials");
+        std::fs::create_dir_all(&credentials).expect("the credentials directory");
+        for token in ["read", "write"] {
+            let secret = format!("footprint-bench-{token}-token-0123456789abcdef");
+            std::fs::write(credentials.join(format!("{token}.token")), secret)
+                .expect("write a token");
+        }
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -280,6 +290,7 @@ impl Gateway {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env("NOTIFY_SOCKET", &socket_path)
+            .env("CREDENTIALS_DIRECTORY", &credentials)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
