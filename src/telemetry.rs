@@ -42,17 +42,24 @@ impl From<DeviceLabel> for Value {
 /// What kind of metric a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Only goes up (`_total`).
     Counter,
+    /// Set to the current value.
     Gauge,
+    /// A distribution of observations.
     Histogram,
 }
 
 /// One metric as `/metrics` shows it: for [`describe`] and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metric {
+    /// The series name, `fixgate_…`.
     pub name: &'static str,
+    /// Counter, gauge or histogram.
     pub kind: Kind,
+    /// Its label names, in order.
     pub labels: &'static [&'static str],
+    /// The `# HELP` text.
     pub help: &'static str,
 }
 

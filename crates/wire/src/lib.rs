@@ -3,7 +3,7 @@
 //!
 //! Pure: no async runtime, no database, no I/O beyond `std::io` streams, so
 //! that a cloud service can link this crate and nothing else (`cargo tree -p
-//! fixgate-wire` shows no async runtime and no database). `wire-format.md` beside this
+//! fixgate-wire` shows no async runtime and no database). `docs/wire-format.md` beside this
 //! crate specifies the bytes for decoders in other languages; in short: a
 //! version byte, a postcard header, then a zlib stream of the records in
 //! columns, each fix as scaled integers predicted from the same device's

@@ -1,5 +1,5 @@
 //! Tests of the whole codec: round trips, hostile input, the worked example
-//! of `wire-format.md`, and the crate's purity.
+//! of `docs/wire-format.md`, and the crate's purity.
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -19,7 +19,7 @@ const SOURCES: [(&str, &str); 11] = [
     ("tests.rs", include_str!("tests.rs")),
     ("tools.rs", include_str!("tools.rs")),
     ("zlib.rs", include_str!("zlib.rs")),
-    ("../wire-format.md", include_str!("../wire-format.md")),
+    ("../docs/wire-format.md", include_str!("../docs/wire-format.md")),
 ];
 
 #[test]
@@ -55,7 +55,7 @@ fn id(s: &str) -> DeviceId {
     DeviceId::new(s).expect("valid id")
 }
 
-/// The worked example of `wire-format.md`.
+/// The worked example of `docs/wire-format.md`.
 fn example() -> Batch {
     let t0 = 1_795_435_200_000; // 2026-11-23T12:00:00Z
     let fix = |ms: i64, lat: f64, lon: f64| Fix::new(utc(ms), lat, lon);
@@ -148,24 +148,24 @@ fn the_worked_example_in_the_spec_matches_the_code() {
     assert_eq!(
         hex(&bytes[..header_len]),
         hex_in_doc("<!-- example: header -->"),
-        "update the header bytes in crates/wire/wire-format.md"
+        "update the header bytes in crates/wire/docs/wire-format.md"
     );
     assert_eq!(
         hex(&body),
         hex_in_doc("<!-- example: body -->"),
-        "update the body bytes in crates/wire/wire-format.md"
+        "update the body bytes in crates/wire/docs/wire-format.md"
     );
     assert_eq!(
         hex(&bytes),
         hex_in_doc("<!-- example: batch -->"),
-        "update the batch bytes in crates/wire/wire-format.md"
+        "update the batch bytes in crates/wire/docs/wire-format.md"
     );
     assert_eq!(header.records, 5);
     let back = decode(&bytes).expect("decodes");
     assert_eq!(back, quantised(&batch));
 }
 
-/// The geofence event whose `others` entry `crates/wire/wire-format.md` §8 spells out.
+/// The geofence event whose `others` entry `crates/wire/docs/wire-format.md` §8 spells out.
 fn geofence_example() -> Batch {
     let t0 = 1_795_435_200_000; // 2026-11-23T12:00:00Z
     let g = Geofence {
@@ -201,14 +201,14 @@ fn the_geofence_entry_in_the_spec_matches_the_code() {
     let entry = hex_in_doc("<!-- example: geofence -->");
     assert!(
         hex(&body).ends_with(&format!("01{entry}")),
-        "update the geofence entry in crates/wire/wire-format.md: body {}",
+        "update the geofence entry in crates/wire/docs/wire-format.md: body {}",
         hex(&body)
     );
     assert_eq!(decode(&bytes).expect("decodes"), quantised(&batch));
     let line = json::record_json(&batch.gateway, &batch.records[0]);
     assert!(
         SOURCES[10].1.contains(&line),
-        "update the geofence JSON line in crates/wire/wire-format.md: {line}"
+        "update the geofence JSON line in crates/wire/docs/wire-format.md: {line}"
     );
 }
 
