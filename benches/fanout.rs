@@ -1028,7 +1028,10 @@ struct Seen {
 
 /// One SSE client: connects, reads until `stop`, counts and times what it
 /// gets.
-#[expect(clippy::too_many_arguments, reason = "one bench client's whole setup, passed once at spawn")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one bench client's whole setup, passed once at spawn"
+)]
 async fn client(
     id: usize,
     port: u16,

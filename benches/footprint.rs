@@ -425,7 +425,10 @@ struct Start {
 
 /// Starts the daemon on `config`, waits for `READY=1`, optionally idles
 /// (reporting memory), stops it.
-#[expect(clippy::too_many_arguments, reason = "the bench's daemon start with everything a run varies")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the bench's daemon start with everything a run varies"
+)]
 fn start_once(
     dir: &Path,
     name: &str,

@@ -19,7 +19,10 @@ const SOURCES: [(&str, &str); 11] = [
     ("tests.rs", include_str!("tests.rs")),
     ("tools.rs", include_str!("tools.rs")),
     ("zlib.rs", include_str!("zlib.rs")),
-    ("../docs/wire-format.md", include_str!("../docs/wire-format.md")),
+    (
+        "../docs/wire-format.md",
+        include_str!("../docs/wire-format.md"),
+    ),
 ];
 
 #[test]
