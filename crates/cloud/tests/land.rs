@@ -334,3 +334,48 @@ async fn track_is_a_linestring_in_time_order() {
         "LINESTRING|4326|LINESTRING(5.002 52.002,5.003 52.003,5.001 52.001)"
     );
 }
+
+/// Throughput of one receiver's lander: 100 batches of 1000 fixes, four
+/// at a time (the default pool). A measurement, not a check: run with
+/// `--ignored --nocapture` (debug build, fsync off: indicative only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn throughput_of_batches_of_a_thousand_fixes() {
+    let pg = Pg::start();
+    let mut client = pg.client().await;
+    land::migrate(&mut client).await.unwrap();
+    let pool = land::pool(&PgOptions {
+        conninfo: pg.conninfo(),
+        ca_file: None,
+        pool_size: 4,
+    })
+    .unwrap();
+    let lander = Arc::new(Lander::new(pool));
+    let batches: Vec<Arc<land::Rows>> = (0..100u64)
+        .map(|i| {
+            let first = i * 1000 + 1;
+            let b = batch(
+                BatchKind::Live,
+                first,
+                first + 999,
+                fixes(first..=first + 999),
+            );
+            Arc::new(land::rows(&b).unwrap())
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let slots = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = Vec::new();
+    for rows in batches {
+        let (lander, slot) = (lander.clone(), slots.clone().acquire_owned().await.unwrap());
+        tasks.push(tokio::spawn(async move {
+            let _slot = slot;
+            lander.land("gw-1", &rows).await.unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().new, 1000);
+    }
+    let rate = 100_000.0 / started.elapsed().as_secs_f64();
+    eprintln!("{rate:.0} fixes/s");
+}
