@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use fixgate_cloud::land::PgOptions;
 use fixgate_cloud::receive::mqtt::TlsSource;
 use fixgate_cloud::receive::{HttpSource, MqttSource, ReceiveOptions, Source};
 use fixgate_support::tls::ClientCert;
@@ -82,6 +83,32 @@ struct Cli {
     #[arg(long, value_name = "PATH", default_value = "/batches", value_parser = parse_route, conflicts_with = "mqtt", help_heading = "HTTP")]
     path: String,
 
+    /// Subscribe as a member of this shared subscription group
+    /// (`$share/NAME/<topic>`): several receivers split the batches.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "http",
+        help_heading = "MQTT"
+    )]
+    share_group: Option<String>,
+
+    /// Land batches in PostgreSQL (with PostGIS) instead of printing them: a
+    /// libpq connection string or URL, e.g. "host=/run/postgresql user=fixgate dbname=fixgate".
+    /// A batch is acknowledged only once its transaction has committed.
+    #[arg(long, value_name = "CONNINFO", help_heading = "PostgreSQL")]
+    postgres: Option<String>,
+    /// TLS to PostgreSQL, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "PATH", value_parser = readable_file, requires = "postgres", help_heading = "PostgreSQL")]
+    postgres_ca_file: Option<PathBuf>,
+    /// Connections to PostgreSQL (batches landing at once).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), help_heading = "PostgreSQL")]
+    pool_size: u16,
+
+    /// Serve GET /metrics (Prometheus) and GET /healthz on this address (port 0: any free port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// Also print the summary line this often (e.g. 10s, 1m).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     summary_every: Option<Duration>,
@@ -103,7 +130,10 @@ impl Cli {
                 Source::Mqtt(MqttSource {
                     host,
                     port,
-                    topic: self.topic,
+                    topic: match &self.share_group {
+                        Some(group) => format!("$share/{group}/{}", self.topic),
+                        None => self.topic,
+                    },
                     client_id: self.client_id,
                     credentials: self
                         .username
@@ -118,6 +148,12 @@ impl Cli {
         Ok(ReceiveOptions {
             source,
             summary_every: self.summary_every,
+            postgres: self.postgres.map(|conninfo| PgOptions {
+                conninfo,
+                ca_file: self.postgres_ca_file,
+                pool_size: usize::from(self.pool_size),
+            }),
+            metrics: self.metrics,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Batches POSTed over HTTP (axum), one per request: 200 once the batch's
-//! lines are written and flushed, 400 for a body that is no batch, 413 for
-//! one over [`MAX_BATCH_BYTES`].
+//! lines are written and flushed (or its transaction committed), 400 for a
+//! body that is no batch, 413 for one over [`MAX_BATCH_BYTES`], 503 with
+//! `Retry-After` when the database could not take it.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -115,6 +116,15 @@ async fn batch(
         )
             .into_response(),
         Ok(Verdict::Refused(why)) => refusal(StatusCode::BAD_REQUEST, &why),
+        Ok(Verdict::Unavailable { why, retry_after }) => {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, &why);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+            response
+        }
         Err(_) => refusal(StatusCode::SERVICE_UNAVAILABLE, "the output is closed"),
     }
 }

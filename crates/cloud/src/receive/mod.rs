@@ -7,13 +7,19 @@
 //! [`dedupe`] is the pure core; [`sink`] owns it and stdout; [`mqtt`] and
 //! [`http`] only carry bytes to the sink and answers back.
 
+pub mod database;
 pub mod dedupe;
 pub mod http;
+pub mod landing;
+pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod sink;
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub use http::HttpSource;
 pub use mqtt::MqttSource;
 use sink::Sink;
+
+use crate::land::{self, Lander, PgOptions};
 
 /// How long a stopping receiver waits for the output thread to finish
 /// what it is writing.
@@ -43,6 +51,10 @@ pub struct ReceiveOptions {
     pub source: Source,
     /// Print the summary this often too, not only at the end.
     pub summary_every: Option<Duration>,
+    /// Land batches in PostgreSQL instead of printing them.
+    pub postgres: Option<PgOptions>,
+    /// Serve `/metrics` and `/healthz` here.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Receives until SIGINT or SIGTERM, then prints the summary. An error is
@@ -54,7 +66,34 @@ pub async fn run(options: ReceiveOptions) -> anyhow::Result<()> {
         shutdown.clone(),
         "stop the receiver with SIGKILL",
     ));
-    let (sink, running) = Sink::start(std::io::stdout(), shutdown.clone());
+    let handle = match options.metrics {
+        Some(_) => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .context("cannot install the metrics recorder")?,
+        ),
+        None => None,
+    };
+    // Without a database there is nothing to be unhealthy about.
+    let health = Arc::new(AtomicBool::new(options.postgres.is_none()));
+    let (sink, running) = match &options.postgres {
+        None => Sink::start(std::io::stdout(), shutdown.clone()),
+        Some(pg) => {
+            let pool = land::pool(pg)?;
+            if !migrate(&pool, &shutdown).await {
+                return Ok(());
+            }
+            tokio::spawn(metrics::check(
+                pool.clone(),
+                health.clone(),
+                shutdown.clone(),
+            ));
+            Sink::start_postgres(Arc::new(Lander::new(pool)))
+        }
+    };
+    if let (Some(addr), Some(handle)) = (options.metrics, handle) {
+        metrics::serve(addr, handle, health, shutdown.clone()).await?;
+    }
     if let Some(every) = options.summary_every {
         tokio::spawn(print_summaries(sink.clone(), every, shutdown.clone()));
     }
@@ -72,6 +111,40 @@ pub async fn run(options: ReceiveOptions) -> anyhow::Result<()> {
         .context("cannot write to standard output")?;
     report(&output::summary_line(&summary));
     received
+}
+
+/// Applies the schema, trying again (capped exponential back-off) while
+/// the database is unavailable; `false` when stopped first.
+async fn migrate(pool: &deadpool_postgres::Pool, shutdown: &CancellationToken) -> bool {
+    let mut back_off = database::BACKOFF_MIN;
+    let mut warned = false;
+    loop {
+        let tried = async {
+            let mut client = pool.get().await.map_err(anyhow::Error::from)?;
+            land::migrate(&mut client)
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        match tried.await {
+            Ok(_) => {
+                if warned {
+                    tracing::info!("database available, schema up to date");
+                }
+                return true;
+            }
+            Err(err) => {
+                if !warned {
+                    tracing::warn!("cannot apply the schema, retrying: {err:#}");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(back_off) => {}
+        }
+        back_off = (back_off * 2).min(database::BACKOFF_MAX);
+    }
 }
 
 async fn print_summaries(sink: Sink, every: Duration, shutdown: CancellationToken) {

@@ -196,7 +196,12 @@ impl Session<'_> {
         let Some(done) = self.pending.pop_front() else {
             return Ok(());
         };
-        answer.context("the output stopped")?;
+        let verdict = answer.context("the output stopped")?;
+        // Not landed: no PUBACK, so the broker delivers it again (on the
+        // resumed session).
+        if matches!(verdict, Verdict::Unavailable { .. }) {
+            return Ok(());
+        }
         // Refused batches are acknowledged too: they will never decode.
         // After a reconnect the broker sends a batch again under the same
         // packet id, which may by then name another one.

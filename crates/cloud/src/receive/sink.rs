@@ -17,7 +17,7 @@ use crate::wire::{self, MAX_BATCH_BYTES};
 /// Batches waiting for the thread. The broker's in-flight window (QoS 1
 /// messages go unacknowledged until answered) and the HTTP clients waiting
 /// for their answers keep the queue short; past this many, senders wait.
-const QUEUE: usize = 64;
+pub(super) const QUEUE: usize = 64;
 
 /// What became of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,14 @@ pub enum Verdict {
     },
     /// It is not a batch, or not one that can be trusted (reported on stderr).
     Refused(String),
+    /// Not landed now (the database is down, a transaction failed, or its
+    /// COMMIT went unanswered): not to be acknowledged; send it again later.
+    Unavailable {
+        /// What went wrong.
+        why: String,
+        /// When trying again makes sense.
+        retry_after: std::time::Duration,
+    },
 }
 
 /// The thread has stopped: stdout failed, or the receiver is shutting down.
@@ -38,7 +46,7 @@ pub enum Verdict {
 #[error("the output is closed")]
 pub struct Closed;
 
-enum Msg {
+pub(super) enum Msg {
     Batch {
         bytes: Bytes,
         origin: Origin,
@@ -55,7 +63,7 @@ enum Msg {
 /// A handle to the thread; cheap to clone.
 #[derive(Clone)]
 pub struct Sink {
-    tx: mpsc::Sender<Msg>,
+    pub(super) tx: mpsc::Sender<Msg>,
 }
 
 /// The running thread: ends with the totals, or with the error that stopped it.
