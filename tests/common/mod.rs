@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod landing;
 pub mod netns;
+pub mod nginx;
+pub mod postgres;
 pub mod raw_mqtt;
 pub mod receiver;
 
@@ -597,6 +600,31 @@ impl Mosquitto {
             port,
             &format!("listener {port} 127.0.0.1\n{listener_extra}persistence false\n"),
         )
+    }
+
+    /// Starts mosquitto on `port` with persistence on: the sessions of
+    /// clients that connect with clean_session=false, their subscriptions
+    /// and the messages queued or in flight for them survive a restart
+    /// (saved every second and at a clean stop), as in production.
+    pub fn start_persistent(dir: &Path, port: u16) -> Mosquitto {
+        let db = dir.join(format!("mosquitto-db-{port}"));
+        std::fs::create_dir_all(&db).expect("mosquitto db dir");
+        Self::start_on(
+            dir,
+            port,
+            &format!(
+                "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 20\n",
+                db.display()
+            ),
+        )
+    }
+
+    /// Stops the broker cleanly (SIGTERM: it saves its persistence file)
+    /// and waits for it to exit.
+    pub fn terminate(mut self) {
+        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
+        let stopped = wait_timeout(&mut self.child, Duration::from_secs(20));
+        assert!(stopped.is_some(), "mosquitto ignored SIGTERM");
     }
 
     /// Starts mosquitto on `port` with `conf` (listeners and options; anonymous
