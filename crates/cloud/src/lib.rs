@@ -2,6 +2,7 @@
 //! the wire codec ([`fixgate_wire`]) and the shared I/O helpers, never the
 //! gateway's daemon (no sled, no device intake).
 
+pub mod land;
 pub mod receive;
 
 pub use fixgate_support::{signal, tls};

@@ -192,7 +192,7 @@ impl Dedupe {
 
 /// What the decoder promises but a damaged or buggy sender might break; a
 /// range the receiver trusted wrongly would hide records as thinned.
-fn check(batch: &Batch) -> Result<(), Inconsistent> {
+pub fn check(batch: &Batch) -> Result<(), Inconsistent> {
     let (first, last) = (batch.first_seq, batch.last_seq);
     if first > last {
         return Err(Inconsistent::Reversed { first, last });
@@ -208,6 +208,27 @@ fn check(batch: &Batch) -> Result<(), Inconsistent> {
         previous = Some(r.seq);
     }
     Ok(())
+}
+
+/// The sequence numbers a consistent batch accounts for, in increasing
+/// order: a live or backlog batch its whole range (numbers missing from it
+/// were thinned), a snapshot only its records' numbers (runs merged).
+pub fn covered(batch: &Batch) -> Vec<RangeInclusive<u64>> {
+    match batch.kind {
+        BatchKind::Live | BatchKind::Backlog => vec![batch.first_seq..=batch.last_seq],
+        BatchKind::Snapshot => {
+            let mut runs: Vec<RangeInclusive<u64>> = Vec::new();
+            for seq in batch.records.iter().map(|r| r.seq) {
+                match runs.last_mut() {
+                    Some(run) if run.end().checked_add(1) == Some(seq) => {
+                        *run = *run.start()..=seq;
+                    }
+                    _ => runs.push(seq..=seq),
+                }
+            }
+            runs
+        }
+    }
 }
 
 /// The lowest and highest covered numbers.
