@@ -88,6 +88,8 @@ fi
 # The benches' own self-checks (harness = false: plain cargo test runs them).
 step "benches (self-checks)"
 cargo test --benches --locked
+# The cloud crate's bench (landing in PostgreSQL) is not the root package's.
+cargo test -p fixgate-cloud --benches --locked
 # Uncaptured: the per-log table against gpsd (or a plain SKIPPED when
 # ../shared/testdata/nmea/gpsd is absent) belongs in the CI log.
 step "NMEA conformance"
