@@ -96,7 +96,15 @@ struct Cli {
     /// Land batches in PostgreSQL (with PostGIS) instead of printing them: a
     /// libpq connection string or URL, e.g. "host=/run/postgresql user=fixgate dbname=fixgate".
     /// A batch is acknowledged only once its transaction has committed.
-    #[arg(long, value_name = "CONNINFO", help_heading = "PostgreSQL")]
+    /// Read from $FIXGATE_POSTGRES when not given, which keeps a password
+    /// out of the command line other users can see.
+    #[arg(
+        long,
+        value_name = "CONNINFO",
+        env = "FIXGATE_POSTGRES",
+        hide_env_values = true,
+        help_heading = "PostgreSQL"
+    )]
     postgres: Option<String>,
     /// TLS to PostgreSQL, trusting the CA certificates in this PEM file.
     #[arg(long, value_name = "PATH", value_parser = readable_file, requires = "postgres", help_heading = "PostgreSQL")]

@@ -379,3 +379,67 @@ async fn throughput_of_batches_of_a_thousand_fixes() {
     let rate = 100_000.0 / started.elapsed().as_secs_f64();
     eprintln!("{rate:.0} fixes/s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_under_numbers_already_covered_are_duplicates_whatever_they_say() {
+    let pg = Pg::start();
+    let lander = lander(&pg).await;
+    put(&lander, &batch(BatchKind::Live, 1, 3, fixes(1..=3))).await;
+    // The same numbers with other times and places: a forged or corrupted
+    // resend. The key (gateway, seq, time) alone would take them.
+    let forged: Vec<Record> = (1..=3)
+        .map(|s| position(s, "bus-1", t(1000 + s as i64), false))
+        .collect();
+    let landed = put(&lander, &batch(BatchKind::Backlog, 1, 3, forged)).await;
+    assert_eq!(
+        landed,
+        Landed {
+            new: 0,
+            duplicates: 3
+        }
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM fixgate.fix"), "3");
+    assert_eq!(
+        pg.psql("SELECT seq, time = '2026-05-01 12:00:03+00' FROM fixgate.latest"),
+        "3|t",
+        "the latest position stays the real one"
+    );
+    // A batch partly under covered numbers takes only the new ones.
+    let mut mixed = vec![position(3, "bus-1", t(2000), false)];
+    mixed.extend(fixes(4..=5));
+    let landed = put(&lander, &batch(BatchKind::Live, 3, 5, mixed)).await;
+    assert_eq!(
+        landed,
+        Landed {
+            new: 2,
+            duplicates: 1
+        }
+    );
+    assert_eq!(pg.psql("SELECT count(*), max(seq) FROM fixgate.fix"), "5|5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_dropped_under_a_running_receiver_is_made_again_on_the_retry() {
+    let pg = Pg::start();
+    let lander = lander(&pg).await;
+    put(&lander, &batch(BatchKind::Live, 1, 2, fixes(1..=2))).await;
+    pg.psql("DROP TABLE fixgate.fix_y2026m05");
+    // A late fix of the dropped month: the lander still believes the month
+    // is there, so the first try fails (no partition for the row) ...
+    let late = batch(BatchKind::Backlog, 3, 3, fixes(3..=3));
+    let rows = land::rows(&late).expect("a good batch");
+    assert!(lander.land(&late.gateway, &rows).await.is_err());
+    // ... and the retry, as the receiver makes it, lands it in a new month.
+    let landed = lander.land(&late.gateway, &rows).await.expect("landed");
+    assert_eq!(
+        landed,
+        Landed {
+            new: 1,
+            duplicates: 0
+        }
+    );
+    assert_eq!(
+        pg.psql("SELECT tableoid::regclass, seq FROM fixgate.fix"),
+        "fixgate.fix_y2026m05|3"
+    );
+}

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use deadpool_postgres::{Pool, PoolError, Transaction};
+use tokio_postgres::error::SqlState;
 
 use super::rows::{Month, Rows};
 use super::sql;
@@ -82,7 +83,21 @@ impl Lander {
                 .await
                 .map_err(LandError::Query)?;
         }
-        let new = insert(&tx, gateway, rows).await.map_err(LandError::Query)?;
+        let new = match insert(&tx, gateway, rows).await {
+            Ok(new) => new,
+            Err(err) => {
+                if err.code() == Some(&SqlState::CHECK_VIOLATION) {
+                    // "No partition of relation found for row": a month
+                    // dropped or detached by the operator since it was
+                    // made; check every month again on the retry.
+                    self.months
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                }
+                return Err(LandError::Query(err));
+            }
+        };
         tx.commit().await.map_err(LandError::Commit)?;
         if !missing.is_empty() {
             let mut known = self.months.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,6 +141,8 @@ async fn insert(
     gateway: &str,
     rows: &Rows,
 ) -> Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql::LOCK_COVERAGE).await?;
+    tx.execute(&statement, &[&gateway]).await?;
     let mut new = 0;
     let f = &rows.fixes;
     if !f.is_empty() {
@@ -173,11 +190,8 @@ async fn insert(
             )
             .await?;
     }
-    if !rows.covered.0.is_empty() {
-        let statement = tx.prepare_cached(sql::ADD_COVERAGE).await?;
-        tx.execute(&statement, &[&gateway, &rows.covered.0, &rows.covered.1])
-            .await?;
-    }
+    // Before the coverage grows by this batch: the latest positions take
+    // only numbers not covered before it.
     let l = &rows.live;
     if !l.is_empty() {
         let statement = tx.prepare_cached(sql::UPDATE_LATEST).await?;
@@ -188,6 +202,11 @@ async fn insert(
             ],
         )
         .await?;
+    }
+    if !rows.covered.0.is_empty() {
+        let statement = tx.prepare_cached(sql::ADD_COVERAGE).await?;
+        tx.execute(&statement, &[&gateway, &rows.covered.0, &rows.covered.1])
+            .await?;
     }
     Ok(new)
 }

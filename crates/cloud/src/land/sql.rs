@@ -2,6 +2,18 @@
 //! from arrays (`unnest`), so that a batch of a thousand records costs a
 //! handful of round trips.
 
+/// Takes the gateway's coverage row (made empty for a new gateway) for the
+/// rest of the transaction: batches of one gateway land one after another,
+/// each seeing what the one before committed. `$1` gateway.
+pub const LOCK_COVERAGE: &str = "
+INSERT INTO fixgate.coverage AS c (gateway, seqs) VALUES ($1::text, '{}'::int8multirange)
+ON CONFLICT (gateway) DO UPDATE SET seqs = c.seqs";
+
+/// A record whose number the gateway's coverage already holds is a
+/// duplicate whatever it says (a number is never reused, so a record that
+/// differs under a covered number is not the gateway's): the inserts and
+/// the latest positions take only numbers not yet covered.
+///
 /// `$1` gateway, `$2..=$14` the columns of [`super::rows::FixRows`], `$15`
 /// the batch id. Rows affected = rows new.
 pub const INSERT_FIXES: &str = "
@@ -13,6 +25,7 @@ FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::float8[], $6::float8[
             $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::int4[],
             $12::text[], $13::float8[], $14::bool[])
      AS u(seq, device, time, lat, lon, alt, speed, course, hdop, sats, mode, accuracy, historic)
+WHERE NOT EXISTS (SELECT 1 FROM fixgate.coverage c WHERE c.gateway = $1 AND c.seqs @> u.seq)
 ON CONFLICT DO NOTHING";
 
 /// `$1` gateway, `$2..=$8` the columns of [`super::rows::EventRows`], `$9`
@@ -23,6 +36,7 @@ SELECT $1::text, u.seq, u.device, u.time, u.kind, u.data::jsonb, u.lat, u.lon, $
 FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
             $7::float8[], $8::float8[])
      AS u(seq, device, time, kind, data, lat, lon)
+WHERE NOT EXISTS (SELECT 1 FROM fixgate.coverage c WHERE c.gateway = $1 AND c.seqs @> u.seq)
 ON CONFLICT DO NOTHING";
 
 /// `$1` gateway, `$2` starts, `$3` inclusive ends.
@@ -41,6 +55,7 @@ SELECT DISTINCT ON (u.device) $1::text, u.device, u.seq, u.time, u.lat, u.lon, u
 FROM unnest($2::text[], $3::int8[], $4::timestamptz[], $5::float8[], $6::float8[],
             $7::float8[], $8::float8[], $9::float8[])
      AS u(device, seq, time, lat, lon, alt, speed, course)
+WHERE NOT EXISTS (SELECT 1 FROM fixgate.coverage c WHERE c.gateway = $1 AND c.seqs @> u.seq)
 ORDER BY u.device, u.time DESC, u.seq DESC
 ON CONFLICT (gateway, device) DO UPDATE
 SET seq = EXCLUDED.seq, time = EXCLUDED.time, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
