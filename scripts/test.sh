@@ -11,8 +11,10 @@ step() { echo "== [${SECONDS}s] $*"; }
 # a peer it needs is missing. chromium is the depot screen's browser (the
 # tests drive Debian's build headless; nothing downloads a browser), with a
 # font for its text. PostgreSQL 15 with PostGIS is the cloud receiver's
-# database (crates/cloud/tests/common/pg.rs makes a throwaway cluster).
-packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core postgresql postgresql-15-postgis-3)
+# database (crates/cloud/tests/common/pg.rs makes a throwaway cluster);
+# nginx the HTTP load balancer in front of two receivers
+# (tests/cloud_postgres.rs).
+packages=(gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core postgresql postgresql-15-postgis-3 nginx)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
