@@ -105,6 +105,11 @@ impl Landing {
             .collect()
     }
 
+    /// How often the current process has subscribed (once per connection).
+    pub fn subscriptions(&self) -> usize {
+        self.events("subscribed").len()
+    }
+
     /// Starts the process (again) with the same arguments and waits until
     /// it serves its metrics, answers healthy (the database is there) and,
     /// for an MQTT receiver, has subscribed.
@@ -114,7 +119,12 @@ impl Landing {
         let log = std::fs::File::create(self.log_path(self.starts)).expect("receiver log");
         let child = Command::new(super::receive_bin())
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            // FIXGATE_TEST_RECEIVE_LOG (e.g. `debug`) to see more when a
+            // run fails.
+            .env(
+                "RUST_LOG",
+                std::env::var("FIXGATE_TEST_RECEIVE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

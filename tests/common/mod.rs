@@ -77,6 +77,17 @@ pub fn free_port() -> u16 {
 }
 
 impl Daemon {
+    /// SIGSTOP: the process holds still (no packet sent, no request
+    /// answered) until [`Daemon::resume`].
+    pub fn pause(&self) {
+        signal(&self.child, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Daemon::pause`].
+    pub fn resume(&self) {
+        signal(&self.child, nix::sys::signal::Signal::SIGCONT);
+    }
+
     /// Writes `extra` (sources etc.) below a `[store]`/`[feed]` header pointing
     /// into `dir`, starts the daemon and waits until `/healthz` answers.
     pub fn start(dir: &Path, extra: &str) -> Daemon {
@@ -603,9 +614,11 @@ impl Mosquitto {
     }
 
     /// Starts mosquitto on `port` with persistence on: the sessions of
-    /// clients that connect with clean_session=false, their subscriptions
-    /// and the messages queued or in flight for them survive a restart
-    /// (saved every second and at a clean stop), as in production.
+    /// clients that connect with clean_session=false, their plain
+    /// subscriptions and the messages queued or in flight for them survive
+    /// a restart (saved every second and at a clean stop), as in
+    /// production. Shared subscriptions (`$share/...`) do not: mosquitto
+    /// 2.0.11 does not save them, and its sessions come back without them.
     pub fn start_persistent(dir: &Path, port: u16) -> Mosquitto {
         let db = dir.join(format!("mosquitto-db-{port}"));
         std::fs::create_dir_all(&db).expect("mosquitto db dir");
