@@ -740,7 +740,9 @@ fn hostile_batches_over_http_and_mqtt_are_refused_counted_and_write_nothing() {
     }
     // MQTT: refused and acknowledged (a redelivery could not help), so
     // the receiver goes on with the next batch and never sees them again.
-    let hostile_mqtt = hostile("gw-m");
+    let mut hostile_mqtt = hostile("gw-m");
+    // Another gateway's batch on gw-m's topic: one login writing for another.
+    hostile_mqtt.push(("another gateway's batch", full("gw-h", 95, 11, 20)));
     let refused = hostile_mqtt.len() as f64;
     for (what, bytes) in &hostile_mqtt {
         let (ok, err) = mosquitto_pub_output(broker.port, topic, bytes, None, &[]);

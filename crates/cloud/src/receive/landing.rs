@@ -146,6 +146,18 @@ async fn take(shared: &Shared, bytes: Bytes, origin: &Origin) -> Option<Verdict>
         Ok(batch) => batch,
         Err(err) => return Some(shared.refuse(origin, "decode", err.to_string())),
     };
+    if let Origin::Topic(topic) = origin {
+        // A gateway publishes on a topic of its own (`{gateway}` a whole
+        // level of the uplink's topic): a batch naming another gateway is
+        // one login writing for another, and sending it again cannot help.
+        if !topic.split('/').any(|level| level == batch.gateway) {
+            let why = format!(
+                "batch {} names gateway {:?}, which its topic {topic:?} does not",
+                batch.id, batch.gateway
+            );
+            return Some(shared.refuse(origin, "gateway_mismatch", why));
+        }
+    }
     let rows = match land::rows(&batch) {
         Ok(rows) => rows,
         Err(err) => {
