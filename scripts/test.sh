@@ -77,9 +77,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # machines; plain cargo test, one binary after another, where it is missing).
 # The two conformance tests run next, uncaptured, so they are left out here.
 # The daemon's tests start the cloud receiver as a process; cargo builds a
-# binary for integration tests of its own package only, so build it here.
-step "build fixgate-receive"
-cargo build -p fixgate-cloud --bin fixgate-receive --locked
+# binary for integration tests of its own package only, so build them all
+# here (across the workspace, so that the tests' build reuses what it made).
+step "build the binaries"
+cargo build --workspace --bins --locked
 conformance='binary(nmea_conformance) | binary(geofence_conformance)'
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -87,19 +88,20 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --lib --bins --tests --locked
 fi
-# The benches' own self-checks (harness = false: plain cargo test runs them).
+# The benches' own self-checks (harness = false: plain cargo test runs them),
+# the cloud crate's too. Across the workspace, as the tests were built: a
+# narrower selection unifies dependency features differently and rebuilds
+# them (two minutes here).
 step "benches (self-checks)"
-cargo test --benches --locked
-# The cloud crate's bench (landing in PostgreSQL) is not the root package's.
-cargo test -p fixgate-cloud --benches --locked
+cargo test --workspace --benches --locked
 # Uncaptured: the per-log table against gpsd (or a plain SKIPPED when
 # ../shared/testdata/nmea/gpsd is absent) belongs in the CI log.
 step "NMEA conformance"
-cargo test --locked --test nmea_conformance -- --nocapture
+cargo test --workspace --locked --test nmea_conformance -- --nocapture
 # Likewise the geofence cross-check's tables against shapely (raw settings
 # and the default hysteresis).
 step "geofence conformance"
-cargo test --locked --test geofence_conformance -- --nocapture
+cargo test --workspace --locked --test geofence_conformance -- --nocapture
 # Doc tests and the benches' own assertions are cheap; run them too.
 step "doc tests"
 cargo test --workspace --doc --locked
