@@ -35,7 +35,12 @@ pub fn pool(options: &PgOptions) -> anyhow::Result<Pool> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let tls = options.ca_file.is_some() || config.get_ssl_mode() == SslMode::Require;
+    if options.ca_file.is_some() {
+        // A CA given means TLS is wanted: never fall back to plain text
+        // (libpq's default, `prefer`, would).
+        config.ssl_mode(SslMode::Require);
+    }
+    let tls = config.get_ssl_mode() == SslMode::Require;
     let manager = if tls {
         let rustls = crate::tls::client_config(options.ca_file.as_deref(), None)
             .context("TLS to PostgreSQL")?;

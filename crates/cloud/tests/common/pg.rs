@@ -32,6 +32,8 @@ pub struct Pg {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Serving TLS on TCP 127.0.0.1 too (see `enable_tls`).
+    tls: bool,
 }
 
 impl Pg {
@@ -63,6 +65,7 @@ impl Pg {
             // Only names the socket file: every cluster has its own dir.
             port: 5432,
             as_postgres,
+            tls: false,
         };
         let data = pg.data();
         pg.run_pg(
@@ -121,11 +124,17 @@ impl Pg {
 
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-k {} -p {} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             self.socket_dir().display(),
             self.port
         );
+        if self.tls {
+            // Later options win: TCP on loopback, with the files
+            // `enable_tls` put in the data directory.
+            options += " -c listen_addresses='127.0.0.1' -c ssl=on \
+                        -c ssl_cert_file=server.crt -c ssl_key_file=server.key";
+        }
         let log = self.dir.path().join("server.log");
         self.run_pg(
             "pg_ctl",
@@ -140,6 +149,29 @@ impl Pg {
                 "start",
             ],
         );
+    }
+
+    /// Restarts the server serving TLS with `cert` and `key` (PEM) on TCP
+    /// 127.0.0.1 as well as the Unix socket, on a free port (which also
+    /// names the socket from then on); returns that port.
+    pub fn enable_tls(&mut self, cert: &str, key: &str) -> u16 {
+        self.stop();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        for (name, text) in [("server.crt", cert), ("server.key", key)] {
+            let path = self.data().join(name);
+            std::fs::write(&path, text).expect("write a TLS file");
+            run(Command::new("chmod").arg("600").arg(&path));
+            if self.as_postgres {
+                run(Command::new("chown").arg("postgres:").arg(&path));
+            }
+        }
+        self.port = port;
+        self.tls = true;
+        self.start_again();
+        port
     }
 
     /// Stops the server (fast: open connections are cut), waiting for it.
