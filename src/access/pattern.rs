@@ -46,7 +46,7 @@ impl DevicePattern {
 
     /// Whether `id` matches the whole pattern.
     pub fn matches(&self, id: &str) -> bool {
-        glob(self.0.as_bytes(), id.as_bytes())
+        crate::util::pattern::glob_matches(&self.0, id)
     }
 
     /// The pattern as written.
@@ -59,36 +59,6 @@ impl fmt::Display for DevicePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Wildcard matching without recursion: on a mismatch after a `*`, the star
-/// takes one more character and matching resumes behind it. Linear in the
-/// text for each star, so no pattern can make a request expensive.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where the last star was, and the text position it was tried at.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

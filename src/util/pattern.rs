@@ -38,8 +38,16 @@ impl Glob {
 
     /// Whether `name` matches the whole pattern.
     pub fn matches(&self, name: &str) -> bool {
-        matches(self.0.as_bytes(), name.as_bytes())
+        glob_matches(&self.0, name)
     }
+}
+
+/// Whether `name` matches the whole of `pattern` (`*` any run, `?` one
+/// byte, the rest itself): the one matcher of every pattern type (groups,
+/// token scopes, MQTT login scopes), which check their own characters.
+/// Device ids are ASCII, so this works on bytes.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    matches(pattern.as_bytes(), name.as_bytes())
 }
 
 /// Iterative wildcard matching with one backtrack point: linear in practice,

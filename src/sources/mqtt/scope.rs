@@ -84,7 +84,7 @@ impl DeviceGlob {
 
     /// Whether `id` matches.
     pub fn matches(&self, id: &str) -> bool {
-        glob(self.0.as_bytes(), id.as_bytes())
+        crate::util::pattern::glob_matches(&self.0, id)
     }
 
     /// The pattern.
@@ -102,37 +102,6 @@ impl fmt::Debug for DeviceGlob {
 /// The characters of a device id (see [`DeviceId::new`]).
 fn id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
-}
-
-/// `*` matches any run of bytes (none too), `?` exactly one; everything
-/// else itself. Linear backtracking on the last `*`: ids are at most 64
-/// bytes, patterns short, so this is cheap however the pattern is written.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and the text position it was tried at.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                // Let the last `*` take one more byte and try again.
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
 }
 
 /// For which devices a login may publish.
