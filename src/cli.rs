@@ -11,6 +11,7 @@ use fixgate::sim::publish::{
     Connections, HttpFormat, HttpTarget, MqttFormat, MqttTarget, SimulateOptions, Target,
 };
 use fixgate::sim::schedule::Outage;
+use fixgate_support::args::{parse_host_port, readable_file};
 
 /// GPS gateway: NMEA receivers to a durable store and a live SSE feed.
 #[derive(Debug, Parser)]
@@ -311,28 +312,6 @@ impl SimulateArgs {
             stats: self.stats,
         }
     }
-}
-
-/// `host:port`, `[v6]:port`.
-fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{s:?} has no host"));
-    }
-    let port = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port number"))?;
-    Ok((host.to_owned(), port))
-}
-
-/// A path to a file that can be opened now.
-fn readable_file(s: &str) -> Result<PathBuf, String> {
-    std::fs::File::open(s)
-        .map(|_| PathBuf::from(s))
-        .map_err(|e| format!("cannot read {s}: {e}"))
 }
 
 /// A gateway or device id.

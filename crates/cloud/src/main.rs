@@ -12,6 +12,7 @@ use clap::Parser;
 use fixgate_cloud::land::PgOptions;
 use fixgate_cloud::receive::mqtt::TlsSource;
 use fixgate_cloud::receive::{HttpSource, MqttSource, ReceiveOptions, Source};
+use fixgate_support::args::{parse_host_port, readable_file};
 use fixgate_support::tls::ClientCert;
 
 /// Options of `fixgate-receive`.
@@ -169,28 +170,6 @@ impl Cli {
 /// An HTTP route: a plain absolute path.
 fn parse_route(s: &str) -> Result<String, String> {
     fixgate_cloud::receive::http::check_path(s).map(|()| s.to_owned())
-}
-
-/// `host:port`, `[v6]:port`.
-fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{s:?} has no host"));
-    }
-    let port = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port number"))?;
-    Ok((host.to_owned(), port))
-}
-
-/// A path to a file that can be opened now.
-fn readable_file(s: &str) -> Result<PathBuf, String> {
-    std::fs::File::open(s)
-        .map(|_| PathBuf::from(s))
-        .map_err(|e| format!("cannot read {s}: {e}"))
 }
 
 fn main() -> ExitCode {
