@@ -64,6 +64,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+use common::proc_stat::{clock_ticks, cpu_ticks, load_average, machine_busy_ticks};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -256,13 +257,6 @@ fn main() {
     }
     println!("\nload average at the end: {}", load_average());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 // ---------------------------------------------------------------------------
@@ -607,44 +601,6 @@ fn children_of(pid: u32) -> Vec<u32> {
                 == Some(pid)
         })
         .collect()
-}
-
-/// Clock ticks per second of `/proc` CPU times.
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
-/// `utime + stime` of a process in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces: state is field 3,
-    // utime 14 and stime 15.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Busy ticks of the whole machine (all cores), from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    // user nice system idle iowait irq softirq steal (guest is inside user).
-    let v: Vec<u64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() < 8 {
-        return 0;
-    }
-    v.iter().sum::<u64>() - v[3] - v[4]
 }
 
 /// CPU ticks and deliveries at one moment.

@@ -48,6 +48,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+use common::proc_stat::load_average;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
@@ -167,13 +168,6 @@ impl Summary {
     fn add(&mut self, key: &str, value: impl std::fmt::Display) {
         self.0.push((key.to_owned(), value.to_string()));
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 // ---------------------------------------------------------------------------

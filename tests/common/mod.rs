@@ -7,6 +7,7 @@ pub mod landing;
 pub mod netns;
 pub mod nginx;
 pub mod postgres;
+pub mod proc_stat;
 pub mod raw_mqtt;
 pub mod receiver;
 
