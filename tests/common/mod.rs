@@ -128,16 +128,27 @@ impl Daemon {
     /// Starts the daemon on an existing config file that listens on `port`
     /// and waits until `/healthz` answers.
     pub fn spawn(dir: &Path, config: PathBuf, port: u16) -> Daemon {
-        let mut daemon = Self::launch(dir, config, port, &[]);
-        daemon.wait_healthy();
-        daemon
+        Self::spawn_env(dir, config, port, &[])
     }
 
     /// [`Daemon::spawn`] with `env` added to the daemon's environment.
-    pub fn spawn_env(dir: &Path, config: PathBuf, port: u16, env: &[(&str, &OsStr)]) -> Daemon {
-        let mut daemon = Self::launch(dir, config, port, env);
-        daemon.wait_healthy();
-        daemon
+    ///
+    /// [`free_port`] releases the port it found, so another test's process
+    /// may take it before the daemon binds it: then the config gets another
+    /// port and the daemon is started again (at most three times).
+    pub fn spawn_env(dir: &Path, config: PathBuf, mut port: u16, env: &[(&str, &OsStr)]) -> Daemon {
+        for _ in 0..3 {
+            let mut daemon = Self::launch(dir, config.clone(), port, env);
+            if daemon.wait_healthy_unless_port_taken() {
+                return daemon;
+            }
+            let text = std::fs::read_to_string(&config).expect("read config");
+            let again = free_port();
+            let text = text.replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{again}"));
+            std::fs::write(&config, text).expect("write config");
+            port = again;
+        }
+        panic!("the feed's port was taken by another process three times over");
     }
 
     /// Starts the daemon with `env` added to its environment and returns at
@@ -168,13 +179,31 @@ impl Daemon {
     }
 
     fn wait_healthy(&mut self) {
+        assert!(
+            self.wait_healthy_unless_port_taken(),
+            "fixgate could not bind its port:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits until `/healthz` answers (true), or the daemon exited because
+    /// its feed port was already taken (false); any other end panics.
+    fn wait_healthy_unless_port_taken(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("fixgate exited early ({status}):\n{}", self.log_text());
+                let log = self.log_text();
+                let taken = format!(
+                    "cannot listen on 127.0.0.1:{}: Address already in use",
+                    self.port
+                );
+                if log.contains(&taken) {
+                    return false;
+                }
+                panic!("fixgate exited early ({status}):\n{log}");
             }
             if get(self.port, "/healthz").is_ok() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
