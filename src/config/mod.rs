@@ -322,7 +322,7 @@ impl Default for Feed {
 /// `[log]`: diagnostics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Log {
-    /// A `tracing` `EnvFilter` directive list such as `info,fixgate::sources=debug`;
+    /// A directive list of levels per module path such as `info,fixgate::sources=debug`;
     /// `RUST_LOG` overrides it at run time.
     pub level: String,
 }
