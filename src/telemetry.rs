@@ -240,6 +240,8 @@ catalogue! {
         "Damaged stores moved aside at start.";
     Counter STORE_MARK_DAMAGED "fixgate_store_mark_damaged_total" []
         "Starts that found the store's sequence mark damaged.";
+    Counter STORE_DAMAGE_FOUND "fixgate_store_damage_found_total" []
+        "Damaged log values the background check found in the running store (moved aside at the next start).";
     Gauge STORE_BUFFERED_RECORDS "fixgate_store_buffered_records" []
         "Records the store holds.";
     Gauge STORE_BUFFERED_BYTES "fixgate_store_buffered_bytes" []

@@ -1,11 +1,16 @@
 //! An in-memory summary of every value in the log: how many events it holds,
 //! its bytes and its oldest event time, by first sequence number.
 //!
-//! Built from the read that [`super::Store::open`] does anyway, then kept up
-//! to date by the writer (appends, compactions) and the disk budget
-//! (rewrites, deletions), so that the budget plans and the uplink reports its
-//! backlog without reading sled. It costs about 64 bytes per value: 250 KiB
-//! for a million fixes in segments of 256 (plus the raw tail's < 256 values).
+//! Built from the read that [`super::Store::open`] does anyway (from the
+//! [`super::checkpoint`] for values that have not changed since it was
+//! written), then kept up to date by the writer (appends, compactions) and
+//! the disk budget (rewrites, deletions), so that the budget plans and the
+//! uplink reports its backlog without reading sled. It costs about 64 bytes
+//! per value: 250 KiB for a million fixes in segments of 256 (plus the raw
+//! tail's < 256 values).
+//!
+//! It also notes which values changed, for the background check, which
+//! decodes those (and only those) to keep the checkpoint current.
 
 use std::collections::BTreeMap;
 
@@ -100,6 +105,42 @@ pub struct Ledger {
     entries: BTreeMap<u64, Entry>,
     records: u64,
     bytes: u64,
+    changed: Changed,
+}
+
+/// The first sequence numbers of values put or removed since the last
+/// [`Ledger::take_changed`]. Appends and compactions touch consecutive
+/// numbers at the head, so one open run takes them at the cost of two
+/// comparisons each; only a jump elsewhere (the budget rewriting an old
+/// segment) goes into the range set.
+#[derive(Debug, Default)]
+struct Changed {
+    run: Option<(u64, u64)>,
+    earlier: Acked,
+}
+
+impl Changed {
+    fn note(&mut self, first: u64) {
+        match &mut self.run {
+            Some((lo, hi)) if (*lo..=hi.saturating_add(1)).contains(&first) => {
+                *hi = (*hi).max(first);
+            }
+            Some((lo, _)) if first.checked_add(1) == Some(*lo) => *lo = first,
+            run => {
+                if let Some((lo, hi)) = run.replace((first, first)) {
+                    self.earlier.insert(lo..=hi);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> Acked {
+        let mut all = std::mem::take(&mut self.earlier);
+        if let Some((lo, hi)) = self.run.take() {
+            all.insert(lo..=hi);
+        }
+        all
+    }
 }
 
 impl Ledger {
@@ -113,9 +154,24 @@ impl Ledger {
 
     /// Forgets the value at `first`.
     pub fn remove(&mut self, first: u64) {
+        self.changed.note(first);
         if let Some(old) = self.entries.remove(&first) {
             self.records -= u64::from(old.present);
             self.bytes -= u64::from(old.bytes);
+        }
+    }
+
+    /// The first sequence numbers of every value put or removed since the
+    /// last call (as ranges that may also cover unchanged ones), and forgets them.
+    pub fn take_changed(&mut self) -> Acked {
+        self.changed.take()
+    }
+
+    /// Gives back ranges [`Ledger::take_changed`] handed out and that were
+    /// not dealt with, so that the next call hands them out again.
+    pub fn restore_changed(&mut self, ranges: &Acked) {
+        for range in ranges.iter() {
+            self.changed.earlier.insert(range.clone());
         }
     }
 
@@ -180,6 +236,22 @@ impl Ledger {
     }
 }
 
+/// A ledger of values just read and checked: none is noted as changed.
+impl FromIterator<(u64, Entry)> for Ledger {
+    fn from_iter<I: IntoIterator<Item = (u64, Entry)>>(entries: I) -> Self {
+        let entries: BTreeMap<u64, Entry> = entries.into_iter().collect();
+        let (records, bytes) = entries.values().fold((0, 0), |(r, b), e| {
+            (r + u64::from(e.present), b + u64::from(e.bytes))
+        });
+        Ledger {
+            entries,
+            records,
+            bytes,
+            changed: Changed::default(),
+        }
+    }
+}
+
 fn oldest(entry: &Entry) -> Option<DateTime<Utc>> {
     (entry.oldest_ms != i64::MAX)
         .then(|| DateTime::from_timestamp_millis(entry.oldest_ms))
@@ -213,6 +285,38 @@ mod tests {
         ledger.remove(100);
         ledger.remove(100);
         assert_eq!(ledger.usage().records, 200);
+    }
+
+    #[test]
+    fn changes_are_noted_as_ranges_until_taken() {
+        let mut ledger = Ledger::default();
+        // Appends at the head, then their compaction into one segment.
+        for seq in 100..110 {
+            ledger.put(seq, entry(1, 1, 40, 1_000));
+        }
+        for seq in 101..110 {
+            ledger.remove(seq);
+        }
+        ledger.put(100, entry(10, 10, 200, 1_000));
+        // The budget rewrites an old value, then appends go on.
+        ledger.put(20, entry(256, 100, 900, 500));
+        ledger.put(110, entry(1, 1, 40, 2_000));
+        ledger.put(99, entry(1, 1, 40, 2_000));
+        let taken: Vec<_> = ledger.take_changed().into_iter().collect();
+        assert_eq!(taken, vec![20..=20, 99..=110]);
+        assert!(ledger.take_changed().is_empty());
+        let mut back = Acked::new();
+        back.insert(5..=7);
+        ledger.restore_changed(&back);
+        ledger.remove(300);
+        let taken: Vec<_> = ledger.take_changed().into_iter().collect();
+        assert_eq!(taken, vec![5..=7, 300..=300]);
+        // Built from values just read: nothing changed, the same totals.
+        let mut read: Ledger = [(1, entry(256, 200, 1500, 9_000)), (257, entry(2, 2, 80, 1))]
+            .into_iter()
+            .collect();
+        assert!(read.take_changed().is_empty());
+        assert_eq!((read.usage().records, read.usage().bytes), (202, 1580));
     }
 
     #[test]

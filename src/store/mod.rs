@@ -20,6 +20,7 @@
 //! flusher, in `spawn_blocking`) makes everything appended before it durable.
 
 pub mod budget;
+pub mod checkpoint;
 pub mod flusher;
 pub mod ledger;
 pub mod mark;
@@ -115,6 +116,15 @@ pub enum StoreError {
         /// Why the move failed.
         source: std::io::Error,
     },
+    /// The ledger checkpoint (see [`checkpoint`]) could not be written: the
+    /// next start decodes more values, nothing is lost.
+    #[error("store: the ledger checkpoint {path}: {source}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A store call handed to the blocking pool did not finish: the
     /// runtime dropped it (it is shutting down).
     #[error("store: a call on the blocking pool did not finish: {0}")]
@@ -130,7 +140,10 @@ impl StoreError {
         use std::io::ErrorKind as K;
         match self {
             Self::Damaged { .. } | Self::RolledBack { .. } | Self::Panicked(_) => true,
-            Self::Quarantine { .. } | Self::Mark { .. } | Self::Interrupted(_) => false,
+            Self::Quarantine { .. }
+            | Self::Mark { .. }
+            | Self::Checkpoint { .. }
+            | Self::Interrupted(_) => false,
             Self::Sled(sled::Error::Io(io)) => {
                 let environment = matches!(
                     io.kind(),
@@ -248,6 +261,9 @@ pub struct OpenReport {
     /// handed them out without making them durable (a crash), so they are
     /// never handed out again.
     pub skipped: u64,
+    /// How much of the ledger came from the checkpoint rather than from
+    /// decoding (see [`checkpoint`]).
+    pub checkpoint: checkpoint::Use,
 }
 
 /// The writer's licence to hand out sequence numbers: the highest one the
@@ -320,6 +336,18 @@ pub struct Store {
     reservation: Arc<Reservation>,
     /// Numbers up to this may have been handed out before this start.
     floor: u64,
+    /// Keeps the ledger checkpoint current; its thread ends with the last clone.
+    checks: Arc<checkpoint::Keeper>,
+}
+
+/// What [`Store::open_checked`] read.
+struct Opened {
+    db: sled::Db,
+    ledger: Ledger,
+    /// The last sequence number the log holds.
+    held: u64,
+    /// Every value as checked, and how much the checkpoint saved.
+    verified: checkpoint::Opening,
 }
 
 /// The durable mark as found at open, reduced to what the store needs.
@@ -352,6 +380,38 @@ impl Found {
         match self {
             Self::Mark(read) => Some(read.mark.durable),
             _ => None,
+        }
+    }
+
+    /// The highest number the previous run (of this store, or of the one
+    /// moved aside) may have handed out; what is wrong with the mark goes
+    /// to `problem`. `held` is the last number the log holds.
+    fn floor(self, fresh: bool, held: u64, problem: &mut Option<String>) -> u64 {
+        match self {
+            Found::Mark(read) => {
+                if read.one_damaged {
+                    *problem = Some(format!(
+                        "one copy of the durable mark was damaged (a torn write at a power cut, or a failing card); numbering goes on after {}",
+                        read.ceiling()
+                    ));
+                }
+                read.ceiling()
+            }
+            // A store made now needs none; one moved aside without a mark
+            // leaves the wall clock as the only floor (below).
+            Found::None if fresh => 0,
+            Found::None | Found::Damaged => {
+                let floor = held.saturating_add(2 * mark::STEP).max(now_micros());
+                *problem = Some(format!(
+                    "the durable mark was {}: damage in the log's tail cannot be checked this once, and numbering jumps to {floor} so that no number is reused",
+                    if matches!(self, Found::None) {
+                        "missing"
+                    } else {
+                        "damaged (no intact copy)"
+                    }
+                ));
+                floor
+            }
         }
     }
 }
@@ -394,7 +454,7 @@ impl Store {
     pub fn open(options: &StoreOptions) -> Result<(Self, OpenReport), StoreError> {
         let mut report = OpenReport::default();
         let found = Found::read(&options.path)?;
-        let (db, ledger, held) = match Self::open_unwinding(options, found.durable()) {
+        let opened = match Self::open_unwinding(options, found.durable()) {
             Ok(opened) => opened,
             Err(cause) if cause.is_damage() => {
                 let aside = quarantine(&options.path, &cause.to_string())?;
@@ -403,35 +463,10 @@ impl Store {
             }
             Err(cause) => return Err(cause),
         };
+        let (db, held) = (opened.db, opened.held);
+        report.checkpoint = opened.verified.used.clone();
         let fresh = db.get(META_FIRST_SEQ)?.is_none();
-        // The highest number the previous run (of this store, or of the one
-        // moved aside) may have handed out.
-        let floor = match found {
-            Found::Mark(read) => {
-                if read.one_damaged {
-                    report.mark_problem = Some(format!(
-                        "one copy of the durable mark was damaged (a torn write at a power cut, or a failing card); numbering goes on after {}",
-                        read.ceiling()
-                    ));
-                }
-                read.ceiling()
-            }
-            // A store made now needs none; one moved aside without a mark
-            // leaves the wall clock as the only floor (below).
-            Found::None if fresh => 0,
-            Found::None | Found::Damaged => {
-                let floor = held.saturating_add(2 * mark::STEP).max(now_micros());
-                report.mark_problem = Some(format!(
-                    "the durable mark was {}: damage in the log's tail cannot be checked this once, and numbering jumps to {floor} so that no number is reused",
-                    if matches!(found, Found::None) {
-                        "missing"
-                    } else {
-                        "damaged (no intact copy)"
-                    }
-                ));
-                floor
-            }
-        };
+        let floor = found.floor(fresh, held, &mut report.mark_problem);
         if fresh {
             report.created = true;
             // A replaced store must never reuse a sequence number the old one
@@ -467,12 +502,16 @@ impl Store {
             file: Mutex::new(file),
             path: options.path.join(mark::FILE),
         };
+        let ledger = Arc::new(Mutex::new(opened.ledger));
+        let keeper = checkpoint::Keeper::new(&db, &ledger, &options.path, first);
+        let checks = keeper.start(opened.verified.verified)?;
         let store = Self {
             db,
-            ledger: Arc::new(Mutex::new(ledger)),
+            ledger,
             path: Arc::new(options.path.clone()),
             reservation: Arc::new(reservation),
             floor: start,
+            checks,
         };
         report.devices = store.reader().devices()?;
         Ok((store, report))
@@ -480,10 +519,7 @@ impl Store {
 
     /// [`Store::open_checked`], with a panic inside sled taken for damage
     /// rather than left to stop the daemon at every start.
-    fn open_unwinding(
-        options: &StoreOptions,
-        durable: Option<u64>,
-    ) -> Result<(sled::Db, Ledger, u64), StoreError> {
+    fn open_unwinding(options: &StoreOptions, durable: Option<u64>) -> Result<Opened, StoreError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Self::open_checked(options, durable)
         }))
@@ -498,13 +534,12 @@ impl Store {
     }
 
     /// Opens sled and reads every log value once, so that damage shows now
-    /// rather than in the middle of serving; the same read builds the ledger.
+    /// rather than in the middle of serving: sled checks its CRC on every
+    /// page it reads, and a value is decoded unless the checkpoint has its
+    /// exact bytes as decoded before. The same read builds the ledger.
     /// Returns the last sequence number the log holds, which must not be
     /// below `durable`, the mark's.
-    fn open_checked(
-        options: &StoreOptions,
-        durable: Option<u64>,
-    ) -> Result<(sled::Db, Ledger, u64), StoreError> {
+    fn open_checked(options: &StoreOptions, durable: Option<u64>) -> Result<Opened, StoreError> {
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -519,23 +554,22 @@ impl Store {
                     .max(1),
             ))
             .open()?;
-        let mut ledger = Ledger::default();
+        let first = first_seq_of(&db)?;
+        let mut verified = checkpoint::Opening::load(&options.path, first);
+        let mut entries = Vec::new();
         for item in db.scan_prefix([LOG]) {
             let (key, value) = item?;
             let damaged = |source| StoreError::Damaged {
                 key: describe_key(&key),
                 source,
             };
-            let seq = seq_of_key(&key).ok_or(damaged(segment::SegmentError::Layout(0xff)))?;
-            let slots = segment::decode(&value).map_err(damaged)?;
-            let entry = Entry::of(
-                slots.iter().map(Option::as_ref),
-                key.len() + value.len(),
-                kind_of(&value),
-            );
-            ledger.put(seq, entry);
+            let seq =
+                seq_of_key(&key).ok_or_else(|| damaged(segment::SegmentError::Layout(0xff)))?;
+            entries.push((seq, verified.take(seq, &key, &value).map_err(damaged)?));
         }
-        let first = first_seq_of(&db)?;
+        verified.finish();
+        // Everything is checked: the background check starts from here.
+        let ledger: Ledger = entries.into_iter().collect();
         let resumed_at = db
             .get(META_RESUMED_AT)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -548,7 +582,12 @@ impl Store {
         if let Some(durable) = durable.filter(|&d| held < d) {
             return Err(StoreError::RolledBack { held, durable });
         }
-        Ok((db, ledger, held))
+        Ok(Opened {
+            db,
+            ledger,
+            held,
+            verified,
+        })
     }
 
     /// The single writer. Call once: two writers would hand out the same numbers.
@@ -591,9 +630,19 @@ impl Store {
     /// A clean shutdown, after the writer has stopped at `head`: makes
     /// everything durable and tells the next start that nothing past `head`
     /// was handed out, so that it numbers on without a hole.
+    ///
+    /// Then decodes what changed since the background check's last pass and
+    /// rewrites the ledger checkpoint, so that the next start decodes
+    /// nothing; a failure there is logged, not returned (it costs the next
+    /// start time, nothing else).
     pub fn close(&self, head: u64) -> Result<(), StoreError> {
         self.flush()?;
-        self.reservation.tighten(head)
+        self.reservation.tighten(head)?;
+        if let Err(err) = self.checks.pass() {
+            telemetry::STORE_ERRORS.with(["check"]).increment(1);
+            tracing::warn!("store: the ledger checkpoint was not written at shutdown: {err}");
+        }
+        Ok(())
     }
 
     /// The store's directory.
