@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence, Position};
 
+use super::probe::{Probe, Spot};
 use super::{Fence, FenceSet, Options, Rules};
 
 /// Transitions kept per device and fence, for placing late fixes.
@@ -326,18 +327,19 @@ fn evaluate(
         radius + cx.options.exit_margin_m,
         scratch,
     );
+    let spot = Spot::new(cx.fix.lat, cx.fix.lon);
     for &i in scratch.iter() {
         let Some(fence) = cx.set.fences().get(i) else {
             continue;
         };
-        let depth = fence.shape.depth(cx.fix.lat, cx.fix.lon);
+        let mut depth = Probe::new(&fence.shape, spot);
         let track = match tracks.get_mut(&fence.id) {
             Some(track) => track,
-            None if depth > 0.0 => tracks.entry(fence.id.clone()).or_default(),
+            None if depth.above(0.0) => tracks.entry(fence.id.clone()).or_default(),
             None => continue,
         };
         track.seen = stamp;
-        changed |= step(track, fence, depth, radius, cx, out);
+        changed |= step(track, fence, &mut depth, radius, cx, out);
     }
     // The rest are beyond the reach of the fix's error circle and margin
     // (wholly outside), or their fence is gone. Fences left earlier, with
@@ -349,7 +351,8 @@ fn evaluate(
                 changed |= !track.journal.is_empty();
                 return false;
             };
-            changed |= step(track, fence, f64::NEG_INFINITY, radius, cx, out);
+            let mut depth = Probe::known(f64::NEG_INFINITY);
+            changed |= step(track, fence, &mut depth, radius, cx, out);
         }
         left += usize::from(!track.inside() && !track.journal.is_empty());
         !track.journal.is_empty() || track.run > 0
@@ -386,7 +389,8 @@ fn order(c: Crossing) -> u8 {
     }
 }
 
-/// One fix against one fence. Returns true when the persisted part changed.
+/// One fix against one fence, at `depth` in it (asked only what the
+/// decisions need). Returns true when the persisted part changed.
 #[expect(
     clippy::too_many_arguments,
     reason = "the inner loop of the tracker: a struct for one fence's depth and radius would be built per fix and fence"
@@ -394,7 +398,7 @@ fn order(c: Crossing) -> u8 {
 fn step(
     track: &mut Track,
     fence: &Fence,
-    depth: f64,
+    depth: &mut Probe<'_>,
     radius: f64,
     cx: &Context<'_>,
     out: &mut Vec<Geofence>,
@@ -406,15 +410,16 @@ fn step(
     if track.inside() {
         // No count of fixes makes an exit: a device is out only once its
         // error circle is, so jitter under the margin never flaps.
-        if depth <= -(radius + margin) {
+        if depth.at_most(-(radius + margin)) {
             let since = track.since();
             track.turn(at, false);
             out.push(event(cx, fence, Crossing::Exit, since));
             return true;
         }
     } else {
-        track.run = if depth > 0.0 { track.run + 1 } else { 0 };
-        if (depth > 0.0 && depth >= radius) || track.run >= needed {
+        let inside = depth.above(0.0);
+        track.run = if inside { track.run + 1 } else { 0 };
+        if (inside && depth.at_least(radius)) || track.run >= needed {
             track.turn(at, true);
             out.push(event(cx, fence, Crossing::Enter, None));
             changed = true;
