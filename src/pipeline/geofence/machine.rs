@@ -123,6 +123,21 @@ impl Zones {
         self.tracks.len()
     }
 
+    /// The persisted form as `encode` wrote it before it avoided the copy:
+    /// its tracks worth keeping copied into a new `Zones`, then postcard.
+    #[cfg(test)]
+    pub(super) fn encode_by_copy(&self) -> Vec<u8> {
+        let copy = Zones {
+            tracks: self
+                .tracks
+                .iter()
+                .filter(|(_, t)| !t.journal.is_empty())
+                .map(|(id, t)| (id.clone(), t.clone()))
+                .collect(),
+        };
+        postcard::to_extend(&copy, vec![ZONES_VERSION]).unwrap()
+    }
+
     /// True when nothing is worth keeping.
     pub fn is_empty(&self) -> bool {
         self.tracks.values().all(|t| t.journal.is_empty())
@@ -131,16 +146,18 @@ impl Zones {
     /// The persisted form: a version byte, then postcard. Tracks that never
     /// changed side are left out.
     pub fn encode(&self) -> Vec<u8> {
-        let kept = Zones {
-            tracks: self
-                .tracks
-                .iter()
-                .filter(|(_, t)| !t.journal.is_empty())
-                .map(|(id, t)| (id.clone(), t.clone()))
-                .collect(),
-        };
+        // Room for the whole, so that postcard does not grow it byte by
+        // byte: at most a 10-byte varint per time, 3 for a length, 1 a flag.
+        let room: usize = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| !t.journal.is_empty())
+            .map(|(id, t)| id.as_str().len() + 5 + 11 * t.journal.len())
+            .sum();
+        let mut out = Vec::with_capacity(room + 4);
+        out.push(ZONES_VERSION);
         // Serialising maps of strings, integers and booleans cannot fail.
-        postcard::to_extend(&kept, vec![ZONES_VERSION]).unwrap_or_default()
+        postcard::to_extend(&Kept(&self.tracks), out).unwrap_or_default()
     }
 
     /// Reads the persisted form.
@@ -149,6 +166,35 @@ impl Zones {
             Some((&ZONES_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
             other => Err(ZonesError::Version(other.map(|(v, _)| *v))),
         }
+    }
+}
+
+/// The tracks worth persisting, serialised exactly as a [`Zones`] holding
+/// only them would be, without copying them there first (the writer encodes
+/// a device's zones at every change of side, dwell or speeding).
+struct Kept<'a>(&'a BTreeMap<FenceId, Track>);
+
+impl Serialize for Kept<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut zones = serializer.serialize_struct("Zones", 1)?;
+        zones.serialize_field("tracks", &KeptTracks(self.0))?;
+        zones.end()
+    }
+}
+
+/// The map inside [`Kept`]; ids as the strings they serialise to.
+struct KeptTracks<'a>(&'a BTreeMap<FenceId, Track>);
+
+impl Serialize for KeptTracks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = || self.0.iter().filter(|(_, t)| !t.journal.is_empty());
+        let mut map = serializer.serialize_map(Some(kept().count()))?;
+        for (id, track) in kept() {
+            map.serialize_entry(id.as_str(), track)?;
+        }
+        map.end()
     }
 }
 

@@ -697,3 +697,37 @@ fn the_probes_shortcuts_change_no_event() {
         assert_eq!(fast, exact);
     }
 }
+
+#[test]
+fn zones_encode_as_a_copy_holding_only_the_changed_tracks_would() {
+    // Through two fences, then a poor fix inside a third: an enter under
+    // way, a track with no journal.
+    let small = fence(
+        "small",
+        Outline::Area(MultiPolygon::new(vec![square(30.0)])),
+    );
+    let (lat, lon) = at(500.0, 0.0);
+    let lot = fence(
+        "lot",
+        Outline::Circle {
+            lat,
+            lon,
+            radius_m: 50.0,
+        },
+    );
+    let mut run = Run::new(vec![yard(), small, lot]);
+    run.all(&drive(0, -300.0, 300.0));
+    let mut f = fix(100, 500.0, 0.0);
+    f.hdop = Some(20.0);
+    run.live(&f);
+    let zones = run.machine.zones();
+    let want = zones.encode_by_copy();
+    assert_eq!(zones.encode(), want);
+    let decoded = Zones::decode(&want).unwrap();
+    assert_eq!(decoded.tracked(), 2);
+    assert_eq!(
+        zones.tracked(),
+        3,
+        "the track without a journal is left out"
+    );
+}
