@@ -16,6 +16,9 @@
 //! fix (`fixgate_fixes_accepted_total`). Run as a test (`cargo test
 //! --benches`) it takes few fixes and skips the slow linear scan of 10,000
 //! fences.
+//!
+//! `cargo bench --bench geofence -- 10000` measures that count of fences
+//! alone (and `-- pipeline` the whole pipeline alone), for profiling.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +40,20 @@ const METRES_PER_DEGREE: f64 = 111_195.0;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let counts: Vec<usize> = match parts
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect::<Vec<_>>()
+    {
+        some if !some.is_empty() => some,
+        _ if parts.is_empty() => vec![10, 1_000, 10_000],
+        _ => vec![],
+    };
+    let pipeline_too = parts.is_empty() || parts.iter().any(|a| a == "pipeline");
     println!("machine: {}", common::machine());
     let fixes: Vec<Position> = common::fleet_events(100, if full { 200_000 } else { 5_000 })
         .into_iter()
@@ -56,7 +73,7 @@ fn main() {
         "| fences | candidates/fix | indexed ns/fix | indexed fixes/s | linear scan ns/fix | index speed-up | events |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for count in [10, 1_000, 10_000] {
+    for count in counts {
         let fences = scatter(count, 7);
         let set = FenceSet::new(fences.clone()).expect("unique ids");
         let candidates = mean_candidates(&set, &fixes);
@@ -72,6 +89,9 @@ fn main() {
         );
     }
 
+    if !pipeline_too {
+        return;
+    }
     let n = if full { 100_000 } else { 5_000 };
     println!();
     println!("whole pipeline, {n} fixes posted over HTTP in arrays of 1,000:");

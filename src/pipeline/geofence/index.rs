@@ -2,6 +2,7 @@
 //! fix is tested exactly only against the few fences near it.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
@@ -36,7 +37,7 @@ impl FenceSet {
             if by_id.insert(fence.id.clone(), i).is_some() {
                 return Err(DuplicateFence(fence.id.clone()));
             }
-            for rect in rectangles(fence.shape.envelope()) {
+            for rect in rectangles(fence.shape.envelope()).into_iter().flatten() {
                 entries.push(GeomWithData::new(rect, i));
             }
         }
@@ -72,13 +73,16 @@ impl FenceSet {
     /// superset of the fences the point is inside or within `reach` of.
     pub fn near(&self, lat: f64, lon: f64, reach: f64, out: &mut Vec<usize>) {
         out.clear();
-        for rect in rectangles(reach_box(lat, lon, reach)) {
+        for rect in rectangles(reach_box(lat, lon, reach)).into_iter().flatten() {
             let query = rstar::RTreeObject::envelope(&rect);
-            out.extend(
+            // The visitor form walks the tree recursively; the iterator
+            // pushes every child of every node it opens onto a stack.
+            let _: ControlFlow<()> =
                 self.tree
-                    .locate_in_envelope_intersecting(&query)
-                    .map(|entry| entry.data),
-            );
+                    .locate_in_envelope_intersecting_int(&query, |entry| {
+                        out.push(entry.data);
+                        ControlFlow::Continue(())
+                    });
         }
         out.sort_unstable();
         out.dedup();
@@ -86,20 +90,18 @@ impl FenceSet {
 }
 
 /// A box as rectangles within longitudes `[-180, 180]`: a box reaching past
-/// the antimeridian is split, its far part moved by 360°.
-fn rectangles(e: Envelope) -> Vec<Rectangle<[f64; 2]>> {
+/// the antimeridian is split, its far part moved by 360°. In an array, not
+/// a `Vec`: every fix asks, and an allocation cost as much as the lookup.
+fn rectangles(e: Envelope) -> [Option<Rectangle<[f64; 2]>>; 3] {
     let rect = |w: f64, east: f64| Rectangle::from_corners([w, e.lat_min], [east, e.lat_max]);
     if e.lon_max - e.lon_min >= 360.0 {
-        return vec![rect(-180.0, 180.0)];
+        return [Some(rect(-180.0, 180.0)), None, None];
     }
-    let mut out = vec![rect(e.lon_min.max(-180.0), e.lon_max.min(180.0))];
-    if e.lon_max > 180.0 {
-        out.push(rect(-180.0, e.lon_max - 360.0));
-    }
-    if e.lon_min < -180.0 {
-        out.push(rect(e.lon_min + 360.0, 180.0));
-    }
-    out
+    [
+        Some(rect(e.lon_min.max(-180.0), e.lon_max.min(180.0))),
+        (e.lon_max > 180.0).then(|| rect(-180.0, e.lon_max - 360.0)),
+        (e.lon_min < -180.0).then(|| rect(e.lon_min + 360.0, 180.0)),
+    ]
 }
 
 #[cfg(test)]

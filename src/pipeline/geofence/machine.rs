@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence, Position};
 
+use super::probe::{Probe, Spot};
 use super::{Fence, FenceSet, Options, Rules};
 
 /// Transitions kept per device and fence, for placing late fixes.
@@ -122,6 +123,21 @@ impl Zones {
         self.tracks.len()
     }
 
+    /// The persisted form as `encode` wrote it before it avoided the copy:
+    /// its tracks worth keeping copied into a new `Zones`, then postcard.
+    #[cfg(test)]
+    pub(super) fn encode_by_copy(&self) -> Vec<u8> {
+        let copy = Zones {
+            tracks: self
+                .tracks
+                .iter()
+                .filter(|(_, t)| !t.journal.is_empty())
+                .map(|(id, t)| (id.clone(), t.clone()))
+                .collect(),
+        };
+        postcard::to_extend(&copy, vec![ZONES_VERSION]).unwrap()
+    }
+
     /// True when nothing is worth keeping.
     pub fn is_empty(&self) -> bool {
         self.tracks.values().all(|t| t.journal.is_empty())
@@ -130,16 +146,18 @@ impl Zones {
     /// The persisted form: a version byte, then postcard. Tracks that never
     /// changed side are left out.
     pub fn encode(&self) -> Vec<u8> {
-        let kept = Zones {
-            tracks: self
-                .tracks
-                .iter()
-                .filter(|(_, t)| !t.journal.is_empty())
-                .map(|(id, t)| (id.clone(), t.clone()))
-                .collect(),
-        };
+        // Room for the whole, so that postcard does not grow it byte by
+        // byte: at most a 10-byte varint per time, 3 for a length, 1 a flag.
+        let room: usize = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| !t.journal.is_empty())
+            .map(|(id, t)| id.as_str().len() + 5 + 11 * t.journal.len())
+            .sum();
+        let mut out = Vec::with_capacity(room + 4);
+        out.push(ZONES_VERSION);
         // Serialising maps of strings, integers and booleans cannot fail.
-        postcard::to_extend(&kept, vec![ZONES_VERSION]).unwrap_or_default()
+        postcard::to_extend(&Kept(&self.tracks), out).unwrap_or_default()
     }
 
     /// Reads the persisted form.
@@ -148,6 +166,35 @@ impl Zones {
             Some((&ZONES_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
             other => Err(ZonesError::Version(other.map(|(v, _)| *v))),
         }
+    }
+}
+
+/// The tracks worth persisting, serialised exactly as a [`Zones`] holding
+/// only them would be, without copying them there first (the writer encodes
+/// a device's zones at every change of side, dwell or speeding).
+struct Kept<'a>(&'a BTreeMap<FenceId, Track>);
+
+impl Serialize for Kept<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut zones = serializer.serialize_struct("Zones", 1)?;
+        zones.serialize_field("tracks", &KeptTracks(self.0))?;
+        zones.end()
+    }
+}
+
+/// The map inside [`Kept`]; ids as the strings they serialise to.
+struct KeptTracks<'a>(&'a BTreeMap<FenceId, Track>);
+
+impl Serialize for KeptTracks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = || self.0.iter().filter(|(_, t)| !t.journal.is_empty());
+        let mut map = serializer.serialize_map(Some(kept().count()))?;
+        for (id, track) in kept() {
+            map.serialize_entry(id.as_str(), track)?;
+        }
+        map.end()
     }
 }
 
@@ -326,18 +373,19 @@ fn evaluate(
         radius + cx.options.exit_margin_m,
         scratch,
     );
+    let spot = Spot::new(cx.fix.lat, cx.fix.lon);
     for &i in scratch.iter() {
         let Some(fence) = cx.set.fences().get(i) else {
             continue;
         };
-        let depth = fence.shape.depth(cx.fix.lat, cx.fix.lon);
+        let mut depth = Probe::new(&fence.shape, spot);
         let track = match tracks.get_mut(&fence.id) {
             Some(track) => track,
-            None if depth > 0.0 => tracks.entry(fence.id.clone()).or_default(),
+            None if depth.above(0.0) => tracks.entry(fence.id.clone()).or_default(),
             None => continue,
         };
         track.seen = stamp;
-        changed |= step(track, fence, depth, radius, cx, out);
+        changed |= step(track, fence, &mut depth, radius, cx, out);
     }
     // The rest are beyond the reach of the fix's error circle and margin
     // (wholly outside), or their fence is gone. Fences left earlier, with
@@ -349,7 +397,8 @@ fn evaluate(
                 changed |= !track.journal.is_empty();
                 return false;
             };
-            changed |= step(track, fence, f64::NEG_INFINITY, radius, cx, out);
+            let mut depth = Probe::known(f64::NEG_INFINITY);
+            changed |= step(track, fence, &mut depth, radius, cx, out);
         }
         left += usize::from(!track.inside() && !track.journal.is_empty());
         !track.journal.is_empty() || track.run > 0
@@ -386,7 +435,8 @@ fn order(c: Crossing) -> u8 {
     }
 }
 
-/// One fix against one fence. Returns true when the persisted part changed.
+/// One fix against one fence, at `depth` in it (asked only what the
+/// decisions need). Returns true when the persisted part changed.
 #[expect(
     clippy::too_many_arguments,
     reason = "the inner loop of the tracker: a struct for one fence's depth and radius would be built per fix and fence"
@@ -394,7 +444,7 @@ fn order(c: Crossing) -> u8 {
 fn step(
     track: &mut Track,
     fence: &Fence,
-    depth: f64,
+    depth: &mut Probe<'_>,
     radius: f64,
     cx: &Context<'_>,
     out: &mut Vec<Geofence>,
@@ -406,15 +456,16 @@ fn step(
     if track.inside() {
         // No count of fixes makes an exit: a device is out only once its
         // error circle is, so jitter under the margin never flaps.
-        if depth <= -(radius + margin) {
+        if depth.at_most(-(radius + margin)) {
             let since = track.since();
             track.turn(at, false);
             out.push(event(cx, fence, Crossing::Exit, since));
             return true;
         }
     } else {
-        track.run = if depth > 0.0 { track.run + 1 } else { 0 };
-        if (depth > 0.0 && depth >= radius) || track.run >= needed {
+        let inside = depth.above(0.0);
+        track.run = if inside { track.run + 1 } else { 0 };
+        if (inside && depth.at_least(radius)) || track.run >= needed {
             track.turn(at, true);
             out.push(event(cx, fence, Crossing::Enter, None));
             changed = true;

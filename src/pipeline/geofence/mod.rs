@@ -10,6 +10,7 @@ pub mod geojson_out;
 pub mod index;
 pub mod load;
 pub mod machine;
+pub mod probe;
 pub mod shape;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
 pub use load::{LoadError, load_all, parse_geojson};
 pub use machine::{Machine, Zones, ZonesError};
+pub use probe::{Probe, Spot};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
 pub use tracker::{Rules, Tracker};
 

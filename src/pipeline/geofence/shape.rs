@@ -160,24 +160,52 @@ pub struct Shape {
 
 /// The outline in the form `depth` works on.
 #[derive(Debug, Clone)]
-enum Geometry {
+pub(super) enum Geometry {
     /// An area in its own plane, in metres.
-    Area {
-        /// Latitude of the plane's origin.
-        lat0: f64,
-        /// Longitude of the plane's origin (may lie beyond ±180).
-        lon0: f64,
-        /// Metres per degree of longitude at `lat0`.
-        kx: f64,
-        /// `cos(lat0)`, for the distance correction.
-        cos0: f64,
-        /// The polygons in the plane.
-        plane: MultiPolygon<f64>,
-        /// Every ring of `plane`, for boundary distances.
-        rings: Vec<LineString<f64>>,
-    },
+    Area(Planar),
     /// A circle on the sphere.
     Circle { centre: Point<f64>, radius_m: f64 },
+}
+
+/// An area in its own plane, in metres, whose origin is the middle of its
+/// box; with two circles about the origin that answer most questions about
+/// a point without looking at an edge (see [`super::probe`]).
+#[derive(Debug, Clone)]
+pub(super) struct Planar {
+    /// Latitude of the plane's origin.
+    pub(super) lat0: f64,
+    /// Longitude of the plane's origin (may lie beyond ±180).
+    pub(super) lon0: f64,
+    /// Metres per degree of longitude at `lat0`.
+    pub(super) kx: f64,
+    /// `cos(lat0)`, for the distance correction.
+    pub(super) cos0: f64,
+    /// The polygons in the plane.
+    pub(super) plane: MultiPolygon<f64>,
+    /// Every ring of `plane`, for boundary distances.
+    pub(super) rings: Vec<LineString<f64>>,
+    /// For each edge of `rings` in turn, its unit direction and length
+    /// (`[1, 0]` and 0 for two equal vertices in a row), so that the
+    /// probe's distance to it needs no division nor square root.
+    pub(super) directions: Vec<[f64; 3]>,
+    /// Every vertex lies within this many metres of the origin: beyond it
+    /// a point is outside.
+    pub(super) reach: f64,
+    /// No edge comes within this many metres of the origin (less a slack
+    /// for rounding; 0 when the origin is on or near the boundary)...
+    pub(super) clear: f64,
+    /// ... so every point that close is inside when the origin is.
+    pub(super) origin_inside: bool,
+}
+
+impl Planar {
+    /// A point in the plane: where [`Shape::depth`] puts it.
+    pub(super) fn to_plane(&self, lat: f64, lon: f64) -> Point<f64> {
+        Point::new(
+            wrap(lon - self.lon0) * self.kx,
+            (lat - self.lat0) * METRES_PER_DEGREE,
+        )
+    }
 }
 
 /// A bounding box in degrees. `lon_min..lon_max` may reach beyond ±180 for a
@@ -226,26 +254,20 @@ impl Shape {
             Geometry::Circle { centre, radius_m } => {
                 radius_m - Haversine.distance(*centre, Point::new(lon, lat))
             }
-            Geometry::Area {
-                lat0,
-                lon0,
-                kx,
-                cos0,
-                plane,
-                rings,
-            } => {
-                let p = Point::new(wrap(lon - lon0) * kx, (lat - lat0) * METRES_PER_DEGREE);
+            Geometry::Area(area) => {
+                let p = area.to_plane(lat, lon);
                 // Segment by segment: geo's point-to-ring distance first
                 // tests whether the point lies on the ring, a second pass.
-                let distance = rings
+                let distance = area
+                    .rings
                     .iter()
                     .flat_map(LineString::lines)
                     .map(|edge| Euclidean.distance(&p, &edge))
                     .fold(f64::INFINITY, f64::min);
                 // East-west metres here are cos(lat)/cos(lat0) of the plane's.
-                let correction = (lat.to_radians().cos() / cos0).min(1.0);
+                let correction = (lat.to_radians().cos() / area.cos0).min(1.0);
                 let distance = distance * correction;
-                if plane.contains(&p) {
+                if area.plane.contains(&p) {
                     distance
                 } else {
                     -distance
@@ -253,11 +275,24 @@ impl Shape {
             }
         }
     }
+
+    /// The geometry, for [`super::probe`].
+    pub(super) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
 }
 
 /// Longitude difference folded into `[-180, 180)`.
 fn wrap(delta: f64) -> f64 {
-    (delta + 180.0).rem_euclid(360.0) - 180.0
+    let shifted = delta + 180.0;
+    // `rem_euclid` returns a value already in [0, 360) unchanged: the
+    // same result without the cost of an `fmod` for nearly every point.
+    let folded = if (0.0..360.0).contains(&shifted) {
+        shifted
+    } else {
+        shifted.rem_euclid(360.0)
+    };
+    folded - 180.0
 }
 
 #[expect(
@@ -379,20 +414,39 @@ fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError
     } else {
         plane
     };
-    let rings = plane
+    let rings: Vec<LineString<f64>> = plane
         .iter()
         .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
         .cloned()
         .collect();
+    let plane = MultiPolygon::new(plane);
+    let (reach, clear, origin_inside) = circles(&plane, &rings);
+    let directions = rings
+        .iter()
+        .flat_map(LineString::lines)
+        .map(|edge| {
+            let (dx, dy) = (edge.dx(), edge.dy());
+            let length = dx.hypot(dy);
+            if length > 0.0 {
+                [dx / length, dy / length, length]
+            } else {
+                [1.0, 0.0, 0.0]
+            }
+        })
+        .collect();
     Ok((
-        Geometry::Area {
+        Geometry::Area(Planar {
             lat0,
             lon0,
             kx,
             cos0,
-            plane: MultiPolygon::new(plane),
+            plane,
             rings,
-        },
+            directions,
+            reach,
+            clear,
+            origin_inside,
+        }),
         Envelope {
             lat_min,
             lat_max,
@@ -400,6 +454,27 @@ fn area(polygons: &MultiPolygon<f64>) -> Result<(Geometry, Envelope), ShapeError
             lon_max,
         },
     ))
+}
+
+/// The area's two circles about the origin: the radius holding every
+/// vertex, and the radius no edge comes within, with the origin's side.
+/// Both are widened or narrowed by a slack far beyond rounding, so that
+/// they hold for the exact test's own arithmetic.
+fn circles(plane: &MultiPolygon<f64>, rings: &[LineString<f64>]) -> (f64, f64, bool) {
+    let origin = Point::new(0.0, 0.0);
+    let reach = rings
+        .iter()
+        .flat_map(|r| &r.0)
+        .map(|c| c.x.hypot(c.y))
+        .fold(0.0, f64::max);
+    let nearest = rings
+        .iter()
+        .flat_map(LineString::lines)
+        .map(|edge| Euclidean.distance(&origin, &edge))
+        .fold(f64::INFINITY, f64::min);
+    let slack = super::probe::slack(reach, reach);
+    let clear = (nearest - slack).max(0.0);
+    (reach + slack, clear, plane.contains(&origin))
 }
 
 fn circle(lat: f64, lon: f64, radius_m: f64) -> Result<(Geometry, Envelope), ShapeError> {

@@ -586,3 +586,148 @@ fn a_live_fix_well_after_the_late_ones_ends_the_replay_and_frees_the_machine() {
     tracker.observe(&Position::new(device.clone(), fix(1300, 0.0, 5000.0)));
     assert!(tracker.zones(&device).is_none());
 }
+
+/// Star-shaped fences of 50 vertices and circles, 20 to 80 m across,
+/// scattered over a square of `half` metres either side of (LAT, LON).
+fn scattered(rng: &mut fastrand::Rng, count: usize, half: f64) -> Vec<Fence> {
+    (0..count)
+        .map(|i| {
+            let (north, east) = (
+                (rng.f64() * 2.0 - 1.0) * half,
+                (rng.f64() * 2.0 - 1.0) * half,
+            );
+            let radius = 20.0 + 60.0 * rng.f64();
+            let outline = if i % 5 == 0 {
+                let (lat, lon) = at(north, east);
+                Outline::Circle {
+                    lat,
+                    lon,
+                    radius_m: radius,
+                }
+            } else {
+                let ring: Vec<(f64, f64)> = (0..=50)
+                    .map(|v| {
+                        let angle = std::f64::consts::TAU * f64::from(v % 50) / 50.0;
+                        let r = radius * (0.7 + 0.3 * rng.f64());
+                        let (lat, lon) = at(north + r * angle.cos(), east + r * angle.sin());
+                        (lon, lat)
+                    })
+                    .collect();
+                Outline::Area(MultiPolygon::new(vec![Polygon::new(ring.into(), vec![])]))
+            };
+            let mut f = fence(&format!("f{i}"), outline);
+            f.dwell = Some(Duration::from_secs(20));
+            f.speed_limit = Some(8.0);
+            f
+        })
+        .collect()
+}
+
+/// Devices wandering among the fences, some parked and jittering, with
+/// error radii from 0 to 30 m, now and then a late fix.
+fn wander(rng: &mut fastrand::Rng, devices: usize, steps: i64, half: f64) -> Vec<Position> {
+    let mut state: Vec<(f64, f64, f64)> = (0..devices)
+        .map(|_| {
+            (
+                (rng.f64() * 2.0 - 1.0) * half,
+                (rng.f64() * 2.0 - 1.0) * half,
+                0.0,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in 0..steps {
+        for (d, (north, east, heading)) in state.iter_mut().enumerate() {
+            let speed = if d % 4 == 0 { 0.0 } else { 15.0 * rng.f64() };
+            *heading += (rng.f64() - 0.5) * 0.8;
+            *north = (*north + speed * heading.cos()).clamp(-half, half);
+            *east = (*east + speed * heading.sin()).clamp(-half, half);
+            let jitter = |rng: &mut fastrand::Rng| (rng.f64() - 0.5) * 6.0;
+            let mut f = fix(t, *north + jitter(rng), *east + jitter(rng));
+            f.speed = Some(speed);
+            match rng.u8(..4) {
+                0 => f.hdop = None,
+                1 => f.accuracy = Some(0.0),
+                2 => f.hdop = Some(rng.f64() * 6.0),
+                _ => {}
+            }
+            let late = t > 30 && rng.u8(..50) == 0;
+            if late {
+                f.time -= chrono::Duration::seconds(rng.i64(1..30));
+            }
+            let mut p = Position::new(DeviceId::new(&format!("d{d}")).unwrap(), f);
+            p.historic = late;
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Every event of a tracker over the positions, every probe exact or not.
+fn events_of(rules: &Arc<Rules>, positions: &[Position], exact: bool) -> Vec<Geofence> {
+    super::probe::force_exact(exact);
+    let mut tracker = Tracker::new(Some(Arc::clone(rules)));
+    let events = positions
+        .iter()
+        .flat_map(|p| tracker.observe(p).0.collect::<Vec<_>>())
+        .collect();
+    super::probe::force_exact(false);
+    events
+}
+
+#[test]
+fn the_probes_shortcuts_change_no_event() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let raw = Options {
+        enter_fixes: 1,
+        exit_margin_m: 0.0,
+        hdop_error_m: 0.0,
+        default_error_m: 0.0,
+    };
+    for options in [Options::default(), raw] {
+        let half = 600.0;
+        let rules = Arc::new(Rules {
+            fences: FenceSet::new(scattered(&mut rng, 150, half)).unwrap(),
+            options,
+        });
+        let positions = wander(&mut rng, 12, 400, half);
+        let exact = events_of(&rules, &positions, true);
+        let fast = events_of(&rules, &positions, false);
+        assert!(exact.len() > 300, "{}", exact.len());
+        assert_eq!(fast, exact);
+    }
+}
+
+#[test]
+fn zones_encode_as_a_copy_holding_only_the_changed_tracks_would() {
+    // Through two fences, then a poor fix inside a third: an enter under
+    // way, a track with no journal.
+    let small = fence(
+        "small",
+        Outline::Area(MultiPolygon::new(vec![square(30.0)])),
+    );
+    let (lat, lon) = at(500.0, 0.0);
+    let lot = fence(
+        "lot",
+        Outline::Circle {
+            lat,
+            lon,
+            radius_m: 50.0,
+        },
+    );
+    let mut run = Run::new(vec![yard(), small, lot]);
+    run.all(&drive(0, -300.0, 300.0));
+    let mut f = fix(100, 500.0, 0.0);
+    f.hdop = Some(20.0);
+    run.live(&f);
+    let zones = run.machine.zones();
+    let want = zones.encode_by_copy();
+    assert_eq!(zones.encode(), want);
+    let decoded = Zones::decode(&want).unwrap();
+    assert_eq!(decoded.tracked(), 2);
+    assert_eq!(
+        zones.tracked(),
+        3,
+        "the track without a journal is left out"
+    );
+}
