@@ -7,7 +7,8 @@
 //!   `../shared/testdata/nmea/gpsd` (decoded as `fixgate nmea` does; skipped
 //!   with a message if absent). The corpus holds regression snippets, not
 //!   drives: no log has more than 148 fixes, so "moving" here means at least
-//!   20 fixes faster than 1 m/s, and most of the log;
+//!   20 fixes faster than 1 m/s, and most of the log; then one line with
+//!   the median and range over every log with a fix faster than 1 m/s;
 //! * simulator tracks at 1 Hz: one vehicle, and 100 vehicles interleaved as a
 //!   gateway stores them.
 //!
@@ -46,7 +47,7 @@ fn main() {
     let (seconds, fleet_seconds): (usize, usize) = if full { (3600, 600) } else { (600, 30) };
     let one = common::fleet_events(1, seconds);
     let fleet = common::fleet_events(100, 100 * fleet_seconds);
-    let mut tracks = gpsd_tracks();
+    let (mut tracks, any_moving) = gpsd_tracks();
     tracks.push((format!("simulator, 1 vehicle, {seconds} s"), one.clone()));
     tracks.push((
         format!("simulator, 100 vehicles, {fleet_seconds} s"),
@@ -73,6 +74,8 @@ fn main() {
             decode_rate / 1e6,
         );
     }
+
+    gpsd_summary(&any_moving);
 
     println!();
     println!("| records per batch | 1 vehicle B/fix | 100 vehicles B/fix |");
@@ -248,11 +251,16 @@ fn gpsd_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// The gpsd logs with a moving track, decoded as `fixgate nmea` does.
-fn gpsd_tracks() -> Vec<(String, Vec<Event>)> {
+/// A named track's events.
+type Track = (String, Vec<Event>);
+
+/// The gpsd logs decoded as `fixgate nmea` does: those with a moving track
+/// (at least 20 fixes faster than 1 m/s, and most of the log), and those
+/// with any fix faster than 1 m/s.
+fn gpsd_tracks() -> (Vec<Track>, Vec<Track>) {
     let Some(dir) = gpsd_dir() else {
         println!("SKIPPED gpsd logs: ../shared/testdata/nmea/gpsd not found");
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -260,17 +268,62 @@ fn gpsd_tracks() -> Vec<(String, Vec<Event>)> {
     logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
     logs.sort();
     let device = DeviceId::new("gps").expect("id");
-    logs.iter()
-        .filter_map(|path| {
-            let events = decode_log(path, &device);
-            let moving = events
-                .iter()
-                .filter(|e| matches!(e, Event::Position(p) if p.fix.speed.is_some_and(|s| s > 1.0)))
-                .count();
-            let name = path.file_name()?.to_string_lossy().into_owned();
-            (moving >= 20 && 2 * moving > events.len()).then(|| (format!("gpsd {name}"), events))
+    let (mut tracks, mut any) = (Vec::new(), Vec::new());
+    for path in &logs {
+        let events = decode_log(path, &device);
+        let moving = events
+            .iter()
+            .filter(|e| matches!(e, Event::Position(p) if p.fix.speed.is_some_and(|s| s > 1.0)))
+            .count();
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if moving >= 20 && 2 * moving > events.len() {
+            tracks.push((format!("gpsd {name}"), events.clone()));
+        }
+        if moving > 0 {
+            any.push((name, events));
+        }
+    }
+    (tracks, any)
+}
+
+/// Wire bytes per fix of every gpsd log with a moving fix, one batch each
+/// (none has 1,000 fixes): a check that the codec holds for receivers in
+/// general, not for the two tracks above.
+fn gpsd_summary(logs: &[Track]) {
+    if logs.is_empty() {
+        return;
+    }
+    let mut per_fix: Vec<(f64, &str, usize)> = logs
+        .iter()
+        .map(|(name, events)| {
+            let bytes = wire_bytes(&batches(events, wire::DEFAULT_MAX_RECORDS));
+            (
+                bytes as f64 / events.len() as f64,
+                name.as_str(),
+                events.len(),
+            )
         })
-        .collect()
+        .collect();
+    per_fix.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!();
+    let list: Vec<String> = per_fix
+        .iter()
+        .map(|(b, name, n)| format!("{name} ({n}) {b:.2}"))
+        .collect();
+    let median = if per_fix.len() % 2 == 1 {
+        per_fix[per_fix.len() / 2].0
+    } else {
+        (per_fix[per_fix.len() / 2 - 1].0 + per_fix[per_fix.len() / 2].0) / 2.0
+    };
+    println!(
+        "all {} gpsd logs with a fix faster than 1 m/s: wire B/fix median {median:.2}, range {:.2}-{:.2}: {}",
+        per_fix.len(),
+        per_fix[0].0,
+        per_fix[per_fix.len() - 1].0,
+        list.join(", ")
+    );
 }
 
 fn decode_log(path: &Path, device: &DeviceId) -> Vec<Event> {

@@ -3,7 +3,7 @@
 //! survives encode → decode unchanged.
 //!
 //! The first byte picks the path: the bytes as a whole batch; the bytes as a
-//! body behind a valid header and zlib wrapper (random bytes almost never
+//! version-1 body behind a valid header and zlib wrapper (random bytes almost never
 //! pass the Adler-32 checksum, so without this the column checks would go
 //! unexercised); or the bytes as a length-delimited stream.
 #![no_main]
@@ -42,7 +42,7 @@ fn sealed(data: &[u8]) -> Vec<u8> {
         return Vec::new();
     };
     let first_seq = u64::from(*lead);
-    let mut out = vec![wire::VERSION, 1, b'g', 0, 0];
+    let mut out = vec![wire::VERSION_1, 1, b'g', 0, 0];
     varint(first_seq, &mut out);
     varint(first_seq + u64::from(*span), &mut out);
     varint(u64::from(*records % 32), &mut out);

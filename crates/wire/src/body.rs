@@ -1,8 +1,9 @@
 //! The body of a batch: its records as columns of small integers.
 //!
-//! One column per field rather than one row per record, because deflate does
-//! best on long runs of similar bytes: a column of near-zero residuals is
-//! mostly one repeated byte. Each column is a postcard sequence (a varint
+//! One column per field rather than one row per record, because the
+//! compressor (deflate in version 1, LZMA in version 2) does best on long
+//! runs of similar bytes: a column of near-zero residuals is mostly one
+//! repeated byte. Each column is a postcard sequence (a varint
 //! count, then the values), in the order of [`Columns`]; the decoder checks
 //! every count against what the earlier columns imply before reading it.
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::predict::{Field, Predictor};
 use super::quantise::{self, WireFix};
+use super::units::{self, Unit};
 use crate::fix::{
     Crossing, DeviceId, Event, FenceId, FixMode, Geofence, Position, Presence, Record, Status,
 };
@@ -156,7 +158,7 @@ impl Other {
 }
 
 /// The body as written, field by field in wire order.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 struct Columns<'a> {
     /// Device ids in order of first appearance; records refer to them by index.
     devices: Vec<&'a str>,
@@ -166,20 +168,58 @@ struct Columns<'a> {
     seq: Vec<u64>,
     /// Per record: [`flag`] bits.
     flags: Vec<u16>,
+    /// Version 2: per predicted field, in [`Field`] order, the grid its
+    /// values travel in.
+    units: [Unit; FIELDS],
     /// Per predicted field, in [`Field`] order: residuals of the records
-    /// that have the field.
+    /// that have the field (version 2: in grid steps).
     values: [Vec<i64>; FIELDS],
+    /// Version 2: the values a grid does not give exactly, as (field,
+    /// index in its column, what to add), in increasing (field, index).
+    fixes: Vec<(u8, u64, i64)>,
     /// Per record flagged [`flag::OTHER`]: the event.
     others: Vec<Other>,
 }
 
-/// Serialises records (in increasing seq, from `first_seq` on) as a body.
-pub fn write(records: &[Record], first_seq: u64) -> Vec<u8> {
+impl Columns<'_> {
+    /// The columns in wire order, as postcard writes them.
+    fn serialise(&self, version: u8) -> Vec<u8> {
+        let head = (&self.devices, &self.device, &self.seq, &self.flags);
+        // Vectors of integers and strings always serialise.
+        let result = if version == 1 {
+            postcard::to_stdvec(&(head, &self.values, &self.others))
+        } else {
+            postcard::to_stdvec(&(
+                head,
+                &self.units[..],
+                &self.values,
+                &self.fixes,
+                &self.others,
+            ))
+        };
+        result.unwrap_or_default()
+    }
+}
+
+/// Serialises records (in increasing seq, from `first_seq` on) as a body of
+/// format `version` (1 or 2).
+pub fn write(records: &[Record], first_seq: u64, version: u8) -> Vec<u8> {
     let mut cols = Columns::default();
+    let fixes: Vec<Option<WireFix>> = records
+        .iter()
+        .map(|r| match &r.event {
+            Event::Position(p) => Some(WireFix::from_fix(&p.fix)),
+            _ => None,
+        })
+        .collect();
+    if version >= 2 {
+        cols.units = choose_units(fixes.iter().flatten());
+    }
     let mut index: HashMap<&str, u32> = HashMap::new();
     let mut predictor = Predictor::default();
+    let mut counts = [0u64; FIELDS];
     let mut previous = first_seq;
-    for record in records {
+    for (record, q) in records.iter().zip(&fixes) {
         let id = record.event.device().as_str();
         let next = index.len() as u32;
         let device = *index.entry(id).or_insert_with(|| {
@@ -189,56 +229,94 @@ pub fn write(records: &[Record], first_seq: u64) -> Vec<u8> {
         cols.device.push(device);
         cols.seq.push(record.seq.wrapping_sub(previous));
         previous = record.seq;
-        let flags = match &record.event {
-            Event::Position(p) => push_position(&mut cols, &mut predictor, device as usize, p),
-            Event::Status(s) => {
+        let flags = match (&record.event, q) {
+            (Event::Position(p), Some(q)) => {
+                let mut push = |field: Field, value: i64| {
+                    let f = field as usize;
+                    let (steps, fix) = cols.units[f].steps(value);
+                    if fix != 0 {
+                        cols.fixes.push((f as u8, counts[f], fix));
+                    }
+                    counts[f] += 1;
+                    let residual = predictor.residual(device as usize, field, steps);
+                    cols.values[f].push(residual);
+                };
+                position_flags(q, p.historic, &mut push)
+            }
+            (Event::Status(s), _) => {
                 cols.others.push(Other::Status {
                     online: s.status == Presence::Online,
                     time: s.time.timestamp_millis(),
                 });
                 flag::OTHER
             }
-            Event::Geofence(g) => {
+            (Event::Geofence(g), _) => {
                 cols.others.push(Other::Geofence(WireGeofence::new(g)));
                 flag::OTHER
             }
+            (Event::Position(_), None) => unreachable!("every position was quantised"),
         };
         cols.flags.push(flags);
     }
-    // Vectors of integers and strings always serialise.
-    postcard::to_stdvec(&cols).unwrap_or_default()
+    // Fixes were pushed in record order; the wire lists them by field.
+    cols.fixes.sort_unstable();
+    cols.serialise(version)
 }
 
-/// Adds a position's values to the columns; returns its flags.
-fn push_position(
-    cols: &mut Columns<'_>,
-    predictor: &mut Predictor,
-    device: usize,
-    position: &Position,
-) -> u16 {
-    let q = WireFix::from_fix(&position.fix);
+/// Each field's unit for a batch of these fixes.
+fn choose_units<'a>(fixes: impl Iterator<Item = &'a WireFix> + Clone) -> [Unit; FIELDS] {
+    let mut chosen = [units::NATIVE; FIELDS];
+    for (f, field) in ALL_FIELDS.into_iter().enumerate() {
+        let values: Vec<i64> = fixes.clone().filter_map(|q| value_of(q, field)).collect();
+        chosen[f] = units::choose(field, &values);
+    }
+    chosen
+}
+
+/// Feeds a position's values to `push`, field by field in column order;
+/// returns its flags.
+fn position_flags(q: &WireFix, historic: bool, push: &mut impl FnMut(Field, i64)) -> u16 {
     let mut flags = match q.mode {
         Some(FixMode::ThreeD) => flag::MODE_3D,
         Some(FixMode::TwoD) => flag::MODE_2D,
         None => 0,
     };
-    if position.historic {
+    if historic {
         flags |= flag::HISTORIC;
     }
-    let mut push = |field: Field, value: i64| {
-        let residual = predictor.residual(device, field, value);
-        cols.values[field as usize].push(residual);
-    };
     push(Field::Time, q.time);
     push(Field::Lat, q.lat);
     push(Field::Lon, q.lon);
     for (bit, field) in OPTIONAL {
-        if let Some(value) = optional(&q, field) {
+        if let Some(value) = optional(q, field) {
             flags |= bit;
             push(field, value);
         }
     }
     flags
+}
+
+/// Every predicted field, in column order.
+const ALL_FIELDS: [Field; FIELDS] = [
+    Field::Time,
+    Field::Lat,
+    Field::Lon,
+    Field::Alt,
+    Field::Speed,
+    Field::Course,
+    Field::Hdop,
+    Field::Sats,
+    Field::Accuracy,
+];
+
+/// A fix's value of `field`, if it has one.
+fn value_of(q: &WireFix, field: Field) -> Option<i64> {
+    match field {
+        Field::Time => Some(q.time),
+        Field::Lat => Some(q.lat),
+        Field::Lon => Some(q.lon),
+        _ => optional(q, field),
+    }
 }
 
 fn optional(q: &WireFix, field: Field) -> Option<i64> {
@@ -280,10 +358,22 @@ pub struct Expect {
     pub last_seq: u64,
 }
 
-/// Reads a body back into records, checking every count, index, sequence
-/// number and value.
-pub fn read(body: &[u8], expect: &Expect) -> Result<Vec<Record>, String> {
-    let n = expect.records;
+/// A body's columns, read and their counts checked.
+struct Parsed {
+    devices: Vec<DeviceId>,
+    device: Vec<u32>,
+    seq: Vec<u64>,
+    flags: Vec<u16>,
+    units: [Unit; FIELDS],
+    values: Vec<std::vec::IntoIter<i64>>,
+    /// Per field: (index in its column, what to add), in increasing index.
+    fixes: Vec<std::iter::Peekable<std::vec::IntoIter<(u64, i64)>>>,
+    others: std::vec::IntoIter<Other>,
+}
+
+/// Reads the columns of a body of format `version`, checking each count
+/// before reading the column.
+fn parse(body: &[u8], n: usize, version: u8) -> Result<Parsed, String> {
     let mut input = body;
     let devices: Vec<String> = column(&mut input, 0..=n, "devices")?;
     let devices = devices
@@ -294,22 +384,67 @@ pub fn read(body: &[u8], expect: &Expect) -> Result<Vec<Record>, String> {
     let seq: Vec<u64> = column(&mut input, n..=n, "seq")?;
     let flags: Vec<u16> = column(&mut input, n..=n, "flags")?;
     let (counts, others) = counts(&flags)?;
+    let mut units = [units::NATIVE; FIELDS];
+    if version >= 2 {
+        let read: Vec<Unit> = column(&mut input, FIELDS..=FIELDS, "units")?;
+        for ((slot, unit), name) in units.iter_mut().zip(read).zip(FIELD_NAMES) {
+            let circular = name == "course" && unit != units::NATIVE;
+            if !unit.valid() || circular {
+                return Err(format!("{name} unit {}/{} invalid", unit.num, unit.den));
+            }
+            *slot = unit;
+        }
+    }
     let mut values = Vec::with_capacity(FIELDS);
     for (count, name) in counts.into_iter().zip(FIELD_NAMES) {
         values.push(column::<i64>(&mut input, count..=count, name)?.into_iter());
+    }
+    let mut fixes = vec![Vec::new(); FIELDS];
+    if version >= 2 {
+        let total = counts.iter().sum();
+        let read: Vec<(u8, u64, i64)> = column(&mut input, 0..=total, "fixes")?;
+        let mut previous: Option<(u8, u64)> = None;
+        for (field, index, add) in read {
+            let count = counts.get(usize::from(field)).copied().unwrap_or(0);
+            if previous.is_some_and(|p| p >= (field, index)) || index >= count as u64 {
+                return Err(format!("fix of field {field} entry {index} out of order"));
+            }
+            previous = Some((field, index));
+            fixes[usize::from(field)].push((index, add));
+        }
     }
     let others: Vec<Other> = column(&mut input, others..=others, "others")?;
     if !input.is_empty() {
         return Err(format!("{} bytes after the last column", input.len()));
     }
+    Ok(Parsed {
+        devices,
+        device,
+        seq,
+        flags,
+        units,
+        values,
+        fixes: fixes
+            .into_iter()
+            .map(|f| f.into_iter().peekable())
+            .collect(),
+        others: others.into_iter(),
+    })
+}
 
-    let mut others = others.into_iter();
+/// Reads a body of format `version` back into records, checking every
+/// count, index, sequence number and value.
+pub fn read(body: &[u8], expect: &Expect, version: u8) -> Result<Vec<Record>, String> {
+    let mut parsed = parse(body, expect.records, version)?;
     let mut predictor = Predictor::default();
+    let mut taken = [0u64; FIELDS];
     let mut previous: Option<u64> = None;
-    let mut records = Vec::with_capacity(n);
-    for (i, ((&index, &delta), &flags)) in device.iter().zip(&seq).zip(&flags).enumerate() {
+    let mut records = Vec::with_capacity(expect.records);
+    for i in 0..expect.records {
         let at = |e: String| format!("record {i}: {e}");
-        let id = devices
+        let (index, delta, flags) = (parsed.device[i], parsed.seq[i], parsed.flags[i]);
+        let id = parsed
+            .devices
             .get(index as usize)
             .ok_or_else(|| at(format!("device index {index} out of range")))?
             .clone();
@@ -322,55 +457,75 @@ pub fn read(body: &[u8], expect: &Expect) -> Result<Vec<Record>, String> {
         .ok_or_else(|| at("seq not increasing within the batch's range".into()))?;
         previous = Some(seq);
         let event = if flags & flag::OTHER != 0 {
-            others
+            parsed
+                .others
                 .next()
                 .ok_or_else(|| "others column too short".to_owned())
                 .and_then(|other| other.to_event(id))
                 .map_err(at)?
         } else {
             let mut take = |field: Field| {
-                let residual = values[field as usize]
+                let f = field as usize;
+                let name = FIELD_NAMES[f];
+                let residual = parsed.values[f]
                     .next()
-                    .ok_or_else(|| format!("{} column too short", FIELD_NAMES[field as usize]))?;
-                predictor
+                    .ok_or_else(|| format!("{name} column too short"))?;
+                let steps = predictor
                     .value(index as usize, field, residual)
-                    .ok_or_else(|| format!("{} out of range", FIELD_NAMES[field as usize]))
+                    .ok_or_else(|| format!("{name} out of range"))?;
+                let add = parsed.fixes[f]
+                    .next_if(|&(entry, _)| entry == taken[f])
+                    .map_or(0, |(_, add)| add);
+                taken[f] += 1;
+                parsed.units[f]
+                    .value(steps)
+                    .and_then(|v| v.checked_add(add))
+                    .ok_or_else(|| format!("{name} out of range"))
             };
-            let mut q = WireFix {
-                time: take(Field::Time).map_err(at)?,
-                lat: take(Field::Lat).map_err(at)?,
-                lon: take(Field::Lon).map_err(at)?,
-                alt: None,
-                speed: None,
-                course: None,
-                hdop: None,
-                sats: None,
-                accuracy: None,
-                mode: match flags & (flag::MODE_2D | flag::MODE_3D) {
-                    flag::MODE_2D => Some(FixMode::TwoD),
-                    flag::MODE_3D => Some(FixMode::ThreeD),
-                    _ => None,
-                },
-            };
-            for (bit, field) in OPTIONAL {
-                if flags & bit != 0 {
-                    let value = take(field).map_err(at)?;
-                    if let Some(slot) = optional_mut(&mut q, field) {
-                        *slot = Some(value);
-                    }
-                }
-            }
-            // In range is all a receiver asks (see `WireGeofence::to_geofence`).
-            let fix = q.to_fix().map_err(|f| at(format!("{f} out of range")))?;
-            Event::Position(Position {
-                device: id,
-                fix,
-                historic: flags & flag::HISTORIC != 0,
-            })
+            Event::Position(position(id, flags, &mut take).map_err(at)?)
         };
         records.push(Record { seq, event });
     }
     Ok(records)
+}
+
+/// A position of `device` with these flags, its values from `take`.
+fn position(
+    device: DeviceId,
+    flags: u16,
+    take: &mut impl FnMut(Field) -> Result<i64, String>,
+) -> Result<Position, String> {
+    let mut q = WireFix {
+        time: take(Field::Time)?,
+        lat: take(Field::Lat)?,
+        lon: take(Field::Lon)?,
+        alt: None,
+        speed: None,
+        course: None,
+        hdop: None,
+        sats: None,
+        accuracy: None,
+        mode: match flags & (flag::MODE_2D | flag::MODE_3D) {
+            flag::MODE_2D => Some(FixMode::TwoD),
+            flag::MODE_3D => Some(FixMode::ThreeD),
+            _ => None,
+        },
+    };
+    for (bit, field) in OPTIONAL {
+        if flags & bit != 0 {
+            let value = take(field)?;
+            if let Some(slot) = optional_mut(&mut q, field) {
+                *slot = Some(value);
+            }
+        }
+    }
+    // In range is all a receiver asks (see `WireGeofence::to_geofence`).
+    let fix = q.to_fix().map_err(|f| format!("{f} out of range"))?;
+    Ok(Position {
+        device,
+        fix,
+        historic: flags & flag::HISTORIC != 0,
+    })
 }
 
 /// How many entries each value column and `others` must have, from the

@@ -5,17 +5,20 @@
 //! that a cloud service can link this crate and nothing else (`cargo tree -p
 //! fixgate-wire` shows no async runtime and no database). `docs/wire-format.md` beside this
 //! crate specifies the bytes for decoders in other languages; in short: a
-//! version byte, a postcard header, then a zlib stream of the records in
-//! columns, each fix as scaled integers predicted from the same device's
-//! previous values.
+//! version byte, a postcard header, then the records in columns, each fix
+//! as scaled integers (version 2: in steps of the grid the batch's values
+//! lie on) predicted from the same device's previous values, compressed
+//! (version 2: raw LZMA behind a CRC-32; version 1, still decoded: zlib).
 
 mod body;
 pub mod fix;
 mod header;
 pub mod json;
+mod lzma;
 mod predict;
 pub mod quantise;
 pub mod tools;
+mod units;
 mod zlib;
 
 #[cfg(test)]
@@ -28,8 +31,12 @@ use crate::fix::{DeviceId, Event, Record};
 pub use json::{JsonError, JsonRecord, parse_record_json, record_json};
 
 /// The format version written first in every batch. Version 0 was the
-/// development placeholder (JSON); no decoder reads it.
-pub const VERSION: u8 = 1;
+/// development placeholder (JSON); no decoder reads it. Version 1 (zlib,
+/// values in wire units) is still decoded: gateways in the field send it.
+pub const VERSION: u8 = 2;
+
+/// The first version, which [`decode`] still reads.
+pub const VERSION_1: u8 = 1;
 
 /// Records per batch unless configured otherwise (the daemon's default
 /// batching, also used by `fixgate encode`).
@@ -39,8 +46,10 @@ pub const DEFAULT_MAX_RECORDS: usize = 1000;
 /// hostile batch can make them allocate.
 pub const MAX_BATCH_RECORDS: usize = 100_000;
 
-/// Inflated body bytes allowed per record (a record takes at most about 190),
-/// plus [`BODY_BYTES_BASE`]: a zlib bomb stops there.
+/// Body bytes allowed per record (a record takes at most about 190; version
+/// 2's fixes add a few bytes per 32 values at most), plus
+/// [`BODY_BYTES_BASE`] (which also covers version 2's units): a
+/// decompression bomb stops there.
 const BODY_BYTES_PER_RECORD: usize = 256;
 /// See [`BODY_BYTES_PER_RECORD`].
 const BODY_BYTES_BASE: usize = 1024;
@@ -149,42 +158,63 @@ pub enum WireError {
     Malformed(String),
 }
 
-/// Encodes a batch. A batch that fails [`Batch::check`] with its header or
-/// its sequence numbers still encodes, but [`decode`] refuses the bytes; one
-/// with a value beyond the wire's ranges is a bug of the caller: a debug
-/// build panics, a release build clamps the value (see `quantise`).
+/// Encodes a batch, in format [`VERSION`]. A batch that fails
+/// [`Batch::check`] with its header or its sequence numbers still encodes,
+/// but [`decode`] refuses the bytes; one with a value beyond the wire's
+/// ranges is a bug of the caller: a debug build panics, a release build
+/// clamps the value (see `quantise`).
 pub fn encode(batch: &Batch) -> Vec<u8> {
-    let mut out = vec![VERSION];
+    encode_as(batch, VERSION)
+}
+
+/// Encodes a batch in format `version` ([`VERSION_1`] or [`VERSION`]).
+/// Should liblzma fail (it fails only out of memory), the batch goes as
+/// version 1, which every receiver reads too.
+fn encode_as(batch: &Batch, version: u8) -> Vec<u8> {
+    let body = body::write(&batch.records, batch.first_seq, version);
+    if version >= 2 {
+        if let Ok(compressed) = lzma::compress(&body) {
+            let mut out = vec![version];
+            header::write(batch, &mut out);
+            out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            out.extend_from_slice(&compressed);
+            return out;
+        }
+        return encode_as(batch, VERSION_1);
+    }
+    let mut out = vec![VERSION_1];
     header::write(batch, &mut out);
-    out.extend_from_slice(&zlib::compress(&body::write(
-        &batch.records,
-        batch.first_seq,
-    )));
+    out.extend_from_slice(&zlib::compress(&body));
     out
 }
 
-/// Decodes a batch, checking everything a damaged or hostile input could get
-/// wrong: it returns an error, never panics, and allocates in proportion to
-/// the records the bytes really hold.
+/// Decodes a batch of any version this build reads, checking everything a
+/// damaged or hostile input could get wrong: it returns an error, never
+/// panics, and allocates in proportion to the records the bytes really hold.
 pub fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
     let (&version, rest) = bytes
         .split_first()
         .ok_or_else(|| WireError::Malformed("empty".into()))?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(WireError::Version(version));
     }
-    let (header, deflated) = header::read(rest).map_err(WireError::Malformed)?;
+    let (header, compressed) = header::read(rest).map_err(WireError::Malformed)?;
     let limit = header
         .records
         .saturating_mul(BODY_BYTES_PER_RECORD)
         .saturating_add(BODY_BYTES_BASE);
-    let body = zlib::inflate(deflated, limit).map_err(WireError::Malformed)?;
+    let body = if version == VERSION_1 {
+        zlib::inflate(compressed, limit)
+    } else {
+        inflate_v2(compressed, limit)
+    }
+    .map_err(WireError::Malformed)?;
     let expect = body::Expect {
         records: header.records,
         first_seq: header.first_seq,
         last_seq: header.last_seq,
     };
-    let records = body::read(&body, &expect).map_err(WireError::Malformed)?;
+    let records = body::read(&body, &expect, version).map_err(WireError::Malformed)?;
     Ok(Batch {
         gateway: header.gateway.as_str().to_owned(),
         id: header.id,
@@ -193,6 +223,18 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, WireError> {
         last_seq: header.last_seq,
         records,
     })
+}
+
+/// A version-2 body: its CRC-32, then the LZMA stream; checked.
+fn inflate_v2(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let (crc, stream) = bytes
+        .split_first_chunk::<4>()
+        .ok_or("body checksum is truncated")?;
+    let body = lzma::decompress(stream, limit)?;
+    if crc32fast::hash(&body) != u32::from_le_bytes(*crc) {
+        return Err("body checksum mismatch".into());
+    }
+    Ok(body)
 }
 
 /// Largest batch `read_delimited` accepts.
