@@ -28,7 +28,17 @@ const BATCH: usize = 256;
 const FLUSH_EVERY: usize = 4;
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "append-cost") {
+        let number = |i: usize, default: usize| {
+            args.get(at + i)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(default)
+        };
+        append_cost(number(1, 1), number(2, 16), number(3, 20_000));
+        return;
+    }
+    let full = args.iter().any(|a| a == "--bench");
     let total: usize = if full { 1_000_000 } else { 20_000 };
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
@@ -260,4 +270,29 @@ fn budget_at_work(events: &[Event], cap_mib: u64) {
         largest <= cap && final_dir <= cap,
         "the store outgrew its cap"
     );
+}
+
+/// Only appends: `fixes` fixes of `vehicles` vehicles in batches of `batch`,
+/// a group commit every 4 batches. For counting the writer's instructions
+/// per fix under callgrind (see BENCHMARKS.md, Store):
+/// `valgrind --tool=callgrind --toggle-collect='*Writer::append_with_state*'
+/// target/release/deps/store-HASH append-cost 1 16 20000`.
+fn append_cost(vehicles: usize, batch: usize, fixes: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = common::fleet_events(vehicles, fixes);
+    let (store, _) = Store::open(&StoreOptions {
+        path: dir.path().join("store"),
+        cache_bytes: 16 << 20,
+        flush_interval: std::time::Duration::from_secs(1),
+    })
+    .expect("open store");
+    let mut writer = store.writer().expect("writer");
+    for (i, chunk) in events.chunks(batch.max(1)).enumerate() {
+        writer.append(chunk).expect("append");
+        if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
+            store.flush().expect("flush");
+        }
+    }
+    store.close(writer.head()).expect("close");
+    println!("appended {fixes} fixes of {vehicles} vehicles in batches of {batch}");
 }

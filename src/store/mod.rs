@@ -4,10 +4,12 @@
 //! event, its device's last-known state and the segment bookkeeping change in
 //! one atomic `apply_batch` (sled batches are atomic within a tree only):
 //!
-//! * `L` + big-endian first sequence number → a [`segment`] value (one raw
-//!   event, or a compacted run of them); big-endian keys iterate in order;
+//! * `L` + big-endian first sequence number → a [`segment`] value (the raw
+//!   events of one append, or a compacted segment of them); big-endian keys
+//!   iterate in order;
 //! * `D` + device id → that device's live position and its sequence number
-//!   (historic positions never replace it);
+//!   (historic positions never replace it), written once per append: its
+//!   last;
 //! * `S` + device id → that device's last status change;
 //! * `G` + device id → that device's geofence state (the tracker's bytes,
 //!   opaque here), written in the batch of the fix that changed it;
@@ -33,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -877,6 +879,23 @@ pub struct Writer {
     /// Raw events not yet compacted; the first has sequence number `tail_first`.
     tail: Vec<Event>,
     tail_first: u64,
+    /// The keys of the raw values that hold the tail, ascending: one per
+    /// append (one per event in stores written before appends were kept
+    /// whole), all replaced when the tail is compacted.
+    tail_keys: Vec<u64>,
+}
+
+/// What an append changes in the writer's memory and the ledger, applied
+/// only once sled has taken the batch (so that a failed append changes
+/// nothing and can be retried).
+#[derive(Default)]
+struct Appended {
+    /// Log values the batch removes (the raw tail, when it was compacted).
+    removed: Vec<u64>,
+    /// Log values the batch writes, with what the ledger learns of them.
+    written: Vec<(u64, Entry)>,
+    /// Events of the tail (and the append) now in segments.
+    compacted: usize,
 }
 
 impl Writer {
@@ -911,6 +930,7 @@ impl Writer {
         }
         let next_seq = next_seq.unwrap_or(first);
         let tail_first = raw.last().map_or(next_seq, |(seq, _)| *seq);
+        let tail_keys: Vec<u64> = raw.iter().rev().map(|(seq, _)| *seq).collect();
         let tail: Vec<Event> = raw
             .into_iter()
             .rev()
@@ -923,6 +943,7 @@ impl Writer {
             next_seq,
             tail,
             tail_first,
+            tail_keys,
         };
         if floor >= next_seq {
             writer.jump(floor)?;
@@ -943,10 +964,12 @@ impl Writer {
             let first = self.tail_first;
             let value = segment::encode_segment(self.tail.iter());
             let entry = Entry::of(self.tail.iter().map(Some), 9 + value.len(), Kind::Segment);
-            batch.insert(&log_key(first)[..], value);
-            for s in first + 1..first + self.tail.len() as u64 {
-                batch.remove(&log_key(s)[..]);
+            // The segment's insert comes last: it wins over the removal of
+            // the raw value under the same key.
+            for &key in &self.tail_keys {
+                batch.remove(&log_key(key)[..]);
             }
+            batch.insert(&log_key(first)[..], value);
             Some((first, entry))
         };
         self.db.apply_batch(batch)?;
@@ -956,12 +979,13 @@ impl Writer {
             return Ok(());
         };
         let mut ledger = lock(&self.ledger);
-        for s in first + 1..first + u64::from(entry.slots) {
-            ledger.remove(s);
+        for &key in &self.tail_keys {
+            ledger.remove(key);
         }
         ledger.put(first, entry);
         drop(ledger);
         self.tail.clear();
+        self.tail_keys.clear();
         Ok(())
     }
 
@@ -1011,67 +1035,115 @@ impl Writer {
         for (device, group) in groups {
             batch.insert(state_key(GROUP, device), group.as_str().as_bytes());
         }
-        let mut seq = self.next_seq;
-        // What the ledger learns once the batch is applied.
-        let mut entries = Vec::with_capacity(events.len() + 1);
-        for event in events {
-            let raw = segment::encode_raw(event);
-            entries.push((seq, Entry::of([Some(event)], 9 + raw.len(), Kind::Raw)));
-            batch.insert(&log_key(seq)[..], raw);
-            match event {
-                Event::Position(p) if p.historic => {}
-                Event::Position(p) => {
-                    batch.insert(state_key(DEVICE, &p.device), encode_device(seq, event));
-                }
-                Event::Status(s) => {
-                    batch.insert(state_key(STATUS, &s.device), encode_device(seq, event));
-                }
-                // Logged only: what a device's zones are is not kept here.
-                Event::Geofence(_) => {}
-            }
-            seq += 1;
-        }
-        let pending = self.tail.len() + events.len();
-        let segments = pending / segment::SEGMENT_RECORDS;
-        let mut compacted_firsts = Vec::with_capacity(segments);
-        if segments > 0 {
-            let all: Vec<&Event> = self.tail.iter().chain(events).collect();
-            for (i, chunk) in all.chunks_exact(segment::SEGMENT_RECORDS).enumerate() {
-                let first = self.tail_first + (i * segment::SEGMENT_RECORDS) as u64;
-                // The segment replaces the raw value at its first key and the
-                // removals drop the rest: one batch, so a crash sees either.
-                let value = segment::encode_segment(chunk.iter().copied());
-                let entry = Entry::of(
-                    chunk.iter().copied().map(Some),
-                    9 + value.len(),
-                    Kind::Segment,
-                );
-                compacted_firsts.push((first, entry));
-                batch.insert(&log_key(first)[..], value);
-                for s in first + 1..first + chunk.len() as u64 {
-                    batch.remove(&log_key(s)[..]);
-                }
-            }
-        }
+        put_device_states(&mut batch, events, self.next_seq);
+        let appended = self.log_writes(&mut batch, events);
         self.db.apply_batch(batch)?;
         {
             let mut ledger = lock(&self.ledger);
-            for (seq, entry) in entries {
-                ledger.put(seq, entry);
+            for &key in &appended.removed {
+                ledger.remove(key);
             }
-            for (first, entry) in compacted_firsts {
-                for s in first + 1..first + u64::from(entry.slots) {
-                    ledger.remove(s);
-                }
+            for (first, entry) in appended.written {
                 ledger.put(first, entry);
             }
         }
+        let appended_at = self.next_seq;
+        self.next_seq += events.len() as u64;
         self.tail.extend_from_slice(events);
-        let compacted = segments * segment::SEGMENT_RECORDS;
-        self.tail.drain(..compacted);
-        self.tail_first += compacted as u64;
-        self.next_seq = seq;
-        Ok(seq - 1)
+        if appended.compacted > 0 {
+            self.tail.drain(..appended.compacted);
+            self.tail_first += appended.compacted as u64;
+            self.tail_keys.clear();
+            if !self.tail.is_empty() {
+                self.tail_keys.push(self.tail_first);
+            }
+        } else if !events.is_empty() {
+            self.tail_keys.push(appended_at);
+        }
+        Ok(self.next_seq - 1)
+    }
+
+    /// Adds an append's events to `batch`: as one raw value (the whole
+    /// append under its first number, so one sled key however many events),
+    /// or, once a segment's worth has gathered, as the segments that replace
+    /// the raw tail and a raw value for what is left over.
+    fn log_writes(&self, batch: &mut sled::Batch, events: &[Event]) -> Appended {
+        let mut appended = Appended::default();
+        let pending = self.tail.len() + events.len();
+        let compacted = pending - pending % segment::SEGMENT_RECORDS;
+        if compacted == 0 {
+            if !events.is_empty() {
+                appended.written.push(put_raw(batch, self.next_seq, events));
+            }
+            return appended;
+        }
+        // The segments take the first key of the tail and the removals drop
+        // the rest of its raw values: one batch, so a crash sees either.
+        // Inserts come after the removals, which they win over.
+        for &key in &self.tail_keys {
+            batch.remove(&log_key(key)[..]);
+            appended.removed.push(key);
+        }
+        let all: Vec<&Event> = self.tail.iter().chain(events).collect();
+        for (i, chunk) in all[..compacted]
+            .chunks_exact(segment::SEGMENT_RECORDS)
+            .enumerate()
+        {
+            let first = self.tail_first + (i * segment::SEGMENT_RECORDS) as u64;
+            let value = segment::encode_segment(chunk.iter().copied());
+            let entry = Entry::of(
+                chunk.iter().copied().map(Some),
+                9 + value.len(),
+                Kind::Segment,
+            );
+            batch.insert(&log_key(first)[..], value);
+            appended.written.push((first, entry));
+        }
+        let rest = &all[compacted..];
+        if !rest.is_empty() {
+            let first = self.tail_first + compacted as u64;
+            appended
+                .written
+                .push(put_raw(batch, first, rest.iter().copied()));
+        }
+        appended.compacted = compacted;
+        appended
+    }
+}
+
+/// Adds one raw value holding `events` under `first`; returns its ledger entry.
+fn put_raw<'a, I>(batch: &mut sled::Batch, first: u64, events: I) -> (u64, Entry)
+where
+    I: IntoIterator<Item = &'a Event>,
+    I::IntoIter: Clone,
+{
+    let events = events.into_iter();
+    let value = segment::encode_raw_run(events.clone());
+    let entry = Entry::of(events.map(Some), 9 + value.len(), Kind::Raw);
+    batch.insert(&log_key(first)[..], value);
+    (first, entry)
+}
+
+/// Adds each device's live position and status as of an append (its events
+/// numbered from `first`) to `batch`: the last of each per device, written
+/// once however many the append holds.
+fn put_device_states(batch: &mut sled::Batch, events: &[Event], first: u64) {
+    let mut written: HashSet<(u8, &DeviceId)> = HashSet::new();
+    for (i, event) in events.iter().enumerate().rev() {
+        let prefix = match event {
+            // Logged only: a historic position never replaces the live one,
+            // and what a device's zones are is not kept here.
+            Event::Position(p) if p.historic => continue,
+            Event::Geofence(_) => continue,
+            Event::Position(_) => DEVICE,
+            Event::Status(_) => STATUS,
+        };
+        if written.insert((prefix, event.device())) {
+            batch.insert(
+                state_key(prefix, event.device()),
+                encode_device(first + i as u64, event),
+            );
+        }
     }
 }
 
@@ -1203,9 +1275,9 @@ impl Reader {
         if first == seq {
             return Ok(true);
         }
-        // A raw value holds one event; a segment must be decoded to count.
-        Ok(!segment::is_raw(&value)
-            && segment::decode(&value).is_ok_and(|slots| first + slots.len() as u64 > seq))
+        // A raw value holds one append's events, a segment up to a
+        // segment's worth: decoded to count.
+        Ok(segment::decode(&value).is_ok_and(|slots| first + slots.len() as u64 > seq))
     }
 
     /// The last-known state of every device, ordered by device id.
@@ -1339,6 +1411,121 @@ mod tests {
         let records = store.reader().read_after(0, 10).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(one.seq, Some(records[1].seq));
+    }
+
+    /// The events of `tests/fixtures/store-before-runs`, a store written
+    /// by the writer before it kept each append in one raw value (one value
+    /// per event then; commit 3fa21c8): a status with zones and a group,
+    /// 290 positions of two devices in appends of 1, 7, 250, 3 and 29, then
+    /// a historic position and a geofence event. So a segment of 256 and a
+    /// raw tail of 37 one-event values. Returned at the stored precision.
+    fn written_before_runs() -> Vec<Event> {
+        let at = |s: i64| {
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(s)
+        };
+        let position = |j: u64| {
+            let device = if j % 2 == 0 { "bus-1" } else { "van-2" };
+            let mut fix = Fix::new(at(j as i64), 52.0 + j as f64 * 1e-5, 5.0 - j as f64 * 2e-5);
+            fix.alt = Some(10.0 + j as f64 * 0.1);
+            (fix.speed, fix.course, fix.hdop) = (Some(1.5), Some(90.0), Some(0.9));
+            (fix.sats, fix.mode) = (Some(7), Some(FixMode::ThreeD));
+            Event::Position(Position::new(DeviceId::new(device).unwrap(), fix))
+        };
+        let mut events = vec![Event::Status(Status {
+            device: DeviceId::new("bus-1").unwrap(),
+            status: Presence::Online,
+            time: at(0),
+        })];
+        events.extend((0..290).map(position));
+        let mut old = position(5);
+        if let Event::Position(p) = &mut old {
+            p.historic = true;
+        }
+        events.push(old);
+        events.push(Event::Geofence(Geofence::example("bus-1", at(300))));
+        events
+            .iter()
+            .flat_map(|e| segment::decode(&segment::encode_raw(e)).unwrap())
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn a_store_written_with_a_raw_value_per_event_opens_reads_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        std::fs::create_dir_all(&opts.path).unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-before-runs");
+        for name in ["conf", "db", mark::FILE] {
+            std::fs::copy(fixture.join(name), opts.path.join(name)).unwrap();
+        }
+        let (store, report) = Store::open_in_test(&opts);
+        assert!(report.quarantined.is_none() && !report.created);
+        assert_eq!((report.mark_problem, report.skipped), (None, 0));
+        let want = written_before_runs();
+        let first = store.first_seq().unwrap();
+        let events =
+            |records: Vec<Record>| -> Vec<Event> { records.into_iter().map(|r| r.event).collect() };
+        let all = store.reader().read_after(0, usize::MAX).unwrap();
+        assert_eq!(seqs(&all), (first..first + 293).collect::<Vec<_>>());
+        assert_eq!(events(all), want);
+        // Device state: the live positions (not the historic one), the
+        // status, the zones and the group.
+        let devices = store.reader().devices().unwrap();
+        let [bus, van] = &devices[..] else {
+            panic!("{devices:?}")
+        };
+        assert_eq!(bus.seq, Some(first + 1 + 288));
+        assert_eq!(
+            bus.position().map(Event::Position).as_ref(),
+            Some(&want[1 + 288])
+        );
+        assert_eq!(bus.status, Some(Presence::Online));
+        assert_eq!(bus.zones, Some(vec![1, 2]));
+        assert_eq!(
+            bus.reported_group.as_ref().map(GroupId::as_str),
+            Some("fleet-1")
+        );
+        assert_eq!(van.seq, Some(first + 1 + 289));
+        // The old raw tail (37 values of one event) compacts with new appends.
+        let mut writer = store.writer().unwrap();
+        assert_eq!(writer.head(), first + 292);
+        let more: Vec<Event> = (0..300).map(|i| event("a", i)).collect();
+        assert_eq!(writer.append(&more).unwrap(), first + 592);
+        let values: Vec<(u64, usize, bool)> = store
+            .db
+            .scan_prefix([LOG])
+            .map(Result::unwrap)
+            .map(|(k, v)| {
+                let n = segment::decode(&v).unwrap().len();
+                (seq_of_key(&k).unwrap(), n, segment::is_raw(&v))
+            })
+            .collect();
+        let boundary = first + 2 * segment::SEGMENT_RECORDS as u64;
+        assert_eq!(
+            values,
+            vec![
+                (first, 256, false),
+                (first + 256, 256, false),
+                (boundary, 81, true)
+            ]
+        );
+        let mut want = want;
+        want.extend(more);
+        let all = store.reader().read_after(0, usize::MAX).unwrap();
+        assert_eq!(all[0].seq, first);
+        assert_eq!(events(all), want);
+        store.close(writer.head()).unwrap();
+        drop((writer, store));
+        let (store, report) = Store::open_in_test(&opts);
+        assert_eq!((report.mark_problem, report.skipped), (None, 0));
+        assert_eq!(store.usage().records, 593);
+        assert_eq!(
+            events(store.reader().read_after(0, usize::MAX).unwrap()),
+            want
+        );
+        assert_eq!(store.writer().unwrap().head(), first + 592);
     }
 
     #[test]
@@ -1485,13 +1672,17 @@ mod tests {
         // The reloaded raw tail (88 events) compacts with the next ones.
         let more: Vec<Event> = (600..700).map(|i| event("a", i)).collect();
         writer.append(&more).unwrap();
-        let raw_values = store
+        let raw: Vec<usize> = store
             .db
             .scan_prefix([LOG])
             .values()
-            .filter(|v| segment::is_raw(v.as_ref().unwrap()))
-            .count();
-        assert_eq!(raw_values, 700 % segment::SEGMENT_RECORDS);
+            .map(Result::unwrap)
+            .filter(|v| segment::is_raw(v))
+            .map(|v| segment::decode(&v).unwrap().len())
+            .collect();
+        assert_eq!(raw.iter().sum::<usize>(), 700 % segment::SEGMENT_RECORDS);
+        // One raw value per append: the reloaded 88, and the 100.
+        assert_eq!(raw, vec![88, 100]);
         let all = store.reader().read_after(base, usize::MAX).unwrap();
         assert_eq!(seqs(&all), (base + 1..=base + 700).collect::<Vec<_>>());
         assert_eq!(all[650].event, event("a", 650));

@@ -2,8 +2,10 @@
 //!
 //! Every value in the log tree starts with a layout byte:
 //!
-//! * `RAW` — one event, written by the writer as it arrives, so that a flush
-//!   makes it durable without waiting for a segment to fill;
+//! * `RAW` — the events of one append (one event in stores written before
+//!   appends were kept whole; both read alike, and binaries from before read
+//!   either), written by the writer as they arrive, so that a flush makes
+//!   them durable without waiting for a segment to fill;
 //! * `SEGMENT` — up to [`SEGMENT_RECORDS`] consecutive events, compacted by the
 //!   writer once that many raw ones have accumulated, keyed by the first
 //!   sequence number they hold;
@@ -258,12 +260,18 @@ const U16: (u16, u16) = (u16::MIN, u16::MAX);
 
 /// Encodes one event for immediate storage.
 pub fn encode_raw(event: &Event) -> Vec<u8> {
+    encode_raw_run([event])
+}
+
+/// Encodes the events of one append as one raw value, for immediate
+/// storage: not deflated, since they are compacted into a segment soon.
+pub fn encode_raw_run<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
     let mut out = vec![RAW, BODY_V2];
-    append_body([Some(event)], &mut out);
+    append_body(events.into_iter().map(Some), &mut out);
     out
 }
 
-/// Whether a value holds one raw event (not yet compacted).
+/// Whether a value holds raw events (not yet compacted).
 pub fn is_raw(value: &[u8]) -> bool {
     value.first() == Some(&RAW)
 }
