@@ -39,7 +39,7 @@ pub struct Entry {
 /// The layout of a log value, as far as the budget cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// One raw event in the writer's tail: the budget never touches it.
+    /// Raw events in the writer's tail (one append's): the budget never touches them.
     Raw,
     /// A compacted segment.
     Segment,
