@@ -33,8 +33,11 @@
 //!    ([`SPIN_WAITS`]) are left out of the counts: valgrind runs one thread
 //!    at a time, so what a thread burns spinning there depends on when
 //!    valgrind switches threads. Where the instructions go comes from
-//!    `callgrind_annotate`, per function, large run minus small run. Last,
-//!    the same replay natively, in fixes per second.
+//!    `callgrind_annotate`, per function, large run minus small run. Then
+//!    the same replay natively, in fixes per second, and its RSS. Last, the
+//!    peer: `gpsd -N -n -b` on the same log through a pty, `gpspipe -w`
+//!    counting its fixes, per fix the same way, and its RSS natively
+//!    (SKIPPED without gpsd).
 //!
 //! `cargo bench --bench footprint -- instructions` runs one part (`startup`,
 //! `mqtt` or `instructions`); `FIXGATE_FOOTPRINT_KEEP=1` keeps the callgrind
