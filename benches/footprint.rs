@@ -33,8 +33,11 @@
 //!    ([`SPIN_WAITS`]) are left out of the counts: valgrind runs one thread
 //!    at a time, so what a thread burns spinning there depends on when
 //!    valgrind switches threads. Where the instructions go comes from
-//!    `callgrind_annotate`, per function, large run minus small run. Last,
-//!    the same replay natively, in fixes per second.
+//!    `callgrind_annotate`, per function, large run minus small run. Then
+//!    the same replay natively, in fixes per second, and its RSS. Last, the
+//!    peer: `gpsd -N -n -b` on the same log through a pty, `gpspipe -w`
+//!    counting its fixes, per fix the same way, and its RSS natively
+//!    (SKIPPED without gpsd).
 //!
 //! `cargo bench --bench footprint -- instructions` runs one part (`startup`,
 //! `mqtt` or `instructions`); `FIXGATE_FOOTPRINT_KEEP=1` keeps the callgrind
@@ -992,8 +995,9 @@ fn callgrind(dir: &Path, name: &str, n: usize, extra: Duration) -> Counted {
 }
 
 /// The same replay of `n` fixes at native speed: fixes per second from
-/// `READY=1` until all are counted accepted; checks the store afterwards.
-fn native(dir: &Path, n: usize) -> f64 {
+/// `READY=1` until all are counted accepted, and `VmRSS`/`VmHWM` (KiB) then;
+/// checks the store afterwards.
+fn native(dir: &Path, n: usize) -> (f64, (u64, u64)) {
     let log_path = dir.join("native.nmea");
     std::fs::write(&log_path, nmea_log(n)).expect("write the NMEA log");
     let store = dir.join("native-store");
@@ -1027,10 +1031,11 @@ fn native(dir: &Path, n: usize) -> f64 {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
+    let memory = gateway.memory();
     let (status, _) = gateway.stop(Duration::from_secs(60));
     assert!(status.success(), "fixgate exited with {status}");
     assert_eq!(stored_positions(&store, REPLAY_DEVICE), n);
-    n as f64 / took.as_secs_f64()
+    (n as f64 / took.as_secs_f64(), memory)
 }
 
 /// Positions of `device` in the store at `path` (the daemon has exited).
@@ -1286,11 +1291,19 @@ fn instructions(plan: &Plan, summary: &mut Summary) {
         }
     }
 
-    let rate = native(dir.path(), large);
+    let (rate, (rss, hwm)) = native(dir.path(), large);
     println!(
-        "\nThe same replay of {large} fixes natively (release binary, no valgrind): {rate:.0} fixes/s from READY=1 until all were accepted (wall time: moves with the machine's load)"
+        "\nThe same replay of {large} fixes natively (release binary, no valgrind): {rate:.0} fixes/s from READY=1 until all were accepted (wall time: moves with the machine's load); then VmRSS {}, VmHWM {}",
+        mib(rss),
+        mib(hwm)
     );
     summary.add("replay_fixes_per_second_native", format!("{rate:.0}"));
+    summary.add(
+        "replay_rss_native",
+        format!("{} (VmHWM {})", mib(rss), mib(hwm)),
+    );
+
+    gpsd_part(plan, dir.path(), median, summary);
 
     if keep {
         println!(
@@ -1300,6 +1313,218 @@ fn instructions(plan: &Plan, summary: &mut Summary) {
     } else {
         println!("\n(set FIXGATE_FOOTPRINT_KEEP=1 to keep the callgrind outputs)");
     }
+}
+
+// ---------------------------------------------------------------------------
+// 3b: gpsd, the peer, on the same NMEA log
+
+/// `gpsd` on the PATH or in /usr/sbin (Debian's place, often off a user's PATH).
+fn gpsd_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("gpsd"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin/gpsd")])
+        .find(|p| p.is_file())
+}
+
+/// One gpsd run: what it counted and what it held.
+struct GpsdRun {
+    /// Callgrind's total, when run under it.
+    instructions: Option<u64>,
+    /// TPV reports with a 2D/3D fix its client received.
+    fixes: usize,
+    /// `VmRSS` and `VmHWM` at the end, in KiB (natively only).
+    memory: Option<(u64, u64)>,
+}
+
+/// `gpsd -N -n -b` reading `n` epochs of the simulated log from a pty, with
+/// `gpspipe -w` watching (so gpsd decodes every sentence and reports every
+/// fix, which its client counts), under callgrind if `callgrind_out` is set.
+fn gpsd_run(
+    gpsd: &Path,
+    dir: &Path,
+    name: &str,
+    n: usize,
+    callgrind_out: Option<&Path>,
+) -> GpsdRun {
+    let link = dir.join(format!("{name}.tty"));
+    let mut pty = common::PtyReceiver::plug(&link);
+    let port = free_port();
+    let mut command = match callgrind_out {
+        Some(out) => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg("--quiet")
+                .arg("--fair-sched=yes")
+                .arg(gpsd);
+            c
+        }
+        None => Command::new(gpsd),
+    };
+    let mut child = command
+        .args(["-N", "-n", "-b", "-S", &port.to_string(), "-F"])
+        .arg(dir.join(format!("{name}.sock")))
+        .arg(&link)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gpsd");
+    let pid = child.id();
+    // Listening, and the device open (it flushes the line when it opens it).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let tty = std::fs::read_link(&link).expect("pty link");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !holds(pid, &tty) {
+        assert!(Instant::now() < deadline, "gpsd did not start");
+        assert!(child.try_wait().ok().flatten().is_none(), "gpsd exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(out) = callgrind_out {
+        // Callgrind made its output file as root at the start and writes it
+        // at the end as gpsd's user.
+        let _ = std::fs::set_permissions(out, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    }
+    let reports = dir.join(format!("{name}.json"));
+    let mut client = Command::new("gpspipe")
+        .args(["-w", &format!("127.0.0.1:{port}")])
+        .stdout(std::fs::File::create(&reports).expect("create the report file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gpspipe (Debian package gpsd-clients)");
+    let tpvs = || {
+        std::fs::read_to_string(&reports)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with("{\"class\":\"TPV\"")
+                    && !l.contains("\"mode\":1")
+                    && !l.contains("\"mode\":0")
+            })
+            .count()
+    };
+    // The client's WATCH is in once gpsd has answered it.
+    while !std::fs::read_to_string(&reports)
+        .unwrap_or_default()
+        .contains("\"class\":\"WATCH\"")
+    {
+        assert!(Instant::now() < deadline, "gpspipe got no WATCH from gpsd");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pty.send(nmea_log(n).as_bytes());
+    // Every epoch reported, then a moment for stragglers.
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while tpvs() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let memory = callgrind_out.is_none().then(|| memory_kib(pid));
+    let fixes = tpvs();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM gpsd");
+    let _ = child.wait();
+    let _ = client.kill();
+    let _ = client.wait();
+    let instructions = callgrind_out.map(|out| {
+        std::fs::read_to_string(out)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("a totals: line in gpsd's callgrind output")
+    });
+    GpsdRun {
+        instructions,
+        fixes,
+        memory,
+    }
+}
+
+/// Whether process `pid` has `path` open.
+fn holds(pid: u32, path: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+        })
+        .unwrap_or(false)
+}
+
+/// gpsd's instructions per fix, measured as fixgate's, and its memory.
+fn gpsd_part(plan: &Plan, dir: &Path, fixgate: f64, summary: &mut Summary) {
+    println!("\n### The peer: gpsd on the same NMEA log\n");
+    let client = Command::new("gpspipe").arg("-h").output().is_ok();
+    let Some(gpsd) = gpsd_binary().filter(|_| client) else {
+        println!("SKIPPED: gpsd or gpspipe is not installed (apt install gpsd gpsd-clients)");
+        summary.add("gpsd_instructions_per_fix", "SKIPPED (no gpsd)");
+        return;
+    };
+    let version = Command::new(&gpsd)
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "{version}: `gpsd -N -n -b -S PORT -F SOCK /dev/pts/N` (foreground, device opened at once, read-only), the same simulated log written into a pty, `gpspipe -w` watching so that gpsd decodes every sentence and reports every fix (TPV), which the bench counts; SIGTERM once all were reported. Per fix as for fixgate: (I(N) - I(small)) / (N - small), under callgrind --fair-sched=yes; gpsd reports, fixgate stores.\n"
+    );
+    // Started as root, gpsd drops to its own user before it exits, when
+    // callgrind writes its output: that user must be able to write there.
+    let out_dir = dir.join("gpsd-callgrind");
+    std::fs::create_dir_all(&out_dir).expect("create the gpsd output directory");
+    for (path, mode) in [(dir, 0o711), (out_dir.as_path(), 0o777)] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("open the gpsd output directory to gpsd's user");
+    }
+    let (large, small) = plan.fixes;
+    let span = (large - small) as f64;
+    println!("| N | instructions | TPVs with a fix |");
+    println!("|---:|---:|---:|");
+    let mut counts = Vec::new();
+    for n in [small, large] {
+        let run = gpsd_run(
+            &gpsd,
+            dir,
+            &format!("gpsd-n{n}"),
+            n,
+            Some(&out_dir.join(format!("gpsd-n{n}.callgrind"))),
+        );
+        let i = run.instructions.unwrap_or(0);
+        println!("| {n} | {i} | {} |", run.fixes);
+        assert!(run.fixes >= n, "gpsd reported {} fixes of {n}", run.fixes);
+        counts.push(i);
+    }
+    let per = (counts[1] as f64 - counts[0] as f64) / span;
+    let native = gpsd_run(&gpsd, dir, "gpsd-native", large, None);
+    let (rss, hwm) = native.memory.unwrap_or_default();
+    println!(
+        "\nFIGURE gpsd instructions/fix = {per:.0}  (fixgate: {fixgate:.0}; gpsd / fixgate = {:.2})",
+        per / fixgate
+    );
+    println!(
+        "gpsd natively after {large} fixes ({} TPVs): VmRSS {}, VmHWM {}",
+        native.fixes,
+        mib(rss),
+        mib(hwm)
+    );
+    summary.add(
+        "gpsd_instructions_per_fix",
+        format!("{per:.0} (gpsd -N -n -b with gpspipe -w; N {large} − {small})"),
+    );
+    summary.add(
+        "gpsd_rss_after_replay",
+        format!("{} (VmHWM {})", mib(rss), mib(hwm)),
+    );
 }
 
 /// Frames every fix passes through on its way, which say nothing about

@@ -70,7 +70,35 @@ fn gpsdecode(input: &[u8]) -> Option<Duration> {
     status.success().then(|| start.elapsed())
 }
 
+/// `n` 1 Hz epochs of one simulated vehicle (RMC, VTG, GGA, GSA, GLL), as
+/// the footprint bench replays them through the daemon.
+fn simulated(n: usize) -> String {
+    let start = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 23, 6, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let mut fleet = fixgate::sim::Fleet::new(1, (52.0907, 5.1214), 7);
+    let mut text = String::new();
+    for i in 0..n {
+        let t = start + chrono::Duration::seconds(i as i64);
+        for fix in fleet.step(1.0, t) {
+            fixgate::sim::nmea::write_epoch(&fix, &mut text);
+        }
+    }
+    text
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `epochs N`: decode N simulated epochs and nothing else (the process
+    // the callgrind part counts).
+    if let [mode, n, ..] = args.as_slice() {
+        if mode == "epochs" {
+            let n = n.parse().unwrap_or(0);
+            let (_, sentences, fixes) = ours(simulated(n).as_bytes());
+            println!("{sentences} sentences, {fixes} fixes");
+            return;
+        }
+    }
     let Some(dir) = data_dir() else {
         println!("SKIPPED: gpsd test data not found");
         return;

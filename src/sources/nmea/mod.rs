@@ -3,8 +3,10 @@
 //! Bytes go through three pure stages, none of which does I/O:
 //!
 //! 1. [`framing`]: arbitrary chunks to checksummed sentences, bounded memory;
-//! 2. [`sentence`]: one sentence to a [`sentence::Report`] (the `nmea` crate,
-//!    with our own field reader where the crate refuses real-world input);
+//! 2. [`sentence`]: one sentence to a [`sentence::Report`] (a fast path of
+//!    our own for the common sentences, which must agree with the reference
+//!    reading: the `nmea` crate, with our own field reader where the crate
+//!    refuses real-world input);
 //! 3. [`epoch`]: reports to one merged epoch per receiver cycle, closed as
 //!    soon as the cycle is complete.
 //!
@@ -18,6 +20,7 @@
 //! epoch that cannot be dated is counted in `epochs_undated`, never guessed.
 
 pub mod epoch;
+mod fast;
 pub mod framing;
 pub mod sentence;
 pub mod stats;
@@ -124,7 +127,7 @@ impl Decoder {
             Framed::Rejected(r) => dater.stats.rejected.count(r),
             Framed::Sentence(s) => {
                 dater.stats.sentences += 1;
-                match sentence::classify(s) {
+                match sentence::classify_bytes(s) {
                     Classified::Report {
                         report,
                         crate_refused,

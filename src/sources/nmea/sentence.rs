@@ -1,5 +1,9 @@
 //! One checksummed sentence in, one [`Report`] (what it says about the fix) out.
 //!
+//! [`classify`] first tries the fast path ([`super::fast`]), which reads the
+//! common sentences straight from their bytes when it is sure to read them
+//! as the reference reading below does; everything else takes [`reference`].
+//!
 //! The `nmea` crate (0.7) reads RMC, GGA, GLL, VTG, GSA and ZDA. Where it
 //! refuses valid real-world input (leap second `...60`, GLL without time, GGA
 //! with an empty quality field, lines over its 102-byte limit, a GSA with more
@@ -104,7 +108,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(kind: Kind) -> Self {
+    pub(super) fn new(kind: Kind) -> Self {
         Self {
             kind,
             time: None,
@@ -152,6 +156,28 @@ pub enum Classified {
 
 /// Reads a sentence as framed: from `$`/`!` up to, not including, `*hh`.
 pub fn classify(sentence: &str) -> Classified {
+    classify_bytes(sentence.as_bytes())
+}
+
+/// [`classify`] for the framer's bytes, which only the reference reading
+/// needs as text.
+pub fn classify_bytes(sentence: &[u8]) -> Classified {
+    match super::fast::read(sentence) {
+        Some(report) => Classified::Report {
+            report,
+            crate_refused: false,
+        },
+        None => match std::str::from_utf8(sentence) {
+            Ok(s) => reference(s),
+            // The framer passes only printable ASCII.
+            Err(_) => Classified::Malformed,
+        },
+    }
+}
+
+/// The reference reading, which the fast path must agree with: the `nmea`
+/// crate, and our own field reader where the crate refuses.
+pub fn reference(sentence: &str) -> Classified {
     if sentence.starts_with('!') {
         return Classified::Skipped(Skip::Encapsulated);
     }
@@ -307,7 +333,7 @@ fn time_of_day(t: NaiveTime) -> u32 {
 /// The crate holds altitude, speed, course and DOPs as `f32`. Widening through
 /// the shortest decimal that round-trips gives back the receiver's own digits
 /// (1147.2, not 1147.199951171875), which is what it sent and what JSON shows.
-fn widen(x: f32) -> f64 {
+pub(super) fn widen(x: f32) -> f64 {
     use std::fmt::Write;
     let mut buf = StackStr::default();
     if write!(buf, "{x}").is_ok() {
@@ -558,7 +584,7 @@ fn parse_ddmmyy(s: &str) -> Option<NaiveDate> {
 /// A two-digit year is read as 1983-2068: the crate puts 69-82 in 20xx and
 /// gpsd puts them in 19xx; neither is a date a working receiver sends (NMEA
 /// 0183 dates from 1983), so both readers refuse them and agree on the rest.
-fn two_digit_year_window(d: NaiveDate) -> Option<NaiveDate> {
+pub(super) fn two_digit_year_window(d: NaiveDate) -> Option<NaiveDate> {
     (1983..=2068).contains(&d.year()).then_some(d)
 }
 
@@ -619,7 +645,7 @@ fn parse_f64(s: &str) -> Option<f64> {
 // ---------------------------------------------------------------------------
 // Range checks shared by both readers.
 
-fn position(lat: Option<f64>, lon: Option<f64>) -> Option<(f64, f64)> {
+pub(super) fn position(lat: Option<f64>, lon: Option<f64>) -> Option<(f64, f64)> {
     let (lat, lon) = (lat?, lon?);
     let ok = lat.is_finite()
         && lon.is_finite()
@@ -630,11 +656,11 @@ fn position(lat: Option<f64>, lon: Option<f64>) -> Option<(f64, f64)> {
 
 /// An altitude within [`limits::ALT`]: a receiver's garbage altitude is
 /// left out of the fix, which keeps its position (as gpsd does).
-fn altitude(v: Option<f64>) -> Option<f64> {
+pub(super) fn altitude(v: Option<f64>) -> Option<f64> {
     v.filter(|v| limits::ALT.contains(*v))
 }
 
-fn speed_knots(knots: Option<f64>) -> Option<f64> {
+pub(super) fn speed_knots(knots: Option<f64>) -> Option<f64> {
     speed_mps(knots.map(|k| k * KNOTS_TO_MPS))
 }
 
@@ -642,13 +668,13 @@ fn speed_mps(v: Option<f64>) -> Option<f64> {
     v.filter(|v| limits::SPEED.contains(*v))
 }
 
-fn course(v: Option<f64>) -> Option<f64> {
+pub(super) fn course(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite() && (0.0..=360.0).contains(v))
 }
 
 /// gpsd's sanity window: 99.99 (BT-451), 99.0 (Jackson Labs) and 0.00
 /// (Skytraq) all mean "unknown".
-fn hdop(v: Option<f64>) -> Option<f64> {
+pub(super) fn hdop(v: Option<f64>) -> Option<f64> {
     v.filter(|v| (0.01..=89.99).contains(v))
 }
 

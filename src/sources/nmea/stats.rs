@@ -16,7 +16,8 @@ pub struct DecodeStats {
     pub sentences: u64,
     /// Sentences that fed an epoch (RMC, GGA, GNS, GLL, VTG, GSA, ZDA).
     pub used: u64,
-    /// Of `used`: sentences the `nmea` crate refused that our own field reader accepted.
+    /// Of `used`: sentences the fast path left to the `nmea` crate, which
+    /// refused them, and that our own field reader accepted.
     pub crate_refused: u64,
     /// Fixes emitted.
     pub fixes: u64,
