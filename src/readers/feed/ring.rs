@@ -185,6 +185,27 @@ impl Ring {
         self.head.send_replace(last);
     }
 
+    /// Moves the ring past `last` without reading or encoding anything:
+    /// with no client listening that work would be thrown away (on a
+    /// gateway without a depot screen, most of the time). A client that
+    /// comes later finds its cursor behind the ring and reads the store
+    /// from it, as one that fell far behind does.
+    fn skip(&self, last: u64) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        inner.frames.clear();
+        inner.bytes = 0;
+        inner.base = inner.base.max(last);
+        inner.head = inner.head.max(last);
+        drop(inner);
+        telemetry::SSE_RING_FRAMES.set(0.0);
+        self.head.send_replace(last);
+    }
+
+    /// Whether any client waits on the ring.
+    fn listened(&self) -> bool {
+        self.head.receiver_count() > 0
+    }
+
     fn len(&self) -> usize {
         self.inner
             .read()
@@ -207,6 +228,10 @@ pub async fn fill(
         let target = *head.borrow_and_update();
         let mut after = ring.head();
         while after < target {
+            if !ring.listened() {
+                ring.skip(target);
+                break;
+            }
             let reading = reader.clone();
             let encoding = groups.clone();
             let read = tokio::task::spawn_blocking(move || {
@@ -302,5 +327,21 @@ mod tests {
             matches!(ring.take(14 + CAPACITY as u64, 1), Take::Frames(f, h) if f.is_empty() && h == 14 + CAPACITY as u64)
         );
         assert_eq!(seqs(ring.take(20, 2)), vec![21, 22]);
+    }
+
+    #[test]
+    fn with_nobody_listening_the_ring_skips_and_a_late_client_reads_the_store() {
+        let ring = Ring::new(10);
+        assert!(!ring.listened());
+        ring.skip(20);
+        assert_eq!(ring.head(), 20);
+        assert!(matches!(ring.take(15, 10), Take::Behind(20)));
+        assert!(matches!(ring.take(20, 10), Take::Frames(f, 20) if f.is_empty()));
+        let listener = ring.subscribe();
+        assert!(ring.listened());
+        ring.push(vec![frame(21)], 21);
+        assert!(matches!(ring.take(20, 10), Take::Frames(f, 21) if f.len() == 1));
+        drop(listener);
+        assert!(!ring.listened());
     }
 }
