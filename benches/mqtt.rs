@@ -100,6 +100,8 @@ impl Plan {
                     shared(1000, 10.0),
                     shared(1000, 20.0),
                     shared(2000, 20.0),
+                    // Issue 21's goal: 80,000 msgs/s sustained.
+                    shared(4000, 20.0),
                 ],
                 step: Duration::from_secs(10),
                 fleet: Load {
