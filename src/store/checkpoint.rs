@@ -640,12 +640,17 @@ mod store_tests {
         entries(&store)
     }
 
+    /// Events in a segment.
+    const SEG: u64 = segment::SEGMENT_RECORDS as u64;
+    /// Events in [`closed_store`]: two segments and a raw tail of 88.
+    const CLOSED: u64 = 2 * SEG + 88;
+
     /// A store with two segments and a raw tail of 88 (one value: an
     /// append's events share one), closed cleanly.
     fn closed_store(opts: &StoreOptions) -> u64 {
         let (store, _) = Store::open_in_test(opts);
         let mut writer = store.writer().unwrap();
-        writer.append(&events(0, 600)).unwrap();
+        writer.append(&events(0, CLOSED)).unwrap();
         store.close(writer.head()).unwrap();
         writer.head()
     }
@@ -675,7 +680,7 @@ mod store_tests {
         assert_eq!(writer.head(), head);
         assert_eq!(ledger, decoded_ledger(&opts));
         assert_eq!(ledger, entries(&store));
-        assert_eq!(store.usage().records, 600);
+        assert_eq!(store.usage().records, CLOSED);
     }
 
     #[test]
@@ -687,7 +692,7 @@ mod store_tests {
         // Appends (a compaction of the old raw tail among them) and the
         // budget's kind of rewrite of the first segment, then a crash: no
         // close, no pass of the background check.
-        writer.append(&events(600, 200)).unwrap();
+        writer.append(&events(CLOSED, SEG + 32 - 88)).unwrap();
         let first = store.first_seq().unwrap();
         let value = store.db.get(log_key(first)).unwrap().unwrap();
         let slots = segment::decode(&value).unwrap();
@@ -710,7 +715,7 @@ mod store_tests {
         assert_eq!(used.unusable, None);
         assert_eq!((used.trusted, used.decoded), (1, 2 + 1));
         assert!(writer.head() > head + 200, "a crash: numbering jumped");
-        assert_eq!(store.usage().records, 800 - 128);
+        assert_eq!(store.usage().records, CLOSED + SEG + 32 - 88 - SEG / 2);
         assert_eq!(ledger, decoded_ledger(&opts));
     }
 
@@ -739,7 +744,7 @@ mod store_tests {
             assert!(why.contains(damage), "{why}");
             assert_eq!(report.checkpoint.trusted, 0, "{damage}");
             assert_eq!(report.checkpoint.decoded, 2 + 1, "{damage}");
-            assert_eq!(store.usage().records, 600, "{damage}");
+            assert_eq!(store.usage().records, CLOSED, "{damage}");
             // The background check writes a good one at once.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while load(&opts.path, store.first_seq().unwrap()).is_err() {
@@ -775,7 +780,8 @@ mod store_tests {
         let opts = options(dir.path());
         let head = closed_store(&opts);
         let (store, _, mut writer, _) = reopen(&opts);
-        writer.append(&events(600, 300)).unwrap();
+        let more = SEG + 132 - 88;
+        writer.append(&events(CLOSED, more)).unwrap();
         let pass = store.checks.pass().unwrap();
         // The old tail's new segment and the raw tail of 132 (one value).
         assert_eq!(
@@ -788,8 +794,8 @@ mod store_tests {
         );
         assert_eq!(store.checks.pass().unwrap(), Pass::default());
         // A writer that wrote a value that does not decode.
-        writer.append(&events(900, 1)).unwrap();
-        let bad = head + 301;
+        writer.append(&events(CLOSED + more, 1)).unwrap();
+        let bad = head + more + 1;
         store.db.insert(log_key(bad), &[9u8, 9][..]).unwrap();
         let pass = store.checks.pass().unwrap();
         assert_eq!((pass.decoded, pass.damaged), (1, 1));
@@ -799,7 +805,7 @@ mod store_tests {
         assert!(saved.keys().any(|&at| at > head && at < bad));
         // Readers serve around it.
         let read = store.reader().read_after(head, usize::MAX).unwrap();
-        assert_eq!(read.len(), 300);
+        assert_eq!(read.len() as u64, more);
         // A crash: the next start decodes only that value, and moves the
         // store aside.
         store.flush().unwrap();
@@ -820,7 +826,7 @@ mod store_tests {
         let opts = options(dir.path());
         closed_store(&opts);
         let (store, _, mut writer, _) = reopen(&opts);
-        writer.append(&events(600, 1000)).unwrap();
+        writer.append(&events(CLOSED, 4 * SEG + 64 - 88)).unwrap();
         store.checks.pass().unwrap();
         store.flush().unwrap();
         drop((writer, store));
@@ -828,7 +834,7 @@ mod store_tests {
         assert_eq!(report.checkpoint.decoded, 0, "{:?}", report.checkpoint);
         // Six segments and the raw tail of 64 in one value.
         assert_eq!(report.checkpoint.trusted, 6 + 1);
-        assert_eq!(store.usage().records, 1600);
+        assert_eq!(store.usage().records, 6 * SEG + 64);
     }
 
     #[test]
@@ -839,7 +845,7 @@ mod store_tests {
         let (store, _, mut writer, _) = reopen(&opts);
         let before = std::fs::metadata(opts.path.join(FILE)).unwrap().len();
         Keeper::spawn(&store.checks, Duration::from_millis(20)).unwrap();
-        writer.append(&events(600, 256)).unwrap();
+        writer.append(&events(CLOSED, 256)).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::fs::metadata(opts.path.join(FILE)).unwrap().len() == before {
             assert!(std::time::Instant::now() < deadline, "no pass");

@@ -6,8 +6,8 @@
 //! written), then kept up to date by the writer (appends, compactions) and
 //! the disk budget (rewrites, deletions), so that the budget plans and the
 //! uplink reports its backlog without reading sled. It costs about 64 bytes
-//! per value: 250 KiB for a million fixes in segments of 256 (plus the raw
-//! tail's < 256 values).
+//! per value: 125 KiB for a million fixes in segments of 512 (plus the raw
+//! tail's few values, one per append).
 //!
 //! It also notes which values changed, for the background check, which
 //! decodes those (and only those) to keep the checkpoint current.
