@@ -17,14 +17,14 @@
 //!    exact containment test;
 //! 3. [`Shape::depth`] itself.
 //!
-//! Between stages 1 and 2, when the device's last fix near this fence left
-//! a [`Memo`] of what its stage 2 or 3 found: the depth in the area's plane, before the east-west
+//! Before them, when the device's last fix near this fence left a [`Memo`]
+//! (stage 0): the depth in the area's plane, before the east-west
 //! correction, is the signed distance to the boundary there, which changes
 //! by at most the distance moved in the plane (crossing the boundary means
 //! passing through depth 0), so the last bounds widened by that distance
 //! still hold, and often still decide.
 //!
-//! Stages 1, 2 and the memo round differently from stage 3, so their bounds are
+//! Stages 0 to 2 round differently from stage 3, so their bounds are
 //! widened by [`slack`]: a billionth of the distances involved (and a
 //! nanometre), about a million times any rounding error of these few
 //! operations on metre coordinates. A question is answered from them only
@@ -100,7 +100,7 @@ pub struct Probe<'a> {
     hi: f64,
     stage: Stage,
     memo: Option<Memo>,
-    /// The bounds come from the edges (stage 2 or 3), worth a memo.
+    /// The bounds come from the polygon (stages 1 to 3), not the memo.
     fresh: bool,
 }
 
@@ -113,9 +113,10 @@ impl<'a> Probe<'a> {
     /// A probe of `shape` at `spot` that starts from what a probe of the
     /// same shape at another spot learnt (see [`Probe::memo`]).
     pub fn recalling(shape: &'a Shape, spot: Spot, memo: Option<Memo>) -> Self {
-        let stage = match shape.geometry() {
-            Geometry::Area(_) => Stage::Circles,
-            Geometry::Circle { .. } => Stage::Exact,
+        let stage = match (shape.geometry(), memo) {
+            (Geometry::Area(_), Some(_)) => Stage::Memo,
+            (Geometry::Area(_), None) => Stage::Circles,
+            (Geometry::Circle { .. }, _) => Stage::Exact,
         };
         Self {
             shape: Some(shape),
@@ -128,10 +129,9 @@ impl<'a> Probe<'a> {
         }
     }
 
-    /// What this probe learnt from the edges, for the next probe of the
-    /// same shape: `None` when it did not look at them (the circles or the
-    /// memo it started from decided: the memo, anchored where it was made,
-    /// stays tighter than one re-anchored here), or the shape is a circle.
+    /// What this probe learnt from the polygon, for the next probe of the
+    /// same shape: `None` when it learnt nothing new (the memo it started
+    /// from decided, or no question was asked, or the shape is a circle).
     pub fn memo(&self) -> Option<Memo> {
         if !self.fresh {
             return None;
@@ -223,31 +223,22 @@ impl<'a> Probe<'a> {
             Geometry::Area(area) => Some(area),
             Geometry::Circle { .. } => None,
         };
-        let mut learnt = false;
+        let from_memo = self.stage == Stage::Memo;
         let bounds = match (self.stage, area, self.memo) {
-            (Stage::Circles, Some(area), memo) => {
-                self.stage = if memo.is_some() {
-                    Stage::Memo
-                } else {
-                    Stage::Edges
-                };
+            (Stage::Memo, Some(area), Some(memo)) => {
+                self.stage = Stage::Circles;
+                Some(recall(area, &self.spot, &memo))
+            }
+            (Stage::Circles | Stage::Memo, Some(area), _) => {
+                self.stage = Stage::Edges;
                 Some(circles(area, &self.spot))
             }
-            (Stage::Memo, Some(area), Some(memo)) => {
-                self.stage = Stage::Edges;
-                // Both hold: the tighter of each. (`max` and `min` pass
-                // over a NaN, leaving the circles' bounds.)
-                let (lo, hi) = recall(area, &self.spot, &memo);
-                Some((self.lo.max(lo), self.hi.min(hi)))
-            }
-            (Stage::Edges | Stage::Memo, Some(area), _) => {
+            (Stage::Edges, Some(area), _) => {
                 self.stage = Stage::Exact;
-                learnt = true;
                 edges(area, &self.spot)
             }
             _ => {
                 self.stage = Stage::Done;
-                learnt = true;
                 let depth = shape.depth(self.spot.lat, self.spot.lon);
                 Some((depth, depth))
             }
@@ -255,7 +246,7 @@ impl<'a> Probe<'a> {
         if let Some((lo, hi)) = bounds {
             self.lo = lo;
             self.hi = hi;
-            self.fresh |= learnt;
+            self.fresh = !from_memo;
         }
     }
 }
@@ -266,7 +257,7 @@ fn correction(area: &Planar, spot: &Spot) -> f64 {
     (spot.cos_lat / area.cos0).min(1.0)
 }
 
-/// The memo's bounds, widened by the distance moved in the plane
+/// Stage 0: the memo's bounds, widened by the distance moved in the plane
 /// since (the plane depth is 1-Lipschitz there), then corrected east-west
 /// for this spot. The slack covers the rounding of the memo's undoing of
 /// its spot's correction as well as this.

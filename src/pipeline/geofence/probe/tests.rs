@@ -142,11 +142,7 @@ fn check_recalling(
         assert_eq!(got, want, "in turn at ({lat}, {lon}), depth {exact}, {x}");
         cheap += fresh
             .iter()
-            .filter(|p| match memo {
-                // Past the circles, decided by the memo.
-                Some(_) => p.stage == Stage::Edges,
-                None => p.stage != Stage::Done,
-            })
+            .filter(|p| p.stage != Stage::Done && (memo.is_none() || !p.fresh))
             .count();
     }
     cheap
@@ -298,7 +294,7 @@ fn a_memo_decides_near_where_it_was_made_and_not_far_from_it() {
     // Half a metre further out: still inside, by the memo alone.
     let mut near = Probe::recalling(&shape, Spot::new(52.0 + 47.5 / M, 5.0), Some(memo));
     assert!(near.above(0.0) && !near.at_least(5.0));
-    assert_eq!(near.stage, Stage::Edges, "decided by the memo");
+    assert_eq!(near.stage, Stage::Circles, "decided by the memo");
     assert_eq!(near.memo(), None, "nothing new learnt");
     // Five metres out, past the edge: the memo cannot tell, the edges can.
     let mut past = Probe::recalling(&shape, Spot::new(52.0 + 52.0 / M, 5.0), Some(memo));
