@@ -26,11 +26,7 @@ pub struct FenceSet {
     fences: Vec<Fence>,
     by_id: HashMap<FenceId, usize>,
     tree: RTree<Entry>,
-    generation: u64,
 }
-
-/// Hands out fence sets' generations: one per set built in this process.
-static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl FenceSet {
     /// Indexes fences; their ids must be unique.
@@ -49,21 +45,12 @@ impl FenceSet {
             fences,
             by_id,
             tree: RTree::bulk_load(entries),
-            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
     /// The fences, in load order.
     pub fn fences(&self) -> &[Fence] {
         &self.fences
-    }
-
-    /// Unique to this set among those built in this process (0 for the
-    /// empty default): what a device remembers of the fences' geometry is
-    /// tied to it, since a reload may give a fence id another shape, or an
-    /// index another fence.
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// How many fences there are.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fix::{Crossing, DeviceId, FenceId, Fix, Geofence, Position};
 
-use super::probe::{Memo, Probe, Spot};
+use super::probe::{Probe, Spot};
 use super::{Fence, FenceSet, Options, Rules};
 
 /// Transitions kept per device and fence, for placing late fixes.
@@ -206,64 +206,16 @@ struct Replay {
     tracks: BTreeMap<FenceId, Track>,
 }
 
-/// What the device's last fix learnt about the depth in each fence it was
-/// near (its candidates, and only those: bounded like the work per fix), so
-/// that the next can often be judged without the polygon. Geometry only,
-/// the same for live and late fixes; tied to one fence set.
-#[derive(Debug, Default)]
-struct Memos {
-    generation: u64,
-    /// By fence index, ascending.
-    entries: Vec<(usize, Memo)>,
-    /// The next fix's entries, being built (kept for its allocation).
-    next: Vec<(usize, Memo)>,
-}
-
-impl Memos {
-    /// Starts a fix against `set`: a memo of another set means nothing.
-    fn begin(&mut self, set: &FenceSet) {
-        if self.generation != set.generation() {
-            self.generation = set.generation();
-            self.entries.clear();
-        }
-        self.next.clear();
-    }
-
-    fn get(&self, fence: usize) -> Option<Memo> {
-        self.entries
-            .binary_search_by_key(&fence, |e| e.0)
-            .ok()
-            .and_then(|i| self.entries.get(i))
-            .map(|e| e.1)
-    }
-
-    /// Keeps a memo for the fix's candidate `fence` (called in ascending
-    /// order of fence).
-    fn keep(&mut self, fence: usize, memo: Option<Memo>) {
-        if let Some(memo) = memo {
-            self.next.push((fence, memo));
-        }
-    }
-
-    /// Ends a fix: only its candidates' memos remain.
-    fn end(&mut self) {
-        std::mem::swap(&mut self.entries, &mut self.next);
-        self.next.clear();
-    }
-}
-
 /// One device's state machine.
 #[derive(Debug, Default)]
 pub struct Machine {
     live: Zones,
     replay: Option<Replay>,
     stamp: u64,
-    memos: Memos,
 }
 
 /// What one fix's evaluation needs besides the tracks.
 struct Context<'a> {
-    stamp: u64,
     device: &'a DeviceId,
     fix: &'a Fix,
     set: &'a FenceSet,
@@ -278,7 +230,6 @@ impl Machine {
             live,
             replay: None,
             stamp: 0,
-            memos: Memos::default(),
         }
     }
 
@@ -290,12 +241,6 @@ impl Machine {
     /// True when the machine holds nothing: no fence tracked, no replay.
     pub fn is_idle(&self) -> bool {
         self.live.tracks.is_empty() && self.replay.is_none()
-    }
-
-    /// True when the machine remembers something of fences near the last
-    /// fix, worth keeping it for the next even when idle.
-    pub fn remembers(&self) -> bool {
-        !self.memos.entries.is_empty()
     }
 
     /// Judges an accepted position: a live one (later than every live one
@@ -312,7 +257,6 @@ impl Machine {
     ) -> bool {
         self.stamp += 1;
         let cx = Context {
-            stamp: self.stamp,
             device: &position.device,
             fix: &position.fix,
             set: &rules.fences,
@@ -342,7 +286,7 @@ impl Machine {
         {
             self.replay = None;
         }
-        evaluate(&mut self.live.tracks, &mut self.memos, cx, scratch, out)
+        evaluate(&mut self.live.tracks, self.stamp, cx, scratch, out)
     }
 
     fn historic(&mut self, cx: &Context<'_>, scratch: &mut Vec<usize>, out: &mut Vec<Geofence>) {
@@ -371,7 +315,7 @@ impl Machine {
         let Some(replay) = self.replay.as_mut() else {
             return;
         };
-        evaluate(&mut replay.tracks, &mut self.memos, cx, scratch, out);
+        evaluate(&mut replay.tracks, self.stamp, cx, scratch, out);
         replay.last = at;
         // Nothing to carry to the next late fix: a device far from every
         // fence keeps no replay (nor, through `is_idle`, a machine).
@@ -415,7 +359,7 @@ pub fn error_radius(fix: &Fix, options: &Options) -> f64 {
 /// persisted part changed.
 fn evaluate(
     tracks: &mut BTreeMap<FenceId, Track>,
-    memos: &mut Memos,
+    stamp: u64,
     cx: &Context<'_>,
     scratch: &mut Vec<usize>,
     out: &mut Vec<Geofence>,
@@ -429,27 +373,20 @@ fn evaluate(
         radius + cx.options.exit_margin_m,
         scratch,
     );
-    let stamp = cx.stamp;
     let spot = Spot::new(cx.fix.lat, cx.fix.lon);
-    memos.begin(cx.set);
     for &i in scratch.iter() {
         let Some(fence) = cx.set.fences().get(i) else {
             continue;
         };
-        let memo = memos.get(i);
-        let mut depth = Probe::recalling(&fence.shape, spot, memo);
+        let mut depth = Probe::new(&fence.shape, spot);
         let track = match tracks.get_mut(&fence.id) {
-            Some(track) => Some(track),
-            None if depth.above(0.0) => Some(tracks.entry(fence.id.clone()).or_default()),
-            None => None,
+            Some(track) => track,
+            None if depth.above(0.0) => tracks.entry(fence.id.clone()).or_default(),
+            None => continue,
         };
-        if let Some(track) = track {
-            track.seen = stamp;
-            changed |= step(track, fence, &mut depth, radius, cx, out);
-        }
-        memos.keep(i, depth.memo().or(memo));
+        track.seen = stamp;
+        changed |= step(track, fence, &mut depth, radius, cx, out);
     }
-    memos.end();
     // The rest are beyond the reach of the fix's error circle and margin
     // (wholly outside), or their fence is gone. Fences left earlier, with
     // no enter under way, have nothing to judge: they only keep a journal.

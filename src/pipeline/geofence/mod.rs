@@ -20,7 +20,7 @@ pub use fence::Fence;
 pub use index::{DuplicateFence, FenceSet};
 pub use load::{LoadError, load_all, parse_geojson};
 pub use machine::{Machine, Zones, ZonesError};
-pub use probe::{Memo, Probe, Spot};
+pub use probe::{Probe, Spot};
 pub use shape::{Envelope, Outline, Shape, ShapeError};
 pub use tracker::{Rules, Tracker};
 

@@ -17,14 +17,7 @@
 //!    exact containment test;
 //! 3. [`Shape::depth`] itself.
 //!
-//! Before them, when the device's last fix near this fence left a [`Memo`]
-//! (stage 0): the depth in the area's plane, before the east-west
-//! correction, is the signed distance to the boundary there, which changes
-//! by at most the distance moved in the plane (crossing the boundary means
-//! passing through depth 0), so the last bounds widened by that distance
-//! still hold, and often still decide.
-//!
-//! Stages 0 to 2 round differently from stage 3, so their bounds are
+//! Stages 1 and 2 round differently from stage 3, so their bounds are
 //! widened by [`slack`]: a billionth of the distances involved (and a
 //! nanometre), about a million times any rounding error of these few
 //! operations on metre coordinates. A question is answered from them only
@@ -68,22 +61,9 @@ impl Spot {
     }
 }
 
-/// What a probe of an area last learnt from the polygon, for the device's
-/// next fixes near it: where, and bounds on the depth there in the area's
-/// plane (before the east-west correction, which varies with latitude).
-/// Only meaningful for the very shape it came from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Memo {
-    lat: f64,
-    lon: f64,
-    lo: f64,
-    hi: f64,
-}
-
 /// What is left to narrow the bounds with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
-    Memo,
     Circles,
     Edges,
     Exact,
@@ -99,24 +79,14 @@ pub struct Probe<'a> {
     lo: f64,
     hi: f64,
     stage: Stage,
-    memo: Option<Memo>,
-    /// The bounds come from the polygon (stages 1 to 3), not the memo.
-    fresh: bool,
 }
 
 impl<'a> Probe<'a> {
     /// A probe of `shape` at `spot`; nothing is computed yet.
     pub fn new(shape: &'a Shape, spot: Spot) -> Self {
-        Self::recalling(shape, spot, None)
-    }
-
-    /// A probe of `shape` at `spot` that starts from what a probe of the
-    /// same shape at another spot learnt (see [`Probe::memo`]).
-    pub fn recalling(shape: &'a Shape, spot: Spot, memo: Option<Memo>) -> Self {
-        let stage = match (shape.geometry(), memo) {
-            (Geometry::Area(_), Some(_)) => Stage::Memo,
-            (Geometry::Area(_), None) => Stage::Circles,
-            (Geometry::Circle { .. }, _) => Stage::Exact,
+        let stage = match shape.geometry() {
+            Geometry::Area(_) => Stage::Circles,
+            Geometry::Circle { .. } => Stage::Exact,
         };
         Self {
             shape: Some(shape),
@@ -124,32 +94,7 @@ impl<'a> Probe<'a> {
             lo: f64::NEG_INFINITY,
             hi: f64::INFINITY,
             stage: if forced_exact() { Stage::Exact } else { stage },
-            memo,
-            fresh: false,
         }
-    }
-
-    /// What this probe learnt from the polygon, for the next probe of the
-    /// same shape: `None` when it learnt nothing new (the memo it started
-    /// from decided, or no question was asked, or the shape is a circle).
-    pub fn memo(&self) -> Option<Memo> {
-        if !self.fresh {
-            return None;
-        }
-        let Geometry::Area(area) = self.shape?.geometry() else {
-            return None;
-        };
-        let k = correction(area, &self.spot);
-        // At a pole east-west metres vanish: nothing to undo the correction.
-        if k.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-            return None;
-        }
-        Some(Memo {
-            lat: self.spot.lat,
-            lon: self.spot.lon,
-            lo: self.lo / k,
-            hi: self.hi / k,
-        })
     }
 
     /// A depth already known.
@@ -160,8 +105,6 @@ impl<'a> Probe<'a> {
             lo: depth,
             hi: depth,
             stage: Stage::Done,
-            memo: None,
-            fresh: false,
         }
     }
 
@@ -223,17 +166,12 @@ impl<'a> Probe<'a> {
             Geometry::Area(area) => Some(area),
             Geometry::Circle { .. } => None,
         };
-        let from_memo = self.stage == Stage::Memo;
-        let bounds = match (self.stage, area, self.memo) {
-            (Stage::Memo, Some(area), Some(memo)) => {
-                self.stage = Stage::Circles;
-                Some(recall(area, &self.spot, &memo))
-            }
-            (Stage::Circles | Stage::Memo, Some(area), _) => {
+        let bounds = match (self.stage, area) {
+            (Stage::Circles, Some(area)) => {
                 self.stage = Stage::Edges;
                 Some(circles(area, &self.spot))
             }
-            (Stage::Edges, Some(area), _) => {
+            (Stage::Edges, Some(area)) => {
                 self.stage = Stage::Exact;
                 edges(area, &self.spot)
             }
@@ -246,7 +184,6 @@ impl<'a> Probe<'a> {
         if let Some((lo, hi)) = bounds {
             self.lo = lo;
             self.hi = hi;
-            self.fresh = !from_memo;
         }
     }
 }
@@ -255,23 +192,6 @@ impl<'a> Probe<'a> {
 /// as `Shape::depth` computes it.
 fn correction(area: &Planar, spot: &Spot) -> f64 {
     (spot.cos_lat / area.cos0).min(1.0)
-}
-
-/// Stage 0: the memo's bounds, widened by the distance moved in the plane
-/// since (the plane depth is 1-Lipschitz there), then corrected east-west
-/// for this spot. The slack covers the rounding of the memo's undoing of
-/// its spot's correction as well as this.
-fn recall(area: &Planar, spot: &Spot, memo: &Memo) -> (f64, f64) {
-    let p = area.to_plane(spot.lat, spot.lon);
-    let q = area.to_plane(memo.lat, memo.lon);
-    let (dx, dy) = (p.x() - q.x(), p.y() - q.y());
-    let moved = (dx * dx + dy * dy).sqrt();
-    let from = (q.x() * q.x() + q.y() * q.y()).sqrt();
-    let to = (p.x() * p.x() + p.y() * p.y()).sqrt();
-    let slack = slack(from, area.reach) + slack(to, area.reach) + SLACK * moved;
-    let k = correction(area, spot);
-    // NaN anywhere leaves bounds that decide nothing.
-    ((memo.lo - moved) * k - slack, (memo.hi + moved) * k + slack)
 }
 
 /// Stage 1: bounds from the distance to the origin alone. Beyond the outer

@@ -698,63 +698,6 @@ fn the_probes_shortcuts_change_no_event() {
     }
 }
 
-/// Every event of a tracker over the positions, the rules replaced by
-/// `reload` halfway, every probe exact or not.
-fn events_across_a_reload(
-    rules: &Arc<Rules>,
-    reload: &Arc<Rules>,
-    positions: &[Position],
-    exact: bool,
-) -> Vec<Geofence> {
-    super::probe::force_exact(exact);
-    let mut tracker = Tracker::new(Some(Arc::clone(rules)));
-    let (before, after) = positions.split_at(positions.len() / 2);
-    let mut events: Vec<Geofence> = before
-        .iter()
-        .flat_map(|p| tracker.observe(p).0.collect::<Vec<_>>())
-        .collect();
-    tracker.set_rules(Some(Arc::clone(reload)));
-    events.extend(
-        after
-            .iter()
-            .flat_map(|p| tracker.observe(p).0.collect::<Vec<_>>()),
-    );
-    super::probe::force_exact(false);
-    events
-}
-
-#[test]
-fn the_devices_memos_change_no_event_across_a_reload_that_reshapes_every_fence() {
-    // The same ids in other shapes and places: a memo kept by fence id or
-    // index across the reload would judge the new fences by the old shapes.
-    let mut rng = fastrand::Rng::with_seed(6);
-    let half = 600.0;
-    for options in [
-        Options::default(),
-        Options {
-            enter_fixes: 1,
-            exit_margin_m: 0.0,
-            hdop_error_m: 0.0,
-            default_error_m: 0.0,
-        },
-    ] {
-        let mut rules = || {
-            Arc::new(Rules {
-                fences: FenceSet::new(scattered(&mut rng, 150, half)).unwrap(),
-                options: options.clone(),
-            })
-        };
-        let (old, new) = (rules(), rules());
-        // Parked and slow devices, late fixes among them (see `wander`).
-        let positions = wander(&mut rng, 12, 400, half);
-        let exact = events_across_a_reload(&old, &new, &positions, true);
-        let fast = events_across_a_reload(&old, &new, &positions, false);
-        assert!(exact.len() > 300, "{}", exact.len());
-        assert_eq!(fast, exact);
-        assert!(exact.iter().any(|e| e.historic), "late fixes judged too");
-    }
-}
-
 #[test]
 fn zones_encode_as_a_copy_holding_only_the_changed_tracks_would() {
     // Through two fences, then a poor fix inside a third: an enter under

@@ -87,7 +87,7 @@ impl Tracker {
             if machine.observe(position, rules, &mut self.scratch, &mut self.events) {
                 persist = Some(machine.zones().encode());
             }
-            if machine.is_idle() && !machine.remembers() {
+            if machine.is_idle() {
                 self.machines.remove(&position.device);
             }
         }

@@ -112,17 +112,6 @@ fn near(rng: &mut fastrand::Rng, shape: &Shape) -> (f64, f64) {
 /// fresh probe and all in turn on one probe; the number of questions a
 /// cheap stage answered.
 fn check(shape: &Shape, lat: f64, lon: f64, rng: &mut fastrand::Rng) -> usize {
-    check_recalling(shape, lat, lon, rng, None)
-}
-
-/// As [`check`], every probe starting from `memo`.
-fn check_recalling(
-    shape: &Shape,
-    lat: f64,
-    lon: f64,
-    rng: &mut fastrand::Rng,
-    memo: Option<Memo>,
-) -> usize {
     let exact = shape.depth(lat, lon);
     let radius = [0.0, 5.0, rng.f64() * 50.0][rng.usize(..3)];
     let mut thresholds = vec![0.0, -0.0, radius, -(radius + 10.0), -radius];
@@ -130,20 +119,20 @@ fn check_recalling(
         thresholds.extend([x, next(x, true), next(x, false)]);
     }
     let spot = Spot::new(lat, lon);
-    let probe = || Probe::recalling(shape, spot, memo);
-    let mut one = probe();
+    let mut one = Probe::new(shape, spot);
     let mut cheap = 0;
     for x in thresholds {
         let want = [exact > x, exact >= x, exact <= x];
-        let mut fresh = [probe(), probe(), probe()];
+        let mut fresh = [
+            Probe::new(shape, spot),
+            Probe::new(shape, spot),
+            Probe::new(shape, spot),
+        ];
         let got = [fresh[0].above(x), fresh[1].at_least(x), fresh[2].at_most(x)];
         assert_eq!(got, want, "at ({lat}, {lon}), depth {exact}, threshold {x}");
         let got = [one.above(x), one.at_least(x), one.at_most(x)];
         assert_eq!(got, want, "in turn at ({lat}, {lon}), depth {exact}, {x}");
-        cheap += fresh
-            .iter()
-            .filter(|p| p.stage != Stage::Done && (memo.is_none() || !p.fresh))
-            .count();
+        cheap += fresh.iter().filter(|p| p.stage != Stage::Done).count();
     }
     cheap
 }
@@ -237,76 +226,4 @@ fn far_outside_and_deep_inside_need_no_edge() {
     let mut boundary = Probe::new(&shape, Spot::new(on, 5.0));
     assert_eq!(boundary.above(0.0), shape.depth(on, 5.0) > 0.0);
     assert_eq!(boundary.stage, Stage::Done);
-}
-
-/// A memo from a probe at (lat, lon) taken as far as random questions
-/// about the depth there took it.
-fn memo_at(shape: &Shape, lat: f64, lon: f64, rng: &mut fastrand::Rng) -> Option<Memo> {
-    let exact = shape.depth(lat, lon);
-    let mut probe = Probe::new(shape, Spot::new(lat, lon));
-    for _ in 0..rng.usize(1..4) {
-        let x = [0.0, 5.0, -15.0, exact, exact + 1e-6, next(exact, true)][rng.usize(..6)];
-        match rng.u8(..3) {
-            0 => assert_eq!(probe.above(x), exact > x),
-            1 => assert_eq!(probe.at_least(x), exact >= x),
-            _ => assert_eq!(probe.at_most(x), exact <= x),
-        }
-    }
-    probe.memo()
-}
-
-#[test]
-fn every_answer_from_a_memo_is_the_exact_tests_after_any_move() {
-    let mut rng = fastrand::Rng::with_seed(14);
-    let mut cheap = 0;
-    for _ in 0..300 {
-        let shape = area(&mut rng);
-        for _ in 0..30 {
-            let (lat, lon) = near(&mut rng, &shape);
-            let memo = memo_at(&shape, lat, lon, &mut rng);
-            // Moves from nothing (a parked device) to kilometres, or to
-            // another edge, now and then a rounding error away from one.
-            let (lat, lon) = match rng.u8(..4) {
-                0 => near(&mut rng, &shape),
-                _ => {
-                    let step = |rng: &mut fastrand::Rng| {
-                        let size = [0.0, 10f64.powf(rng.f64() * 16.0 - 12.0)][rng.usize(..2)];
-                        (rng.f64() - 0.5) * size / M
-                    };
-                    let lon = lon + step(&mut rng) / lat.to_radians().cos().max(0.01);
-                    let lon = if lon > 180.0 { lon - 360.0 } else { lon };
-                    let lon = if lon < -180.0 { lon + 360.0 } else { lon };
-                    ((lat + step(&mut rng)).clamp(-90.0, 90.0), lon)
-                }
-            };
-            cheap += check_recalling(&shape, lat, lon, &mut rng, memo);
-        }
-    }
-    // The memo alone answered some.
-    assert!(cheap > 1_000, "{cheap}");
-}
-
-#[test]
-fn a_memo_decides_near_where_it_was_made_and_not_far_from_it() {
-    let shape = square();
-    // 3 m inside the northern edge: the edge pass, bounds of ±slack.
-    let memo = memo_at_depth(&shape, 47.0);
-    // Half a metre further out: still inside, by the memo alone.
-    let mut near = Probe::recalling(&shape, Spot::new(52.0 + 47.5 / M, 5.0), Some(memo));
-    assert!(near.above(0.0) && !near.at_least(5.0));
-    assert_eq!(near.stage, Stage::Circles, "decided by the memo");
-    assert_eq!(near.memo(), None, "nothing new learnt");
-    // Five metres out, past the edge: the memo cannot tell, the edges can.
-    let mut past = Probe::recalling(&shape, Spot::new(52.0 + 52.0 / M, 5.0), Some(memo));
-    assert!(!past.above(0.0));
-    assert!(past.memo().is_some_and(|m| m != memo));
-}
-
-/// The memo of a probe `north` metres north of the square's middle that
-/// went as far as the edge pass.
-fn memo_at_depth(shape: &Shape, north: f64) -> Memo {
-    let mut probe = Probe::new(shape, Spot::new(52.0 + north / M, 5.0));
-    assert!(probe.above(0.0) && !probe.at_least(5.0));
-    assert_eq!(probe.stage, Stage::Exact, "decided by the edge pass");
-    probe.memo().unwrap()
 }
