@@ -146,6 +146,19 @@ enum Other {
     Geofence(StoredGeofence),
 }
 
+/// A status or geofence event as a segment's `others` column holds it (both
+/// body versions); `None` for a position, which goes into the fix columns.
+fn as_other(event: &Event) -> Option<Other> {
+    match event {
+        Event::Position(_) => None,
+        Event::Status(s) => Some(Other::Status {
+            online: s.status == Presence::Online,
+            time: s.time.timestamp_millis(),
+        }),
+        Event::Geofence(g) => Some(Other::Geofence(StoredGeofence::new(g))),
+    }
+}
+
 /// A geofence event at the precision of positions: times in ms since the
 /// epoch, degrees in 1e-7°, speeds in 0.01 m/s, the crossing as its
 /// [`Crossing::code`]. Not delta-coded: such events are rare.
@@ -399,15 +412,8 @@ fn append_body<'a>(slots: impl IntoIterator<Item = Option<&'a Event>>, out: &mut
         cols.device.push(dev);
         let present = match event {
             Event::Position(p) => append_position(&mut cols, &mut last[dev as usize], p),
-            Event::Status(s) => {
-                cols.others.push(Other::Status {
-                    online: s.status == Presence::Online,
-                    time: s.time.timestamp_millis(),
-                });
-                has::OTHER
-            }
-            Event::Geofence(g) => {
-                cols.others.push(Other::Geofence(StoredGeofence::new(g)));
+            other => {
+                cols.others.extend(as_other(other));
                 has::OTHER
             }
         };

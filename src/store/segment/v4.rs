@@ -49,8 +49,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{I32, Other, SegmentError, StoredGeofence, U16, U32, decode_other, fit, has, millis};
-use crate::fix::{DeviceId, Event, Fix, FixMode, Position, Presence};
+use super::{I32, Other, SegmentError, U16, U32, as_other, decode_other, fit, has, millis};
+use crate::fix::{DeviceId, Event, Fix, FixMode, Position};
 
 /// The numeric fields, in the order of their columns.
 #[derive(Debug, Clone, Copy)]
@@ -319,15 +319,8 @@ fn split<'a>(slots: impl IntoIterator<Item = Option<&'a Event>>) -> (Head, [Valu
             Event::Position(p) => position(p, &mut |field, value| {
                 columns[field as usize].push((dev, value));
             }),
-            Event::Status(s) => {
-                head.others.push(Other::Status {
-                    online: s.status == Presence::Online,
-                    time: s.time.timestamp_millis(),
-                });
-                has::OTHER
-            }
-            Event::Geofence(g) => {
-                head.others.push(Other::Geofence(StoredGeofence::new(g)));
+            other => {
+                head.others.extend(as_other(other));
                 has::OTHER
             }
         };
