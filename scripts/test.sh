@@ -14,7 +14,7 @@ step() { echo "== [${SECONDS}s] $*"; }
 # database (crates/cloud/tests/common/pg.rs makes a throwaway cluster);
 # nginx the HTTP load balancer in front of two receivers
 # (tests/cloud_postgres.rs).
-packages=(gpsd gpsd-clients mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core postgresql postgresql-15-postgis-3 nginx)
+packages=(gpsd gpsd-clients python3-gps mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core postgresql postgresql-15-postgis-3 nginx)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

@@ -297,6 +297,20 @@ catalogue! {
     Counter HISTORY_FIXES "fixgate_history_fixes_total" []
         "Fixes served by history requests.";
 
+    // The gpsd protocol server.
+    Gauge GPSD_CLIENTS "fixgate_gpsd_clients" []
+        "gpsd-protocol clients connected.";
+    Counter GPSD_LINES_SENT "fixgate_gpsd_lines_sent_total" []
+        "JSON lines (reports and replies) sent to gpsd-protocol clients.";
+    Counter GPSD_REPORTS_ENCODED "fixgate_gpsd_reports_encoded_total" []
+        "Positions encoded as TPV (and SKY) lines for gpsd-protocol clients (once each, whatever the number of clients).";
+    Counter GPSD_SKIPPED "fixgate_gpsd_skipped_total" []
+        "Reports gpsd-protocol clients skipped because they fell behind the shared queue.";
+    Counter GPSD_DROPPED "fixgate_gpsd_dropped_total" ["reason"]
+        "gpsd-protocol clients closed or refused by the server, by reason (stalled, full, not_allowed).";
+    Counter GPSD_BAD_COMMANDS "fixgate_gpsd_bad_commands_total" ["reason"]
+        "gpsd-protocol requests answered with an ERROR object, by reason.";
+
     // The uplink.
     Gauge UPLINK_CONNECTED "fixgate_uplink_connected" []
         "Whether the uplink is connected.";

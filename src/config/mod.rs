@@ -81,6 +81,47 @@ pub struct Config {
     pub groups: Vec<crate::groups::GroupRule>,
     /// `[access]`: who may read and write over HTTP.
     pub access: Access,
+    /// `[gpsd]`: gpsd's JSON protocol for existing GPS tools.
+    pub gpsd: Gpsd,
+}
+
+/// `[gpsd]`: a server of gpsd's JSON protocol (`?WATCH`, `?POLL`, ...), so
+/// that tools written for gpsd (gpspipe, cgps, libgps, the Python `gps`
+/// module) read the gateway's receivers. Off by default; loopback by
+/// default, since the protocol has no authentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpsd {
+    /// Serve the protocol.
+    pub enabled: bool,
+    /// Address the server binds (gpsd's port is 2947).
+    pub listen: SocketAddr,
+    /// Most clients connected at once; a connection beyond is closed.
+    pub max_clients: usize,
+    /// The explicit opt-in to a `listen` beyond loopback: anyone allowed
+    /// by `allow_from` then reads the positions without a token.
+    pub anonymous_network: bool,
+    /// Client networks that may connect (loopback by default).
+    pub allow_from: Vec<crate::access::rate::Net>,
+    /// A client whose socket takes no byte this long while a line waits to
+    /// be written is closed.
+    pub stall_timeout: Duration,
+    /// Devices other than the receivers (MQTT and HTTP trackers) that are
+    /// served too, by device-id pattern; none by default.
+    pub trackers: Vec<crate::access::DevicePattern>,
+}
+
+impl Default for Gpsd {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 2947)),
+            max_clients: 64,
+            anonymous_network: false,
+            allow_from: crate::access::rate::Net::loopback(),
+            stall_timeout: Duration::from_secs(10),
+            trackers: Vec::new(),
+        }
+    }
 }
 
 /// `[access]`: tokens and their scopes, what anonymous requests may do, and

@@ -30,6 +30,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 mod access;
 #[path = "read_geofence.rs"]
 mod fences;
+#[path = "read_gpsd.rs"]
+mod gpsd;
 #[path = "read_ingest.rs"]
 mod ingest;
 #[path = "read_map.rs"]
@@ -41,7 +43,7 @@ mod uplink;
 
 const SECTIONS: &[&str] = &[
     "gateway", "store", "pipeline", "feed", "log", "serial", "replay", "demo", "mqtt", "http",
-    "devices", "filter", "uplink", "geofence", "map", "group", "access",
+    "devices", "filter", "uplink", "geofence", "map", "group", "access", "gpsd",
 ];
 const GATEWAY_KEYS: &[&str] = &["id", "clock"];
 const PIPELINE_KEYS: &[&str] = &["queue"];
@@ -305,6 +307,11 @@ impl<'s> Reader<'s> {
                 "access" => {
                     if let Some(s) = self.table("access", value, access::ACCESS_KEYS) {
                         config.access = self.access(&s);
+                    }
+                }
+                "gpsd" => {
+                    if let Some(s) = self.table("gpsd", value, gpsd::GPSD_KEYS) {
+                        config.gpsd = self.gpsd(&s);
                     }
                 }
                 other => self.report(

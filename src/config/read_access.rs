@@ -297,7 +297,11 @@ impl Reader<'_> {
     }
 
     /// An array of strings, each with its span.
-    fn strings(&mut self, s: &Section<'_, '_>, key: &str) -> Option<Vec<(String, Span)>> {
+    pub(super) fn strings(
+        &mut self,
+        s: &Section<'_, '_>,
+        key: &str,
+    ) -> Option<Vec<(String, Span)>> {
         let value: &Value<'_> = s.get(key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.report(

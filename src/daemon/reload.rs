@@ -28,6 +28,7 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
         groups,
         // Reloaded by the access watch (crate::readers::feed::access::watch).
         access: _,
+        gpsd,
     } = reread;
     let mut changed = Vec::new();
     let mut check = |name, same: bool| {
@@ -49,6 +50,7 @@ pub fn needs_restart(running: &Config, reread: &Config) -> Vec<&'static str> {
     check("uplink", running.uplink == *uplink);
     check("map", running.map == *map);
     check("group", running.groups == *groups);
+    check("gpsd", running.gpsd == *gpsd);
     changed
 }
 

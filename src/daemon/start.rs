@@ -67,6 +67,7 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
     let (store, report) = open_store(&config).await?;
     raise_fd_limit(&config);
     let (access, tls, listener) = prepare_network(&config).await?;
+    let gpsd = crate::readers::gpsd::bind(&config.gpsd).await?;
     let (mut wiring, writer) =
         start_writer(&config, &store, report, geofences.clone(), stages).await?;
     let (flusher, reopen) = start_store_tasks(&config, &store, &mut wiring, stages);
@@ -100,6 +101,11 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
         config_path,
     };
     let server = start_feed(&config, feed, (&store, &wiring, &context), stages);
+    if let Some(listener) = gpsd {
+        let served = crate::readers::gpsd::served(&config);
+        let follow = (store.reader(), wiring.head.clone());
+        crate::readers::gpsd::start(listener, &config, served, follow, &stages.background);
+    }
     start_operations(&wiring, pulses, uplink.as_ref(), stages);
     tracing::info!(
         listen = %config.feed.listen,
