@@ -140,14 +140,15 @@ fn gpspipe_prints_the_positions_fixgate_stores() {
     let mut rig = Rig::start("");
     let mut pipe = gpspipe(&rig);
     let rx = lines_of(&mut pipe);
-    wait_until("gpspipe connected", WAIT, || rig.clients() == 1.0);
+    // Watching (its WATCH answered) before the receiver sends.
+    let mut lines = collect(&rx, |got| got.iter().any(|l| l.contains("\"WATCH\"")));
     rig.receiver.send_epochs(10, 3, 0);
-    let lines = collect(&rx, |got| {
+    lines.extend(collect(&rx, |got| {
         got.iter()
             .filter(|l| l.contains("\"class\":\"TPV\""))
             .count()
             >= 9
-    });
+    }));
     let _ = pipe.kill();
     let _ = pipe.wait();
     let objects: Vec<Value> = lines
@@ -209,11 +210,12 @@ import json, sys
 import gps
 session = gps.gps(host="127.0.0.1", port=int(sys.argv[1]))
 session.stream(gps.WATCH_ENABLE | gps.WATCH_JSON)
-print(json.dumps({"ready": True}))
 tpvs = 0
 for report in session:
     cls = report["class"]
-    if cls == "TPV":
+    if cls == "WATCH":
+        print(json.dumps({"ready": True}))
+    elif cls == "TPV":
         tpvs += 1
         print(json.dumps({"class": "TPV", "time": session.fix.time,
                           "lat": session.fix.latitude, "lon": session.fix.longitude,
@@ -231,11 +233,14 @@ for report in session:
 fn the_python_gps_module_reads_watches_and_polls() {
     let mut rig = Rig::start("");
     let (mut child, rx) = python(rig.gpsd, PY_CLIENT);
-    wait_until("the python client connected", WAIT, || rig.clients() == 1.0);
+    // Watching before the receiver sends: else the first epochs would be
+    // stored before the client asked for them.
+    let mut lines = collect(&rx, |got| got.iter().any(|l| l.contains("ready")));
     rig.receiver.send_epochs(10, 5, 0);
-    let lines = collect(&rx, |got| {
-        got.iter().filter(|l| l.contains("\"DEVICES\"")).count() >= 2
-    });
+    lines.extend(collect(&rx, |got| {
+        // The answer to ?DEVICES; (the first came before "ready").
+        got.iter().any(|l| l.contains("\"DEVICES\""))
+    }));
     let _ = child.kill();
     let _ = child.wait();
     let objects: Vec<Value> = lines
@@ -327,8 +332,12 @@ fn requests_split_or_bundled_errors_device_filters_and_unwatching() {
         next = raw.object();
     }
     assert_eq!(raw.object()["enable"], false);
-    rig.receiver.send_epochs(3, 11, 5);
-    rig.daemon.wait_head(rig.daemon.head() + 2, WAIT);
+    let stored = rig.stored().len();
+    // The same vehicle, later (another would move too fast for the filters).
+    rig.receiver.send_epochs(3, 9, 3);
+    wait_until("more positions stored", WAIT, || {
+        rig.stored().len() >= stored + 2
+    });
     raw.send(b"?VERSION;\n");
     assert_eq!(
         raw.object()["class"],
@@ -395,4 +404,19 @@ fn check_config(path: &Path) -> std::process::Output {
         .arg(path)
         .output()
         .expect("run fixgate")
+}
+
+#[test]
+fn a_client_outside_allow_from_is_closed_at_once() {
+    let rig = Rig::start("allow_from = [\"10.0.0.0/8\"]");
+    let mut stream = TcpStream::connect(("127.0.0.1", rig.gpsd)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    assert_eq!(
+        rig.daemon
+            .metric_with("fixgate_gpsd_dropped_total", &[("reason", "not_allowed")]),
+        Some(1.0)
+    );
 }
