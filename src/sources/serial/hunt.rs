@@ -108,30 +108,27 @@ impl Listener {
     /// sentence's start, so that it is not lost, or past its end when it
     /// began in an earlier read. Noise before it never reaches the decoder.
     pub fn push(&mut self, bytes: &[u8]) -> Option<usize> {
-        let mut from = 0;
-        while from < bytes.len() {
-            let rest = bytes.get(from..).unwrap_or_default();
-            // Up to and including the next line end: a sentence completes
-            // at one, so the first good one is found within its line.
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n' || b == b'\r')
-                .map_or(bytes.len(), |i| from + i + 1);
-            let line = bytes.get(from..end).unwrap_or_default();
-            let mut good = false;
-            self.framer.push(line, &mut |framed| {
-                if let Framed::Sentence(sentence) = framed {
-                    good |= has_address(sentence);
-                }
-            });
-            if good {
-                // A good sentence holds no start character after its first.
-                let start = line.iter().rposition(|&b| b == b'$' || b == b'!');
-                return Some(start.map_or(end, |i| from + i));
+        let here = bytes.as_ptr_range();
+        let mut found = None;
+        // One pass of the framer over the read, as the decoder would make.
+        self.framer.push(bytes, &mut |framed| match framed {
+            Framed::Sentence(sentence) if found.is_none() && has_address(sentence) => {
+                let start = sentence.as_ptr();
+                found = Some(if here.contains(&start) {
+                    // Checked where it lies in this read.
+                    start as usize - here.start as usize
+                } else {
+                    // Completed from the framer's buffer: it began in an
+                    // earlier read and ended at this read's first line end.
+                    bytes
+                        .iter()
+                        .position(|&b| b == b'\n' || b == b'\r')
+                        .map_or(bytes.len(), |i| i + 1)
+                });
             }
-            from = end;
-        }
-        None
+            _ => {}
+        });
+        found
     }
 }
 
