@@ -204,6 +204,12 @@ catalogue! {
         "Failed attempts to open a serial receiver's port.";
     Counter SERIAL_DISCONNECTS "fixgate_serial_disconnects_total" ["device", "reason"]
         "Serial receivers lost, by device and reason.";
+    Gauge SERIAL_LINE_SPEED "fixgate_serial_line_speed_bps" ["device"]
+        "The line speed each serial receiver is read at, in bits per second; 0 while its port is closed or its speed is hunted for.";
+    Counter SERIAL_BAUD_HUNTS "fixgate_serial_baud_hunts_total" ["device", "result"]
+        "Hunts for the line speed of serial receivers with baud = \"auto\", by result: locked or not_found (a whole round of rates without one good sentence).";
+    Counter SERIAL_BAUD_PROBES "fixgate_serial_baud_probes_total" ["device"]
+        "Line speeds tried while hunting, one per rate listened to.";
     Counter REPLAY_ERRORS "fixgate_replay_errors_total" ["device"]
         "Replayed NMEA logs that could not be read.";
     Gauge MQTT_CONNECTED "fixgate_mqtt_connected" []

@@ -383,8 +383,12 @@ pub struct Serial {
     pub device: DeviceId,
     /// The serial port, preferably a stable `/dev/serial/by-id/...` link.
     pub path: PathBuf,
-    /// Line speed; one of [`Serial::BAUD_RATES`].
+    /// The fixed line speed, one of [`Serial::BAUD_RATES`]; with `hunt` set
+    /// (`baud = "auto"`) the first rate of the hunt, only a starting point.
     pub baud: u32,
+    /// `baud = "auto"`: how the receiver's line speed is found; `None` for a
+    /// fixed rate.
+    pub hunt: Option<Hunt>,
     /// Reopen the port when no valid sentence arrives for this long.
     pub silence_timeout: Duration,
     /// First back-off delay after an unplug or a failed open.
@@ -411,10 +415,47 @@ impl Serial {
             device,
             path: path.into(),
             baud: Self::DEFAULT_BAUD,
+            hunt: None,
             silence_timeout: Self::DEFAULT_SILENCE_TIMEOUT,
             reconnect_min: Self::DEFAULT_RECONNECT_MIN,
             reconnect_max: Self::DEFAULT_RECONNECT_MAX,
         }
+    }
+}
+
+/// How a `[[serial]]` receiver with `baud = "auto"` is searched for: each
+/// rate is listened to for one window, until a sentence with a good checksum
+/// arrives. The rate found last time (remembered in the store) is tried first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hunt {
+    /// The rates tried, in this order after the remembered one; no repeats,
+    /// each one of [`Serial::BAUD_RATES`].
+    pub rates: Vec<u32>,
+    /// How long one rate is listened to before the next is tried.
+    pub window: Duration,
+}
+
+impl Hunt {
+    /// The rates receivers ship at. 230400 and above are left out: few
+    /// receivers use them, and each rate tried costs a window; list them in
+    /// `hunt_rates` to have them tried.
+    pub const DEFAULT_RATES: [u32; 6] = [4800, 9600, 19200, 38400, 57600, 115200];
+    /// Long enough for a 1 Hz receiver to finish at least one sentence in
+    /// a window, wherever in its second the window starts.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_millis(2500);
+
+    /// The default hunt: [`Hunt::DEFAULT_RATES`], [`Hunt::DEFAULT_WINDOW`].
+    pub fn new() -> Self {
+        Self {
+            rates: Self::DEFAULT_RATES.to_vec(),
+            window: Self::DEFAULT_WINDOW,
+        }
+    }
+}
+
+impl Default for Hunt {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -16,9 +16,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{Locator, Problem};
-use super::{
-    ClockTrust, Config, Demo, DemoVia, Feed, Gateway, Log, Pace, Pipeline, Replay, Serial, level,
-};
+use super::{ClockTrust, Config, Demo, DemoVia, Feed, Gateway, Log, Pace, Pipeline, Replay, level};
 use crate::fix::DeviceId;
 
 /// A byte range in the source.
@@ -36,6 +34,8 @@ mod gpsd;
 mod ingest;
 #[path = "read_map.rs"]
 mod map;
+#[path = "read_serial.rs"]
+mod serial;
 #[path = "read_store.rs"]
 mod store;
 #[path = "read_uplink.rs"]
@@ -61,20 +61,9 @@ const FEED_KEYS: &[&str] = &[
     "tls_key",
 ];
 const LOG_KEYS: &[&str] = &["level"];
-const SERIAL_KEYS: &[&str] = &[
-    "device",
-    "path",
-    "baud",
-    "silence_timeout",
-    "reconnect_min",
-    "reconnect_max",
-];
 const REPLAY_KEYS: &[&str] = &["device", "path", "pace", "loop"];
 const DEMO_KEYS: &[&str] = &["vehicles", "center", "rate_hz", "via"];
 
-/// Longest accepted back-off and the longest sensible `reconnect_*`: an hour
-/// without trying to reopen a receiver is already a long outage.
-const RECONNECT_LIMIT: Duration = Duration::from_secs(3600);
 /// Replay rates are bounded so that one epoch's delay stays a sane `Duration`.
 const REPLAY_RATE_HZ: RangeInclusive<f64> = 0.01..=1000.0;
 
@@ -246,7 +235,7 @@ impl<'s> Reader<'s> {
                     }
                 }
                 "serial" => {
-                    for s in self.array_of_tables("serial", value, SERIAL_KEYS) {
+                    for s in self.array_of_tables("serial", value, serial::SERIAL_KEYS) {
                         config.serial.extend(self.serial(&s));
                     }
                 }
@@ -502,78 +491,6 @@ impl<'s> Reader<'s> {
             }
         }
         log
-    }
-
-    fn serial(&mut self, s: &Section<'_, '_>) -> Option<Serial> {
-        // Every key is checked before giving up on a missing one, so that a
-        // missing `device` does not hide a bad `baud` in the same table.
-        let device = self.required_device(s);
-        let path = self.required_path(s);
-        let baud = self.baud(s).unwrap_or(Serial::DEFAULT_BAUD);
-        let silence = Duration::from_secs(1)..=Duration::from_secs(3600);
-        let silence_timeout = self
-            .duration(s, "silence_timeout", silence)
-            .map_or(Serial::DEFAULT_SILENCE_TIMEOUT, |(d, _)| d);
-        // A zero back-off turns an unplugged receiver into a busy loop.
-        let back_off = Duration::from_millis(10)..=RECONNECT_LIMIT;
-        let min = self.duration(s, "reconnect_min", back_off.clone());
-        let max = self.duration(s, "reconnect_max", back_off);
-        let reconnect_min = min
-            .as_ref()
-            .map_or(Serial::DEFAULT_RECONNECT_MIN, |(d, _)| *d);
-        let reconnect_max = max
-            .as_ref()
-            .map_or(Serial::DEFAULT_RECONNECT_MAX, |(d, _)| *d);
-        if reconnect_max < reconnect_min {
-            let min_text = humantime::format_duration(reconnect_min);
-            let max_text = humantime::format_duration(reconnect_max);
-            match (&min, &max) {
-                (_, Some((_, span))) => self.report(
-                    span,
-                    format!(
-                        "{} ({max_text}) must not be less than {} ({min_text})",
-                        s.key("reconnect_max"),
-                        s.key("reconnect_min")
-                    ),
-                ),
-                (Some((_, span)), None) => self.report(
-                    span,
-                    format!(
-                        "{} ({min_text}) is more than the default {} ({max_text}); raise that too",
-                        s.key("reconnect_min"),
-                        s.key("reconnect_max")
-                    ),
-                ),
-                // Both defaults: they are in order, so this cannot be reached.
-                (None, None) => {}
-            }
-        }
-        Some(Serial {
-            device: device?,
-            path: path?,
-            baud,
-            silence_timeout,
-            reconnect_min,
-            reconnect_max,
-        })
-    }
-
-    fn baud(&mut self, s: &Section<'_, '_>) -> Option<u32> {
-        let baud = self.integer::<u32>(s, "baud", 1..=i64::from(u32::MAX))?;
-        if Serial::BAUD_RATES.contains(&baud) {
-            return Some(baud);
-        }
-        let rates: Vec<String> = Serial::BAUD_RATES.iter().map(u32::to_string).collect();
-        let span = s.get("baud").map_or(s.span.clone(), Spanned::span);
-        self.report(
-            &span,
-            format!(
-                "{} {baud} is not a standard rate; use one of {}",
-                s.key("baud"),
-                rates.join(", ")
-            ),
-        );
-        None
     }
 
     fn replay(&mut self, s: &Section<'_, '_>) -> Option<Replay> {

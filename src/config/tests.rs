@@ -192,6 +192,52 @@ fn device_ids_and_serial_ports_are_unique() {
 }
 
 #[test]
+fn baud_auto_hunts_over_the_common_rates_unless_told_which() {
+    let config = parse(
+        "[[serial]]\ndevice = \"a\"\npath = \"/dev/x\"\nbaud = \"auto\"\n[[serial]]\ndevice = \"b\"\npath = \"/dev/y\"\nbaud = \"auto\"\nhunt_rates = [115200, 921600, 4800]\nhunt_window = \"700ms\"\n[[serial]]\ndevice = \"c\"\npath = \"/dev/z\"\nbaud = 38400\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let [a, b, c] = config.serial.as_slice() else {
+        panic!("three receivers: {:?}", config.serial);
+    };
+    assert_eq!(
+        a.hunt,
+        Some(Hunt {
+            rates: vec![4800, 9600, 19200, 38400, 57600, 115200],
+            window: Duration::from_millis(2500),
+        })
+    );
+    let hunt = b.hunt.as_ref().expect("auto");
+    assert_eq!(hunt.rates, [115200, 921600, 4800], "in the order written");
+    assert_eq!(hunt.window, Duration::from_millis(700));
+    assert_eq!(b.baud, 115200, "the hunt's first rate");
+    assert_eq!((c.baud, &c.hunt), (38400, &None));
+}
+
+#[test]
+fn a_bad_baud_or_hunt_list_is_named_where_it_is_written() {
+    let found = problems(
+        "[[serial]]\ndevice = \"a\"\npath = \"/dev/x\"\nbaud = \"fast\"\n[[serial]]\ndevice = \"b\"\npath = \"/dev/y\"\nbaud = \"auto\"\nhunt_rates = [9600, 12345, 9600, \"x\"]\nhunt_window = \"10ms\"\n[[serial]]\ndevice = \"c\"\npath = \"/dev/z\"\nbaud = \"auto\"\nhunt_rates = []\n[[serial]]\ndevice = \"d\"\npath = \"/dev/w\"\nbaud = 4800\nhunt_rates = [4800]\n[[serial]]\ndevice = \"e\"\npath = \"/dev/v\"\nbaud = true\nhunt_rates = 9600\n",
+    );
+    let expected = [
+        "t.toml:4:8: `serial.baud` must be a standard rate like 9600 or \"auto\", not \"fast\"",
+        "t.toml:9:21: `serial.hunt_rates` 12345 is not a standard rate",
+        "t.toml:9:28: `serial.hunt_rates` lists 9600 twice",
+        "t.toml:9:34: `serial.hunt_rates` must be an integer, not a string",
+        "t.toml:10:15: `serial.hunt_window` must be between 100ms and 1m",
+        "t.toml:15:14: `serial.hunt_rates` must list at least one rate",
+        "t.toml:20:14: `serial.hunt_rates` applies only with `serial.baud` = \"auto\"",
+        "t.toml:24:8: `serial.baud` must be a standard rate like 9600 or \"auto\", not a boolean",
+        "t.toml:25:14: `serial.hunt_rates` must be a list of rates like [9600, 38400], not an integer",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (got, want) in found.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got}\nwanted {want}");
+    }
+}
+
+#[test]
 fn back_off_must_be_ordered_and_never_zero() {
     let found = problems(
         "[[serial]]\ndevice = \"a\"\npath = \"/dev/x\"\nreconnect_min = \"0s\"\nreconnect_max = \"1s\"\n[[serial]]\ndevice = \"b\"\npath = \"/dev/y\"\nreconnect_min = \"5s\"\nreconnect_max = \"1s\"\n",

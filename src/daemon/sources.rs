@@ -3,6 +3,7 @@
 //! all of them before the writer drains.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
@@ -10,22 +11,38 @@ use crate::config::{Broker, Config, Demo, DemoVia};
 use crate::daemon::health::Pulses;
 use crate::sim::publish::{MqttTarget, SimulateOptions, Target};
 use crate::sources::mqtt::{self, Messages};
+use crate::sources::receivers::{ReceiverStatus, Receivers};
 use crate::sources::{Context, demo, replay, serial};
+use crate::store::Store;
 use crate::util::tasks::Tasks;
 
 /// Starts every source the configuration names on `intake`; the watchdog
 /// sees each loop through `pulses`. The MQTT intake comes first: the demo
-/// fleet over MQTT connects to its port.
+/// fleet over MQTT connects to its port. Serial receivers remember their
+/// line speed in `store`; their status is returned, in configuration order.
 pub fn start(
     config: &Config,
     context: &Context,
     pulses: &Pulses,
     intake: &Tasks,
-) -> anyhow::Result<()> {
+    store: &Store,
+) -> anyhow::Result<Receivers> {
     start_mqtt(config, context, pulses, intake)?;
-    for s in &config.serial {
-        let pulse = pulses.register(format!("serial receiver {}", s.device));
-        intake.spawn(serial::run(s.clone(), context.clone(), pulse));
+    let mut receivers = Vec::with_capacity(config.serial.len());
+    if !config.serial.is_empty() {
+        let speeds = store
+            .line_speeds()
+            .context("cannot open the store's line speeds")?;
+        for s in &config.serial {
+            let pulse = pulses.register(format!("serial receiver {}", s.device));
+            let status = Arc::new(ReceiverStatus::new(s.device.clone(), &s.path));
+            receivers.push(status.clone());
+            let line = serial::Line {
+                speeds: speeds.clone(),
+                status,
+            };
+            intake.spawn(serial::run(s.clone(), context.clone(), line, pulse));
+        }
     }
     for r in &config.replay {
         intake.spawn(replay::run(r.clone(), context.clone()));
@@ -39,7 +56,7 @@ pub fn start(
         }
         (None, _) => {}
     }
-    Ok(())
+    Ok(receivers.into())
 }
 
 /// Starts the MQTT intake the configuration asks for.

@@ -91,7 +91,9 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
         rejects: Arc::new(Rejects::new(config.devices.max_devices)),
         groups: wiring.groups.clone(),
     };
-    super::sources::start(&config, &context, &pulses, &stages.intake)?;
+    // The serial receivers' port and line speed, for a gpsd-protocol
+    // server's `?DEVICES` once one reads them.
+    let _receivers = super::sources::start(&config, &context, &pulses, &stages.intake, &store)?;
     let feed = Feed {
         listener,
         tls,

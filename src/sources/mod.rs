@@ -9,6 +9,7 @@ pub mod intake;
 pub mod mqtt;
 pub mod nmea;
 pub mod payload;
+pub mod receivers;
 pub mod replay;
 pub mod serial;
 pub mod stream;

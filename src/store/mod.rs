@@ -17,6 +17,9 @@
 //!   (an MQTT topic's), see [`crate::groups`];
 //! * `M` + name → metadata (the first sequence number of this store).
 //!
+//! Beside that tree, `line_speeds` holds what serial receivers were last
+//! found at (see [`speeds`]): a setting, not a record.
+//!
 //! Exactly one [`Writer`] appends; any number of [`Reader`]s read by sequence
 //! number. Durability is by group commit: [`Store::flush`] (called by one
 //! flusher, in `spawn_blocking`) makes everything appended before it durable.
@@ -27,6 +30,7 @@ pub mod flusher;
 pub mod ledger;
 pub mod mark;
 pub mod segment;
+pub mod speeds;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -600,6 +604,11 @@ impl Store {
             self.reservation.clone(),
             self.floor,
         )
+    }
+
+    /// The remembered line speeds of serial receivers (see [`speeds`]).
+    pub fn line_speeds(&self) -> Result<speeds::LineSpeeds, StoreError> {
+        speeds::LineSpeeds::open(&self.db)
     }
 
     /// A reader; cheap, clone as needed.

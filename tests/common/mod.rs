@@ -1010,6 +1010,25 @@ impl PtyReceiver {
         self.master.write_all(bytes).expect("write to pty master");
     }
 
+    /// The line speed the daemon last set on its end, in bits per second:
+    /// termios ioctls on a pty's master act on the slave (checked on
+    /// Linux). TCGETS2, since serialport sets a rate as a number (BOTHER),
+    /// which the older TCGETS does not show.
+    pub fn line_speed(&self) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: termios2 is plain integers, all-zero valid; the ioctl
+        // fills it from an fd this receiver owns.
+        let mut termios: libc::termios2 = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TCGETS2, &mut termios) };
+        assert_eq!(
+            rc,
+            0,
+            "TCGETS2 on the pty master: {}",
+            std::io::Error::last_os_error()
+        );
+        termios.c_ospeed
+    }
+
     /// `n` 1 Hz epochs of a simulated receiver starting now.
     pub fn send_epochs(&mut self, n: usize, seed: u64, offset_s: i64) -> String {
         let start = Utc::now()
