@@ -91,9 +91,9 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
         rejects: Arc::new(Rejects::new(config.devices.max_devices)),
         groups: wiring.groups.clone(),
     };
-    // The serial receivers' port and line speed, for a gpsd-protocol
-    // server's `?DEVICES` once one reads them.
-    let _receivers = super::sources::start(&config, &context, &pulses, &stages.intake, &store)?;
+    // The serial receivers' port and line speed, for the gpsd-protocol
+    // server's `?DEVICES`.
+    let receivers = super::sources::start(&config, &context, &pulses, &stages.intake, &store)?;
     let feed = Feed {
         listener,
         tls,
@@ -104,9 +104,8 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
     };
     let server = start_feed(&config, feed, (&store, &wiring, &context), stages);
     if let Some(listener) = gpsd {
-        let served = crate::readers::gpsd::served(&config);
         let follow = (store.reader(), wiring.head.clone());
-        crate::readers::gpsd::start(listener, &config, served, follow, &stages.background);
+        start_gpsd(listener, &config, receivers, follow, stages);
     }
     start_operations(&wiring, pulses, uplink.as_ref(), stages);
     tracing::info!(
@@ -129,6 +128,27 @@ pub async fn start(inputs: Inputs, stages: &Stages) -> anyhow::Result<Running> {
         server,
         reopen,
     })
+}
+
+/// Starts the gpsd-protocol server on its bound `listener`; `?DEVICES`
+/// gives each receiver's speed from `receivers`.
+fn start_gpsd(
+    listener: tokio::net::TcpListener,
+    config: &Config,
+    receivers: crate::sources::receivers::Receivers,
+    follow: (crate::store::Reader, watch::Receiver<u64>),
+    stages: &Stages,
+) {
+    // The speed a receiver is read at now; a closed port's configured one.
+    let bps = move |port: &crate::readers::gpsd::Port| {
+        receivers
+            .iter()
+            .find(|r| r.device() == &port.device)
+            .and_then(|r| r.bps())
+            .or(port.bps)
+    };
+    let served = crate::readers::gpsd::served(config).with_bps(Arc::new(bps));
+    crate::readers::gpsd::start(listener, config, served, follow, &stages.background);
 }
 
 /// What the feed is started with, prepared before anything accepted data.

@@ -61,7 +61,8 @@ pub fn served(config: &Config) -> Served {
             device: s.device.clone(),
             path: s.path.display().to_string(),
             driver: Some("NMEA0183"),
-            bps: Some(s.baud),
+            // A hunted speed is known only once found (see `with_bps`).
+            bps: s.hunt.is_none().then_some(s.baud),
         })
         .collect();
     ports.extend(config.replay.iter().map(|r| Port {
