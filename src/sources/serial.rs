@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Context;
+use super::chrony::ChronySock;
 use super::stream::{NmeaStream, PipelineClosed};
 use crate::config::Serial;
 use crate::daemon::health::Pulse;
@@ -67,7 +68,9 @@ async fn read_forever(spec: Serial, context: Context, pulse: Arc<Pulse>) {
     } = context;
     let device = DeviceLabel::configured(&spec.device);
     let connected = telemetry::SERIAL_CONNECTED.with([device.clone()]);
-    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock);
+    let chrony = spec.chrony_socket.as_deref();
+    let mut stream = NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock)
+        .with_chrony(chrony.map(|path| ChronySock::new(path, &spec.device)));
     let mut backoff = spec.reconnect_min;
     let mut failures = 0u64;
     while !shutdown.is_cancelled() {
