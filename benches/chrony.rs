@@ -12,10 +12,10 @@
 //! * chrony's own view: `chronyc sourcestats` (the regression's offset and
 //!   standard deviation) and `chronyc sources -v` (reach, last sample);
 //! * every raw sample chronyd logged (`log refclocks`): its offset, which is
-//!   `-(DELAY + latency)`, so the latency from the write on the pty to
-//!   fixgate's read is `-offset - DELAY`: mean, standard deviation, min, max;
+//!   `-(DELAY + lateness)`: mean, standard deviation, min, max;
 //! * how late the writer itself was past `second + DELAY` (the scheduler's
-//!   share of the jitter on this machine).
+//!   share of the jitter on this machine), and each sample against its own
+//!   write: the time from the write on the pty to fixgate's read.
 //!
 //! Run as a test (`cargo test --bench chrony`) it runs 6 s and asserts that
 //! chronyd reached the refclock and took at least 3 samples whose offsets
@@ -92,7 +92,7 @@ fn main() {
     // The last sample's poll.
     std::thread::sleep(Duration::from_millis(1500));
     println!(
-        "{seconds} epochs written in {:.1} s, each {} ms after its second",
+        "{seconds} epochs written in {:.1} s, each due {} ms after its second",
         started.elapsed().as_secs_f64(),
         DELAY.as_millis()
     );
@@ -109,17 +109,28 @@ fn main() {
     let stats = chronyd.stats();
     println!("chronyc -c: {source:?} {stats:?}");
 
-    let raw = chronyd.raw_offsets();
+    let samples = chronyd.raw_samples();
+    let raw: Vec<f64> = samples.iter().map(|(_, o)| *o).collect();
     print_ms("raw offsets chronyd logged (true - system)", &raw);
     let delay = DELAY.as_secs_f64();
-    let latency: Vec<f64> = raw.iter().map(|o| -o - delay).collect();
-    print_ms(
-        "latency, pty write due -> fixgate read (-offset - DELAY)",
-        &latency,
-    );
-    let late: Vec<f64> = late.iter().map(Duration::as_secs_f64).collect();
-    let late_past: Vec<f64> = late.iter().map(|l| l - delay).collect();
+    let late_past: Vec<f64> = late.iter().map(|(_, l)| l.as_secs_f64() - delay).collect();
     print_ms("writer's own lateness past second + DELAY", &late_past);
+    // Each sample against its own write (the sample's second is the
+    // write's: the delay is under a second): what the pty and fixgate add.
+    let read_after_write: Vec<f64> = samples
+        .iter()
+        .filter_map(|(at, offset)| {
+            // chronyd logs the sample at its own (cooked) time, which -x
+            // moves by its estimate of the offset: nearest second of either.
+            let second = (at - delay / 2.0).round() as i64;
+            let (_, l) = late.iter().find(|(s, _)| *s == second)?;
+            Some(-offset - l.as_secs_f64())
+        })
+        .collect();
+    print_ms(
+        "read after write (-offset - actual write lateness)",
+        &read_after_write,
+    );
     let sent = daemon.metric("fixgate_chrony_samples_total").unwrap_or(0.0);
     let failed = daemon
         .metric("fixgate_chrony_send_failures_total")

@@ -173,10 +173,11 @@ impl Chronyd {
         })
     }
 
-    /// The raw offsets (seconds) of every FXGT sample chronyd logged, in
-    /// order: `log refclocks`, lines with a filter index (the filtered
-    /// results are logged with `-` there).
-    pub fn raw_offsets(&self) -> Vec<f64> {
+    /// Every FXGT sample chronyd logged (`log refclocks`), in order: its
+    /// time (the system time fixgate read the sentence at, Unix seconds)
+    /// and its raw offset (seconds). Only lines with a filter index: the
+    /// filtered results are logged with `-` there.
+    pub fn raw_samples(&self) -> Vec<(f64, f64)> {
         let text = std::fs::read_to_string(self.dir.join("refclocks.log")).unwrap_or_default();
         text.lines()
             .filter_map(|line| {
@@ -184,9 +185,18 @@ impl Chronyd {
                 if f.get(2) != Some(&"FXGT") || f.get(3) == Some(&"-") {
                     return None;
                 }
-                f.get(6)?.parse().ok()
+                let at = format!("{} {}", f.first()?, f.get(1)?);
+                let at = chrono::NaiveDateTime::parse_from_str(&at, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+                let at = at.and_utc();
+                let secs = at.timestamp() as f64 + f64::from(at.timestamp_subsec_nanos()) * 1e-9;
+                Some((secs, f.get(6)?.parse().ok()?))
             })
             .collect()
+    }
+
+    /// The raw offsets of [`Chronyd::raw_samples`].
+    pub fn raw_offsets(&self) -> Vec<f64> {
+        self.raw_samples().into_iter().map(|(_, o)| o).collect()
     }
 
     /// What chronyd logged.
@@ -220,13 +230,13 @@ impl Drop for Chronyd {
 /// Plays a receiver on `receiver` that sends each second's epoch (RMC, VTG,
 /// GGA, GSA, GLL of a simulated vehicle, with the current date and time)
 /// `delay` after the second begins, as real receivers do, for `seconds`.
-/// Returns how late each write actually was past its second (the
-/// scheduler's share of the jitter).
+/// Returns each write's second (Unix) and how late past that second it
+/// actually happened (the scheduler's share of the jitter).
 pub fn send_current_time(
     receiver: &mut super::PtyReceiver,
     seconds: usize,
     delay: Duration,
-) -> Vec<Duration> {
+) -> Vec<(i64, Duration)> {
     use chrono::{DurationRound, Utc};
     let mut late = Vec::with_capacity(seconds);
     let mut fleet = fixgate::sim::Fleet::new(1, (52.0907, 5.1214), 7);
@@ -246,7 +256,10 @@ pub fn send_current_time(
         }
         let written = Utc::now();
         receiver.send(text.as_bytes());
-        late.push((written - second).to_std().unwrap_or_default());
+        late.push((
+            second.timestamp(),
+            (written - second).to_std().unwrap_or_default(),
+        ));
     }
     late
 }

@@ -37,6 +37,11 @@ impl Marks {
         self.arrival = at;
     }
 
+    /// Whether arrivals are given, or something is left to clear.
+    pub(super) fn wanted(&self) -> bool {
+        self.arrival.is_some() || self.ready.is_some() || self.current.is_some()
+    }
+
     /// A sentence stamped `time_of_day` was decoded.
     pub(super) fn sentence(&mut self, time_of_day: u32) {
         let Some(at) = self.arrival else { return };

@@ -139,8 +139,8 @@ impl Decoder {
                     } => {
                         dater.stats.used += 1;
                         dater.stats.crate_refused += u64::from(crate_refused);
-                        if let Some(t) = report.time {
-                            dater.marks.sentence(t);
+                        if let (Some(marks), Some(t)) = (&mut dater.marks, report.time) {
+                            marks.sentence(t);
                         }
                         assembler.push(&report, &mut |e| on(dater.finish_epoch(e)));
                     }
@@ -169,7 +169,9 @@ impl Decoder {
         });
         assembler.finish(&mut |e| on(dater.finish_epoch(e)));
         // What the end closed was not read as it came: no time mark.
-        dater.marks.clear();
+        if let Some(marks) = dater.marks {
+            marks.clear();
+        }
     }
 
     /// The framer, the assembler and the dater, borrowed apart so that the
@@ -189,7 +191,8 @@ impl Decoder {
             last_date,
             clock: *clock,
             skew: options.max_clock_skew,
-            marks,
+            // Out of the way of every sentence unless time marks are wanted.
+            marks: marks.wanted().then_some(marks),
         };
         (framer, assembler, dater)
     }
@@ -227,7 +230,7 @@ struct Dater<'a> {
     last_date: &'a mut Option<(NaiveDate, u32)>,
     clock: Option<DateTime<Utc>>,
     skew: Duration,
-    marks: &'a mut Marks,
+    marks: Option<&'a mut Marks>,
 }
 
 /// Half a day: a time of day that falls back by more than this crossed midnight.
@@ -276,7 +279,9 @@ impl Dater<'_> {
             };
         }
         self.stats.fixes += 1;
-        self.marks.fix(e.time, e.date.is_some(), fix.time);
+        if let Some(marks) = &mut self.marks {
+            marks.fix(e.time, e.date.is_some(), fix.time);
+        }
         Outcome::Fix(fix)
     }
 
