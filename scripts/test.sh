@@ -13,8 +13,9 @@ step() { echo "== [${SECONDS}s] $*"; }
 # font for its text. PostgreSQL 15 with PostGIS is the cloud receiver's
 # database (crates/cloud/tests/common/pg.rs makes a throwaway cluster);
 # nginx the HTTP load balancer in front of two receivers
-# (tests/cloud_postgres.rs).
-packages=(gpsd gpsd-clients python3-gps mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core postgresql postgresql-15-postgis-3 nginx)
+# (tests/cloud_postgres.rs); chrony the NTP daemon that takes a serial
+# receiver's time (tests/chrony_sock.rs, benches/chrony.rs).
+packages=(gpsd gpsd-clients python3-gps chrony mosquitto mosquitto-clients openssl libxml2-utils curl iproute2 chromium fonts-dejavu-core postgresql postgresql-15-postgis-3 nginx)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

@@ -210,6 +210,12 @@ catalogue! {
         "Hunts for the line speed of serial receivers with baud = \"auto\", by result: locked or not_found (a whole round of rates without one good sentence).";
     Counter SERIAL_BAUD_PROBES "fixgate_serial_baud_probes_total" ["device"]
         "Line speeds tried while hunting, one per rate listened to.";
+    Counter CHRONY_SAMPLES "fixgate_chrony_samples_total" ["device"]
+        "Time samples a serial receiver sent to chrony's SOCK refclock.";
+    Counter CHRONY_SEND_FAILURES "fixgate_chrony_send_failures_total" ["device", "reason"]
+        "Time samples that could not be sent to chrony, by reason: not_running (no socket, or nobody bound to it), busy (chronyd's queue full), permission, time_range, error.";
+    Gauge CHRONY_OFFSET "fixgate_chrony_offset_seconds" ["device"]
+        "The last sample's offset sent to chrony: the receiver's time minus the system time its first sentence arrived at.";
     Counter REPLAY_ERRORS "fixgate_replay_errors_total" ["device"]
         "Replayed NMEA logs that could not be read.";
     Gauge MQTT_CONNECTED "fixgate_mqtt_connected" []

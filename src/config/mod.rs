@@ -395,6 +395,9 @@ pub struct Serial {
     pub reconnect_min: Duration,
     /// Back-off ceiling; never below `reconnect_min`.
     pub reconnect_max: Duration,
+    /// chrony's `refclock SOCK` socket to send this receiver's time to;
+    /// `None` sends nothing. Absolute, unique across receivers.
+    pub chrony_socket: Option<PathBuf>,
 }
 
 impl Serial {
@@ -419,6 +422,7 @@ impl Serial {
             silence_timeout: Self::DEFAULT_SILENCE_TIMEOUT,
             reconnect_min: Self::DEFAULT_RECONNECT_MIN,
             reconnect_max: Self::DEFAULT_RECONNECT_MAX,
+            chrony_socket: None,
         }
     }
 }

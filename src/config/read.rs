@@ -26,6 +26,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 #[path = "read_access.rs"]
 mod access;
+#[path = "read_chrony.rs"]
+mod chrony;
 #[path = "read_geofence.rs"]
 mod fences;
 #[path = "read_gpsd.rs"]
@@ -90,6 +92,7 @@ pub(super) fn read_in(
         problems: Vec::new(),
         devices: Vec::new(),
         serial_paths: Vec::new(),
+        chrony_sockets: Vec::new(),
         demo_vehicles: None,
         demo_via_mqtt: None,
         anonymous_span: None,
@@ -107,6 +110,7 @@ pub(super) fn read_in(
     let config = reader.document(document.get_ref());
     reader.check_unique_devices();
     reader.check_unique_serial_paths();
+    reader.check_unique_chrony_sockets();
     reader.check_demo_broker(&config);
     reader.check_anonymous_writes(&config.access, &config.http);
     if reader.problems.is_empty() {
@@ -126,6 +130,8 @@ struct Reader<'s> {
     devices: Vec<(DeviceId, Span)>,
     /// Every serial port path and where it is written.
     serial_paths: Vec<(PathBuf, Span)>,
+    /// Every `chrony_socket` and where it is written.
+    chrony_sockets: Vec<(PathBuf, Span)>,
     /// The demo fleet size when `[demo]` is on and its size valid.
     demo_vehicles: Option<u32>,
     /// Where `demo.via = "mqtt"` is written, for the broker cross-check.

@@ -18,6 +18,7 @@ pub(super) const SERIAL_KEYS: &[&str] = &[
     "silence_timeout",
     "reconnect_min",
     "reconnect_max",
+    "chrony_socket",
 ];
 
 /// Longest accepted back-off and the longest sensible `reconnect_*`: an hour
@@ -59,6 +60,7 @@ impl Reader<'_> {
             silence_timeout,
             reconnect_min,
             reconnect_max,
+            chrony_socket: self.chrony_socket(s),
         })
     }
 

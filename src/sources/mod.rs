@@ -2,6 +2,7 @@
 //! A source never talks to the store, the feed or the uplink: it sends
 //! [`crate::fix::Observed`] values down the one bounded channel.
 
+pub mod chrony;
 pub mod clock;
 pub mod demo;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod receivers;
 pub mod replay;
 pub mod serial;
 pub mod stream;
+pub mod timing;
 pub mod topic;
 
 use std::sync::Arc;

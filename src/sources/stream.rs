@@ -3,10 +3,11 @@
 //! the demo fleet all go through it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::chrony::ChronySock;
 use super::clock::{ClockTrust, TrustedClock};
 use super::nmea::{DecodeStats, Decoder, DecoderOptions};
 use crate::fix::{DeviceClass, DeviceId, Fix, Observed, Position, SourceKind};
@@ -60,6 +61,8 @@ pub struct NmeaStream {
     /// Set for a device named from outside.
     outside: Option<Arc<OutsideNames>>,
     fixes: Vec<Fix>,
+    /// Where the receiver's time goes, when it is a clock's reference.
+    chrony: Option<ChronySock>,
 }
 
 impl NmeaStream {
@@ -74,7 +77,15 @@ impl NmeaStream {
             log: LogLimit::new(LOG_EVERY, 16),
             outside: None,
             fixes: Vec::new(),
+            chrony: None,
         }
+    }
+
+    /// A stream whose receiver's time also goes to chrony (a live receiver
+    /// only: bytes must be pushed as soon as they are read).
+    pub fn with_chrony(mut self, chrony: Option<ChronySock>) -> Self {
+        self.chrony = chrony;
+        self
     }
 
     /// The stream of a device named from outside: its metric labels come
@@ -101,7 +112,16 @@ impl NmeaStream {
     /// Decodes bytes; completed fixes wait in the stream until [`Self::take`] or [`Self::send`].
     pub fn push(&mut self, bytes: &[u8]) {
         self.decoder.set_trusted_clock(self.clock.now());
-        self.decoder.push(bytes, &mut self.fixes);
+        if let Some(chrony) = &mut self.chrony {
+            // The bytes were read just now: their arrival, for chrony.
+            self.decoder.set_arrival(Some(SystemTime::now()));
+            self.decoder.push(bytes, &mut self.fixes);
+            if let Some(mark) = self.decoder.take_time_mark() {
+                chrony.offer(mark);
+            }
+        } else {
+            self.decoder.push(bytes, &mut self.fixes);
+        }
         self.export();
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod chrony;
 pub mod landing;
 pub mod netns;
 pub mod nginx;

@@ -22,16 +22,19 @@
 pub mod epoch;
 mod fast;
 pub mod framing;
+mod marks;
 pub mod sentence;
 pub mod stats;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeDelta, Utc};
 
 use crate::fix::Fix;
+use crate::sources::timing::TimeMark;
 use epoch::{Assembler, Epoch};
 use framing::{Framed, Framer};
+use marks::Marks;
 use sentence::{Classified, DAY_MS, Skip};
 pub use stats::DecodeStats;
 
@@ -85,6 +88,7 @@ pub struct Decoder {
     /// The last date known and the time of day it belonged to.
     last_date: Option<(NaiveDate, u32)>,
     clock: Option<DateTime<Utc>>,
+    marks: Marks,
 }
 
 impl Decoder {
@@ -97,6 +101,7 @@ impl Decoder {
             stats: DecodeStats::default(),
             last_date: None,
             clock: None,
+            marks: Marks::default(),
         }
     }
 
@@ -134,6 +139,9 @@ impl Decoder {
                     } => {
                         dater.stats.used += 1;
                         dater.stats.crate_refused += u64::from(crate_refused);
+                        if let (Some(marks), Some(t)) = (&mut dater.marks, report.time) {
+                            marks.sentence(t);
+                        }
                         assembler.push(&report, &mut |e| on(dater.finish_epoch(e)));
                     }
                     Classified::Skipped(skip) => {
@@ -160,6 +168,10 @@ impl Decoder {
             }
         });
         assembler.finish(&mut |e| on(dater.finish_epoch(e)));
+        // What the end closed was not read as it came: no time mark.
+        if let Some(marks) = dater.marks {
+            marks.clear();
+        }
     }
 
     /// The framer, the assembler and the dater, borrowed apart so that the
@@ -172,12 +184,15 @@ impl Decoder {
             last_date,
             clock,
             options,
+            marks,
         } = self;
         let dater = Dater {
             stats,
             last_date,
             clock: *clock,
             skew: options.max_clock_skew,
+            // Out of the way of every sentence unless time marks are wanted.
+            marks: marks.wanted().then_some(marks),
         };
         (framer, assembler, dater)
     }
@@ -193,6 +208,20 @@ impl Decoder {
     pub fn set_trusted_clock(&mut self, now: Option<DateTime<Utc>>) {
         self.clock = now;
     }
+
+    /// When the bytes of the next pushes were read, for time marks;
+    /// `None` (the default) keeps none.
+    pub fn set_arrival(&mut self, at: Option<SystemTime>) {
+        self.marks.set_arrival(at);
+    }
+
+    /// The newest epoch completed since the last call that can tell a
+    /// clock the time: a valid fix dated by the receiver, with the arrival
+    /// of its first sentence (see [`crate::sources::timing`]). Only while
+    /// arrivals are given.
+    pub fn take_time_mark(&mut self) -> Option<TimeMark> {
+        self.marks.take()
+    }
 }
 
 /// The dating and fix-building step, borrowing the decoder's parts.
@@ -201,6 +230,7 @@ struct Dater<'a> {
     last_date: &'a mut Option<(NaiveDate, u32)>,
     clock: Option<DateTime<Utc>>,
     skew: Duration,
+    marks: Option<&'a mut Marks>,
 }
 
 /// Half a day: a time of day that falls back by more than this crossed midnight.
@@ -249,6 +279,9 @@ impl Dater<'_> {
             };
         }
         self.stats.fixes += 1;
+        if let Some(marks) = &mut self.marks {
+            marks.fix(e.time, e.date.is_some(), fix.time);
+        }
         Outcome::Fix(fix)
     }
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Context;
+use super::chrony::ChronySock;
 use super::receivers::ReceiverStatus;
 use super::stream::{NmeaStream, PipelineClosed};
 use crate::config::{Hunt, Serial};
@@ -130,7 +131,11 @@ pub async fn run(spec: Serial, context: Context, line: Line, pulse: Arc<Pulse>) 
             .and_then(|_| line.speeds.get(&spec.device));
         let receiver = Receiver {
             device: DeviceLabel::configured(&spec.device),
-            stream: NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock),
+            stream: NmeaStream::new(spec.device.clone(), SourceKind::Serial, clock).with_chrony(
+                spec.chrony_socket
+                    .as_deref()
+                    .map(|path| ChronySock::new(path, &spec.device)),
+            ),
             spec,
             tx,
             shutdown,
