@@ -6,7 +6,9 @@
 # against the binary given (default: target/debug/<the binary's name>).
 # Without arguments both units are checked: the daemon's
 # (systemd/fixgate.service) and the cloud receiver's
-# (systemd/fixgate-receive.service).
+# (systemd/fixgate-receive.service), and the example drop-in for Debian's
+# chrony.service (packaging/chrony/) against that unit when chrony is
+# installed.
 # Usage: scripts/check-unit.sh [UNIT [BINARY]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,9 +55,30 @@ check_unit() {
     grep "Overall exposure level" "$work/security.txt"
 }
 
+# check_dropin: the chrony drop-in parses cleanly on Debian's chrony.service
+# (verify reads drop-ins from a unit directory given in SYSTEMD_UNIT_PATH).
+check_dropin() {
+    local chrony=/lib/systemd/system/chrony.service dir="$work/units" out
+    if [[ ! -f $chrony ]]; then
+        echo "check-unit: chrony is not installed: packaging/chrony/fixgate-socket.conf not checked"
+        return 0
+    fi
+    mkdir -p "$dir/chrony.service.d"
+    cp "$chrony" "$dir/"
+    cp packaging/chrony/fixgate-socket.conf "$dir/chrony.service.d/"
+    out=$(SYSTEMD_UNIT_PATH="$dir:" systemd-analyze verify --man=no chrony.service 2>&1) || { echo "$out"; return 1; }
+    if [[ -n $out ]]; then
+        echo "systemd-analyze verify chrony.service + fixgate-socket.conf is not clean:"
+        echo "$out"
+        return 1
+    fi
+    echo "systemd-analyze verify chrony.service + fixgate-socket.conf: clean"
+}
+
 if [[ $# -gt 0 ]]; then
     check_unit "$@"
 else
     check_unit systemd/fixgate.service
     check_unit systemd/fixgate-receive.service
+    check_dropin
 fi

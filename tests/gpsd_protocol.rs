@@ -420,3 +420,87 @@ fn a_client_outside_allow_from_is_closed_at_once() {
         Some(1.0)
     );
 }
+
+/// The screen text of `cgps`'s output: escape sequences and line-drawing
+/// switches out, runs of blanks down to one.
+fn screen_text(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI (`ESC [ ... letter`) or a charset switch (`ESC ( B`).
+            match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                Some(_) => {
+                    chars.next();
+                }
+                None => {}
+            }
+            out.push(' ');
+        } else if c.is_control() {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `cgps -s`, a curses client (on a pseudo-terminal that `script` makes),
+/// shows the position fixgate stored last, as gpsd's own cgps formats it.
+#[test]
+fn cgps_shows_the_position_fixgate_stores() {
+    let present = Command::new("cgps").arg("-V").output();
+    assert!(
+        present.is_ok_and(|o| o.status.success()),
+        "cgps is missing (apt install gpsd-clients)"
+    );
+    let mut rig = Rig::start("");
+    let screen = rig._dir.path().join("cgps.out");
+    let command = format!("stty cols 100 rows 30; cgps -s 127.0.0.1:{}", rig.gpsd);
+    let mut cgps = Command::new("script")
+        .args(["-qfc", &command])
+        .arg(&screen)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script (util-linux) to run cgps");
+    wait_until("cgps watching", WAIT, || rig.clients() == 1.0);
+    rig.receiver.send_epochs(3, 5, 0);
+    wait_until("3 positions stored", WAIT, || rig.stored().len() >= 3);
+    // cgps prints degrees with 8 decimals and the hemisphere; curses then
+    // repaints only the characters that change, so the first report is the
+    // one whole in the output: look for any stored position whole.
+    let as_cgps = |p: &Value| {
+        let (lat, lon) = (p["lat"].as_f64().unwrap(), p["lon"].as_f64().unwrap());
+        [
+            p["time"].as_str().unwrap_or_default().to_owned(),
+            format!("{:.8} {}", lat.abs(), if lat < 0.0 { 'S' } else { 'N' }),
+            format!("{:.8} {}", lon.abs(), if lon < 0.0 { 'W' } else { 'E' }),
+        ]
+    };
+    let stored: Vec<[String; 3]> = rig.stored().iter().map(as_cgps).collect();
+    let read = || screen_text(&std::fs::read(&screen).unwrap_or_default());
+    let shown = |text: &str| {
+        stored
+            .iter()
+            .any(|fields| fields.iter().all(|f| text.contains(f.as_str())))
+    };
+    let deadline = Instant::now() + WAIT;
+    while !shown(&read()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = cgps.kill();
+    let _ = cgps.wait();
+    let text = read();
+    assert!(shown(&text), "cgps showed none of {stored:?}: {text}");
+}
