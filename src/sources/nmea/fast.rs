@@ -254,6 +254,22 @@ fn gsa(f: &mut Fields<'_>) -> Option<Report> {
     if total > 21 {
         return None;
     }
+    // The DOPs by position (see `sentence::gsa_pdop_at`), as the reference
+    // reads them where the first decimal point put them elsewhere.
+    let last = match f.rest {
+        Some(rest) => rest.rsplit(|&b| b == b',').next().unwrap_or(rest),
+        None => vdop.or(hdop).unwrap_or(pdop),
+    };
+    match sentence::gsa_pdop_at(total, last) {
+        // An empty PDOP (the simulator's, and SiRF style receivers' GSA):
+        // the first decimal point is the HDOP's.
+        Some(at) if at + 1 == fields => {
+            r.hdop = sentence::hdop(Some(decimal(pdop)?.value));
+            return Some(r);
+        }
+        Some(at) if at != fields => return None,
+        _ => {}
+    }
     let (hdop, vdop) = (hdop.unwrap_or_default(), vdop.unwrap_or_default());
     optional_decimal(vdop)?;
     r.hdop = sentence::hdop(if hdop.is_empty() || vdop.is_empty() {
@@ -637,6 +653,9 @@ mod tests {
             "$GPGSA,A,3,00,04,,,,,,,,,,,2.0,1.0,1.7",
             "$GPGSA,A,E,01,02,,,,,,,,,,,2.0,1.0,1.7",
             "$GNGSA,A,3,01,11,31,14,22,32,04,25,03,,,,1.56,0.91,1.27,1",
+            "$GPGSA,A,3,01,02,03,04,,,,,,,,,,1.5,2.5",
+            "$GNGSA,A,3,01,02,03,04,,,,,,,,,,1.5,2.5,1",
+            "$GPGSA,A,3,01,02,03,04,,,,,,,,,3.0,,2.5",
             "$GNGNS,120213.000,5957.0062,N,01100.6429,E,NDD,11,1.3,168.9,39.5,,,V",
             "$GNGNS,120213.000,,,,,NNNN,00,,,,,",
             "$GNGNS,235960.000,5957.0062,N,01100.6429,E,AN,11,1.3,168.9,39.5,,,V",

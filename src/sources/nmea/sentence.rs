@@ -200,18 +200,19 @@ pub fn reference(sentence: &str) -> Classified {
     } else {
         via_crate(kind, talker, data)
     };
-    match from_crate {
-        Some(report) => Classified::Report {
-            report,
-            crate_refused: false,
-        },
+    let (mut report, crate_refused) = match from_crate {
+        Some(report) => (report, false),
         None => match own(kind, data) {
-            Some(report) => Classified::Report {
-                report,
-                crate_refused: kind != Kind::Gns,
-            },
-            None => Classified::Malformed,
+            Some(report) => (report, kind != Kind::Gns),
+            None => return Classified::Malformed,
         },
+    };
+    if let Some(by_position) = gsa_hdop_by_position(kind, data) {
+        report.hdop = hdop(by_position);
+    }
+    Classified::Report {
+        report,
+        crate_refused,
     }
 }
 
@@ -674,6 +675,48 @@ pub(super) fn course(v: Option<f64>) -> Option<f64> {
 
 /// gpsd's sanity window: 99.99 (BT-451), 99.0 (Jackson Labs) and 0.00
 /// (Skytraq) all mean "unknown".
+/// The position of a GSA's PDOP field (1-based, after the address) in a
+/// sentence of `n` fields whose last is `last`: the DOPs are the last three
+/// fields, or the three before NMEA 4.10's system id (a last field without a
+/// decimal point, from the 18th on). `None` for fewer than 17 fields, where
+/// the position says nothing (gpsd refuses those).
+pub(super) fn gsa_pdop_at(n: usize, last: &[u8]) -> Option<usize> {
+    if n < 17 {
+        return None;
+    }
+    let system_id = n >= 18 && !last.is_empty() && !last.contains(&b'.');
+    Some(if system_id { n - 3 } else { n - 2 })
+}
+
+/// A GSA's HDOP read by position, where reading by shape gets it wrong.
+///
+/// Both the crate and our reader take the PRN list to run up to the first
+/// field with a decimal point and read PDOP, HDOP and VDOP from there; an
+/// empty PDOP (`...,,1.5,2.5`) then makes the HDOP the PDOP and the VDOP the
+/// HDOP. gpsd reads the DOPs by position (fields 15-17), and so do we, from
+/// the end of the sentence (the CH-4701 sends 24 PRN fields). `None` where
+/// the two readings agree, the sentence is short, or no field has a decimal
+/// point (no DOPs at all).
+fn gsa_hdop_by_position(kind: Kind, data: &str) -> Option<Option<f64>> {
+    if kind != Kind::Gsa {
+        return None;
+    }
+    let n = data.split(',').count();
+    let last = data.rsplit(',').next().unwrap_or_default();
+    let pdop_at = gsa_pdop_at(n, last.as_bytes())?;
+    let by_shape = data
+        .split(',')
+        .skip(2)
+        .position(|f| f.contains('.'))
+        .map(|i| i + 3)?;
+    if by_shape == pdop_at {
+        return None;
+    }
+    // Field `pdop_at + 1` (1-based) is the HDOP: index `pdop_at` from 0.
+    let field = data.split(',').nth(pdop_at).unwrap_or_default();
+    Some(field.parse::<f64>().ok())
+}
+
 pub(super) fn hdop(v: Option<f64>) -> Option<f64> {
     v.filter(|v| (0.01..=89.99).contains(v))
 }
@@ -915,5 +958,37 @@ mod tests {
             "shortest decimal, as for any value"
         );
         assert!(widen(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn gsa_dops_are_read_by_position_as_gpsd_reads_them() {
+        for (s, hdop, sats) in [
+            ("$GPGSA,A,3,01,02,03,04,,,,,,,,,3.0,1.5,2.5", Some(1.5), 4),
+            // An empty PDOP: reading from the first decimal point took the
+            // VDOP for the HDOP.
+            ("$GPGSA,A,3,01,02,03,04,,,,,,,,,,1.5,2.5", Some(1.5), 4),
+            ("$GNGSA,A,3,01,02,03,04,,,,,,,,,,1.5,2.5,1", Some(1.5), 4),
+            ("$GNGSA,A,3,01,02,03,04,,,,,,,,,3.0,1.5,2.5,1", Some(1.5), 4),
+            ("$GPGSA,A,3,01,02,03,04,,,,,,,,,3.0,,2.5", None, 4),
+            ("$GPGSA,A,3,01,02,03,04,,,,,,,,,,,2.5", None, 4),
+            (
+                "$GPGSA,A,3,02,04,06,08,10,12,14,16,18,,,,,0.90,",
+                Some(0.9),
+                9,
+            ),
+            // The CH-4701's 24 PRN fields: the DOPs are the last three.
+            (
+                "$GPGSA,A,3,27,23,13,07,25,,,,,,,,,,,,,,,,,,,,,06.0,05.2",
+                Some(6.0),
+                5,
+            ),
+        ] {
+            let (r, _) = report(s);
+            assert_eq!((r.hdop, r.sats), (hdop, Some(sats)), "{s}");
+        }
+        assert_eq!(gsa_pdop_at(16, b"1.0"), None, "short: gpsd refuses it");
+        assert_eq!(gsa_pdop_at(17, b"2.5"), Some(15));
+        assert_eq!(gsa_pdop_at(18, b"1"), Some(15), "NMEA 4.10 system id");
+        assert_eq!(gsa_pdop_at(18, b""), Some(16));
     }
 }
