@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use fixgate::sim::uart::uart_at;
 use fixgate::sources::nmea::{Decoder, DecoderOptions};
 use fixgate::sources::serial::hunt::Listener;
 
@@ -29,41 +30,6 @@ fn nmea(epochs: usize) -> Vec<u8> {
         }
     }
     text.into_bytes()
-}
-
-/// What a UART reading at `read` bit/s makes of `bytes` sent at `sent`
-/// bit/s, 8N1; a byte whose stop bit is low comes out as NUL.
-fn uart_at(bytes: &[u8], sent: u32, read: u32) -> Vec<u8> {
-    let bits: Vec<bool> = bytes
-        .iter()
-        .flat_map(|&b| {
-            std::iter::once(false)
-                .chain((0..8).map(move |i| (b >> i) & 1 == 1))
-                .chain(std::iter::once(true))
-        })
-        .collect();
-    let level = |t: f64| t < 0.0 || bits.get(t as usize).copied().unwrap_or(true);
-    let bit = f64::from(sent) / f64::from(read);
-    let step = bit / 16.0;
-    let end = bits.len() as f64;
-    let (mut out, mut t) = (Vec::new(), 0.0);
-    while t < end {
-        let mid = t + bit / 2.0;
-        if level(t) || level(mid) {
-            t += step;
-            continue;
-        }
-        let byte = (0..8)
-            .filter(|&i| level(mid + bit * f64::from(i + 1)))
-            .fold(0u8, |byte, i| byte | 1 << i);
-        let stop = mid + bit * 9.0;
-        out.push(if level(stop) { byte } else { 0 });
-        t = stop;
-        while t < end && !level(t) {
-            t += step;
-        }
-    }
-    out
 }
 
 /// `noise` cycled to `len` bytes.

@@ -14,54 +14,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, Utc};
 use common::{Daemon, PtyReceiver, SseClient, wait_until};
+use fixgate::sim::uart::uart_at;
 use fixgate::sources::nmea::framing::{Framed, Framer};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DEVICE: [(&str, &str); 1] = [("device", "gps-1")];
-
-/// What a UART reading at `read` bit/s makes of `bytes` sent at `sent` bit/s,
-/// 8N1: it waits for a falling edge, samples the middle of each of its own
-/// bit times, and passes a byte whose stop bit it finds low on as NUL (a
-/// framing error, as a raw tty without INPCK or PARMRK does).
-fn uart_at(bytes: &[u8], sent: u32, read: u32) -> Vec<u8> {
-    if read == 0 {
-        return Vec::new();
-    }
-    let bits: Vec<bool> = bytes
-        .iter()
-        .flat_map(|&b| {
-            std::iter::once(false)
-                .chain((0..8).map(move |i| (b >> i) & 1 == 1))
-                .chain(std::iter::once(true))
-        })
-        .collect();
-    // The line idles high around the frames.
-    let level = |t: f64| t < 0.0 || bits.get(t as usize).copied().unwrap_or(true);
-    let bit = f64::from(sent) / f64::from(read);
-    let step = bit / 16.0;
-    let end = bits.len() as f64;
-    let mut out = Vec::new();
-    let mut t = 0.0;
-    while t < end {
-        let mid = t + bit / 2.0;
-        if level(t) || level(mid) {
-            // Idle, or a glitch too short to be a start bit.
-            t += step;
-            continue;
-        }
-        let byte = (0..8)
-            .filter(|&i| level(mid + bit * f64::from(i + 1)))
-            .fold(0u8, |byte, i| byte | 1 << i);
-        let stop = mid + bit * 9.0;
-        out.push(if level(stop) { byte } else { 0 });
-        // The next frame starts at the next falling edge.
-        t = stop;
-        while t < end && !level(t) {
-            t += step;
-        }
-    }
-    out
-}
 
 /// A receiver talking at its `rate` into a pty, one epoch per 100 ms with
 /// fix times one second apart, from twenty minutes ago (inside `max_future`

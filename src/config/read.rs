@@ -814,14 +814,20 @@ impl<'s> Reader<'s> {
     }
 
     fn check_unique_serial_paths(&mut self) {
-        let mut paths = std::mem::take(&mut self.serial_paths);
+        let paths = std::mem::take(&mut self.serial_paths);
+        self.report_reused(paths, "serial port");
+    }
+
+    /// Reports every path of `paths` that an earlier table already named,
+    /// as the `what` it is.
+    pub(super) fn report_reused(&mut self, mut paths: Vec<(PathBuf, Span)>, what: &str) {
         paths.sort_by_key(|(_, span)| span.start);
         for (i, (path, span)) in paths.iter().enumerate() {
             if let Some((line, col)) = self.first_use(&paths, i) {
                 self.report(
                     span,
                     format!(
-                        "serial port {} is already used at line {line}, column {col}",
+                        "{what} {} is already used at line {line}, column {col}",
                         path.display()
                     ),
                 );

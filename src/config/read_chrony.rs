@@ -42,19 +42,8 @@ impl Reader<'_> {
     /// One chrony refclock per receiver: two receivers on one socket would
     /// feed chrony two clocks' samples as one.
     pub(super) fn check_unique_chrony_sockets(&mut self) {
-        let mut paths = std::mem::take(&mut self.chrony_sockets);
-        paths.sort_by_key(|(_, span)| span.start);
-        for (i, (path, span)) in paths.iter().enumerate() {
-            if let Some((line, col)) = self.first_use(&paths, i) {
-                self.report(
-                    span,
-                    format!(
-                        "chrony socket {} is already used at line {line}, column {col}",
-                        path.display()
-                    ),
-                );
-            }
-        }
+        let paths = std::mem::take(&mut self.chrony_sockets);
+        self.report_reused(paths, "chrony socket");
     }
 }
 

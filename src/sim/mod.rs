@@ -10,6 +10,7 @@ pub mod nmea;
 pub mod payload;
 pub mod publish;
 pub mod schedule;
+pub mod uart;
 
 use std::f64::consts::PI;
 
