@@ -8,68 +8,16 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DurationRound, Utc};
+use chrono::Utc;
+use common::talker::Talker;
 use common::{Daemon, PtyReceiver, SseClient, wait_until};
 use fixgate::sim::uart::uart_at;
 use fixgate::sources::nmea::framing::{Framed, Framer};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DEVICE: [(&str, &str); 1] = [("device", "gps-1")];
-
-/// A receiver talking at its `rate` into a pty, one epoch per 100 ms with
-/// fix times one second apart, from twenty minutes ago (inside `max_future`
-/// for the few minutes a test runs).
-struct Talker {
-    rate: Arc<AtomicU32>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Talker {
-    fn start(mut pty: PtyReceiver, rate: u32, seed: u64) -> Talker {
-        let rate = Arc::new(AtomicU32::new(rate));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (rate_in, stop_in) = (rate.clone(), stop.clone());
-        let start = Utc::now()
-            .duration_trunc(chrono::Duration::seconds(1))
-            .unwrap()
-            - chrono::Duration::minutes(20);
-        // Not joined: a write may block while no daemon reads the line, and
-        // the thread ends with the test process.
-        std::thread::spawn(move || {
-            let mut fleet = fixgate::sim::Fleet::new(1, (52.0907, 5.1214), seed);
-            let mut epoch = 0i64;
-            while !stop_in.load(Ordering::Relaxed) {
-                let mut text = String::new();
-                for fix in fleet.step(1.0, start + chrono::Duration::seconds(epoch)) {
-                    fixgate::sim::nmea::write_epoch(&fix, &mut text);
-                }
-                epoch += 1;
-                let (speed, rate) = (pty.line_speed(), rate_in.load(Ordering::Relaxed));
-                if speed == rate {
-                    pty.send(text.as_bytes());
-                } else {
-                    pty.send(&uart_at(text.as_bytes(), rate, speed));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Talker { rate, stop }
-    }
-
-    fn set_rate(&self, rate: u32) {
-        self.rate.store(rate, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Talker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// A window of ten bursts: a loaded machine that delays the talker a few
 /// hundred milliseconds still finds the rate in its first round.
@@ -119,7 +67,12 @@ fn the_mangling_is_a_uart_s_at_the_wrong_speed_and_none_at_the_right_one() {
 fn an_auto_port_locks_at_the_receiver_s_speed_and_starts_there_next_time() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("gps0");
-    let _talker = Talker::start(PtyReceiver::plug(&link), 38400, 21);
+    let _talker = Talker::start(
+        PtyReceiver::plug(&link),
+        Duration::from_millis(100),
+        38400,
+        21,
+    );
     let daemon = Daemon::start(dir.path(), &auto_source(&link, ""));
     let client = SseClient::connect(daemon.port, "", None);
 
@@ -172,7 +125,12 @@ fn an_auto_port_locks_at_the_receiver_s_speed_and_starts_there_next_time() {
 fn a_receiver_that_changes_speed_is_hunted_for_after_the_silence_and_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("gps0");
-    let talker = Talker::start(PtyReceiver::plug(&link), 38400, 22);
+    let talker = Talker::start(
+        PtyReceiver::plug(&link),
+        Duration::from_millis(100),
+        38400,
+        22,
+    );
     let daemon = Daemon::start(dir.path(), &auto_source(&link, ""));
     wait_speed(&daemon, 38400);
 
@@ -212,7 +170,12 @@ fn a_receiver_that_changes_speed_is_hunted_for_after_the_silence_and_remembered(
 fn a_receiver_at_an_unlisted_speed_is_warned_about_once_and_retried_without_spinning() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("gps0");
-    let talker = Talker::start(PtyReceiver::plug(&link), 57600, 23);
+    let talker = Talker::start(
+        PtyReceiver::plug(&link),
+        Duration::from_millis(100),
+        57600,
+        23,
+    );
     let daemon = Daemon::start(
         dir.path(),
         &auto_source(&link, "hunt_rates = [9600, 38400]")

@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod proc_stat;
 pub mod raw_mqtt;
 pub mod receiver;
+pub mod talker;
 
 use std::ffi::OsStr;
 use std::fs::File;
