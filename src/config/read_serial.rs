@@ -52,6 +52,7 @@ impl Reader<'_> {
             .duration(s, "silence_timeout", silence)
             .map_or(Serial::DEFAULT_SILENCE_TIMEOUT, |(d, _)| d);
         let (reconnect_min, reconnect_max) = self.reconnect(s);
+        let chrony_socket = self.chrony_socket(s);
         Some(Serial {
             device: device?,
             path: path?,
@@ -60,7 +61,7 @@ impl Reader<'_> {
             silence_timeout,
             reconnect_min,
             reconnect_max,
-            chrony_socket: self.chrony_socket(s),
+            chrony_socket,
         })
     }
 

@@ -1023,3 +1023,14 @@ rate_limit_exempt = ["10.0.0.0/40"]
         ]
     );
 }
+
+#[test]
+fn a_missing_device_does_not_hide_a_bad_chrony_socket() {
+    let found = problems("[[serial]]\npath = \"/dev/ttyUSB0\"\nchrony_socket = \"rel.sock\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("chrony_socket") && p.contains("absolute")),
+        "{found:?}"
+    );
+}
