@@ -21,6 +21,8 @@ use crate::telemetry;
 const READ_CHUNK: usize = 512;
 /// Reports gathered into one write when several are waiting.
 const BATCH: usize = 64;
+/// Answers queued before they are written out, whatever else waits.
+const OUT_FLUSH: usize = 64 * 1024;
 
 /// A client's state between requests.
 pub struct Client {
@@ -104,8 +106,8 @@ impl Client {
                 read = rd.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        for line in lines.push(&chunk[..n]) {
-                            self.line(line);
+                        if !self.answer(lines.push(&chunk[..n]), &mut wr).await {
+                            break;
                         }
                     }
                 },
@@ -155,15 +157,28 @@ impl Client {
         self.lines += 1;
     }
 
-    /// Answers one line of requests.
-    fn line(&mut self, line: Line) {
-        let requests = match line {
-            Line::Text(text) => protocol::parse_line(&text),
-            Line::TooLong => vec![Request::Bad(Refusal::TooLong)],
-        };
-        for request in requests {
-            self.request(request);
+    /// Answers the requests of `lines`, writing out whenever the answers
+    /// waiting reach [`OUT_FLUSH`]: a client that sends requests and reads
+    /// nothing (a line of `?POLL;` repeated) is held to that much memory,
+    /// then to its stall timeout. False when the client is gone or stalled.
+    async fn answer(
+        &mut self,
+        lines: impl IntoIterator<Item = Line>,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    ) -> bool {
+        for line in lines {
+            let requests = match line {
+                Line::Text(text) => protocol::parse_line(&text),
+                Line::TooLong => vec![Request::Bad(Refusal::TooLong)],
+            };
+            for request in requests {
+                self.request(request);
+                if self.out.len() >= OUT_FLUSH && !self.flush(wr).await {
+                    return false;
+                }
+            }
         }
+        true
     }
 
     fn request(&mut self, request: Request) {

@@ -80,6 +80,8 @@ struct Table {
     entries: Vec<Entry>,
     index: HashMap<DeviceId, usize>,
     trackers: Vec<DevicePattern>,
+    /// The configured receivers: the first entries, never removed.
+    receivers: usize,
     /// A tracker was turned away for lack of room (logged once).
     full_logged: bool,
 }
@@ -93,7 +95,7 @@ impl Table {
         if !self.trackers.iter().any(|p| p.matches(device.as_str())) {
             return None;
         }
-        let trackers = self.entries.len() - self.receivers();
+        let trackers = self.entries.len() - self.receivers;
         if trackers >= MAX_TRACKERS {
             if !self.full_logged {
                 self.full_logged = true;
@@ -117,13 +119,6 @@ impl Table {
         });
         self.index.insert(device.clone(), self.entries.len() - 1);
         Some(self.entries.len() - 1)
-    }
-
-    fn receivers(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.port.driver.is_some())
-            .count()
     }
 }
 
@@ -156,7 +151,7 @@ impl Shared {
             .enumerate()
             .map(|(i, p)| (p.device.clone(), i))
             .collect();
-        let entries = served
+        let entries: Vec<Entry> = served
             .ports
             .into_iter()
             .map(|port| Entry {
@@ -168,6 +163,7 @@ impl Shared {
             .collect();
         Arc::new(Self {
             table: RwLock::new(Table {
+                receivers: entries.len(),
                 entries,
                 index,
                 trackers: served.trackers,
