@@ -242,6 +242,19 @@ pub(super) struct Verified {
     values: BTreeMap<u64, Checked>,
     /// Whether they differ from the file.
     dirty: bool,
+    /// Bytes of values decoded since the file was written: a pass rewrites
+    /// the file only once they reach its own size, so that a gateway taking
+    /// fixes does not rewrite its whole checkpoint every pass (the SD card's
+    /// wear); a crash then costs the next start decoding at most that much.
+    unsaved: u64,
+}
+
+impl Verified {
+    /// Whether a pass should write the file now.
+    fn worth_saving(&self, damaged: u64) -> bool {
+        let file = (HEADER_LEN + self.values.len() * RECORD_LEN + 4) as u64;
+        self.dirty && (damaged > 0 || self.unsaved >= file)
+    }
 }
 
 /// The checkpoint as a start uses it: what it trusts, and what was checked.
@@ -304,6 +317,9 @@ impl Opening {
         let used = &self.used;
         self.verified.dirty =
             used.decoded > 0 || !self.trusted.is_empty() || used.unusable.is_some();
+        // The open's own decoding is not counted: a stale file is written by
+        // the first pass whatever its size.
+        self.verified.unsaved = if self.verified.dirty { u64::MAX } else { 0 };
         self.trusted = BTreeMap::new();
         match &used.unusable {
             Some(why) if why != "missing" => tracing::warn!(
@@ -436,6 +452,15 @@ impl Keeper {
     /// rewrites the checkpoint if anything changed. Damage is logged, counted
     /// and left out of the checkpoint (see the module's doc).
     pub(super) fn pass(&self) -> Result<Pass, StoreError> {
+        self.pass_saving(false)
+    }
+
+    /// A pass that writes the file whenever anything changed (at close).
+    pub(super) fn pass_and_save(&self) -> Result<Pass, StoreError> {
+        self.pass_saving(true)
+    }
+
+    fn pass_saving(&self, always: bool) -> Result<Pass, StoreError> {
         let mut verified = guard(&self.verified);
         let changed = lock(&self.ledger).take_changed();
         let mut pass = Pass::default();
@@ -443,7 +468,7 @@ impl Keeper {
             lock(&self.ledger).restore_changed(&changed);
             return Err(err);
         }
-        if verified.dirty {
+        if (always && verified.dirty) || verified.worth_saving(pass.damaged) {
             save(&self.dir, self.store_first, &verified.values).map_err(|source| {
                 StoreError::Checkpoint {
                     path: self.dir.join(FILE),
@@ -451,6 +476,7 @@ impl Keeper {
                 }
             })?;
             verified.dirty = false;
+            verified.unsaved = 0;
             pass.saved = true;
         }
         Ok(pass)
@@ -472,6 +498,7 @@ impl Keeper {
                 };
                 found.push(first);
                 pass.decoded += 1;
+                verified.unsaved = verified.unsaved.saturating_add(value.len() as u64);
                 match check(key.len(), &value) {
                     Ok(checked) => {
                         verified.values.insert(first, checked);
@@ -818,6 +845,24 @@ mod store_tests {
             ..opts.clone()
         });
         drop(old);
+    }
+
+    #[test]
+    fn a_small_change_is_written_at_close_not_by_every_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        closed_store(&opts);
+        let (store, _, mut writer, _) = reopen(&opts);
+        // One more event in the raw tail: decoded, but fewer bytes than the
+        // checkpoint file, so not worth rewriting it yet.
+        writer.append(&events(CLOSED, 1)).unwrap();
+        let pass = store.checks.pass().unwrap();
+        assert_eq!((pass.decoded, pass.saved), (1, false), "{pass:?}");
+        let head = writer.head();
+        store.close(head).unwrap();
+        drop((writer, store));
+        let (_store, report, _writer, _) = reopen(&opts);
+        assert_eq!(report.checkpoint.decoded, 0, "{:?}", report.checkpoint);
     }
 
     #[test]

@@ -649,7 +649,7 @@ impl Store {
     pub fn close(&self, head: u64) -> Result<(), StoreError> {
         self.flush()?;
         self.reservation.tighten(head)?;
-        if let Err(err) = self.checks.pass() {
+        if let Err(err) = self.checks.pass_and_save() {
             telemetry::STORE_ERRORS.with(["check"]).increment(1);
             tracing::warn!("store: the ledger checkpoint was not written at shutdown: {err}");
         }
