@@ -8,7 +8,8 @@
 //! levels meant). It is deliberately stricter: `Targets` takes a lone
 //! word it does not know as a target name, so a misspelt `"inof"` would be
 //! accepted and silently log nothing, and it mangles targets after a space.
-//! Span and field filters (`[span{field=value}]`) are left to `RUST_LOG`.
+//! `RUST_LOG` takes the same LEVEL / TARGET=LEVEL list (parsed as `Targets`):
+//! span and field filters (`[span{field=value}]`) are not supported.
 
 /// The level names `tracing` accepts, most severe first.
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];

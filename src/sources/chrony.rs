@@ -77,6 +77,9 @@ pub struct ChronySock {
     /// Set while samples fail: since when (the first failure's kind) and
     /// how many were lost.
     outage: Option<(Failure, u64)>,
+    /// This receiver's series, looked up once.
+    samples: metrics::Counter,
+    offset: metrics::Gauge,
 }
 
 impl ChronySock {
@@ -88,6 +91,8 @@ impl ChronySock {
             socket: None,
             last_second: None,
             outage: None,
+            samples: telemetry::CHRONY_SAMPLES.with([DeviceLabel::configured(device)]),
+            offset: telemetry::CHRONY_OFFSET.with([DeviceLabel::configured(device)]),
         }
     }
 
@@ -99,13 +104,10 @@ impl ChronySock {
             return;
         }
         self.last_second = Some(second);
-        let device = DeviceLabel::configured(&self.device);
         match self.send(&mark) {
             Ok(()) => {
-                telemetry::CHRONY_SAMPLES
-                    .with([device.clone()])
-                    .increment(1);
-                telemetry::CHRONY_OFFSET.with([device]).set(mark.offset());
+                self.samples.increment(1);
+                self.offset.set(mark.offset());
                 if let Some((_, lost)) = self.outage.take() {
                     tracing::info!(
                         socket = %self.path.display(),
@@ -116,7 +118,10 @@ impl ChronySock {
             }
             Err(failure) => {
                 telemetry::CHRONY_SEND_FAILURES
-                    .with::<Value>([device.into(), failure.reason().into()])
+                    .with::<Value>([
+                        DeviceLabel::configured(&self.device).into(),
+                        failure.reason().into(),
+                    ])
                     .increment(1);
                 match &mut self.outage {
                     Some((_, lost)) => *lost += 1,

@@ -416,13 +416,16 @@ impl Keeper {
 
     /// Takes over what the open checked and starts the background check
     /// (every [`CHECK_EVERY`]).
+    /// Without a thread (none could be made) the store still opens: the
+    /// checkpoint is then written at close only, which costs a crash's next
+    /// start time, nothing else.
     pub(super) fn start(self, verified: Verified) -> Result<Arc<Self>, StoreError> {
         *guard(&self.verified) = verified;
         let keeper = Arc::new(self);
-        Self::spawn(&keeper, CHECK_EVERY).map_err(|source| StoreError::Checkpoint {
-            path: keeper.dir.join(FILE),
-            source,
-        })?;
+        if let Err(err) = Self::spawn(&keeper, CHECK_EVERY) {
+            telemetry::STORE_ERRORS.with(["check"]).increment(1);
+            tracing::warn!("store: the background check could not start: {err}");
+        }
         Ok(keeper)
     }
 

@@ -70,6 +70,7 @@ impl Lost {
             Self::Unplugged => "unplugged",
             Self::Error(_) => "read_error",
             Self::Silent => "silent",
+            // Never a disconnect (see `report_lost`); named for completeness.
             Self::NoSpeed { .. } => "no_line_speed",
         }
     }
@@ -225,35 +226,35 @@ impl Receiver {
     }
 
     fn report_lost(&mut self, lost: &Lost, backoff: Duration) {
-        if let Lost::NoSpeed {
-            rates,
-            window,
-            took,
-        } = lost
-        {
-            // Not a disconnect: the port was fine, nothing on it made sense.
-            self.misses += 1;
-            let message = "no line speed found: no NMEA sentence with a good checksum at any rate";
-            if self.misses == 1 {
-                tracing::warn!(?rates, ?window, ?took, retry_in = ?backoff, "{message}");
-            } else {
-                tracing::debug!(?rates, ?window, ?took, retry_in = ?backoff, misses = self.misses, "{message}");
+        let (rates, window, took) = match lost {
+            Lost::NoSpeed {
+                rates,
+                window,
+                took,
+            } => (rates, window, took),
+            // The others are disconnects.
+            Lost::Error(_) | Lost::Unplugged | Lost::Silent => {
+                telemetry::SERIAL_DISCONNECTS
+                    .with::<Value>([self.device.clone().into(), lost.reason().into()])
+                    .increment(1);
+                match lost {
+                    Lost::Error(err) => tracing::warn!(retry_in = ?backoff, "port lost: {err}"),
+                    Lost::Silent => tracing::warn!(
+                        retry_in = ?backoff,
+                        "no valid NMEA for {:?}: reopening the port", self.spec.silence_timeout
+                    ),
+                    _ => tracing::warn!(retry_in = ?backoff, "port lost: device unplugged"),
+                }
+                return;
             }
-            return;
-        }
-        telemetry::SERIAL_DISCONNECTS
-            .with::<Value>([self.device.clone().into(), lost.reason().into()])
-            .increment(1);
-        match lost {
-            Lost::Error(err) => tracing::warn!(retry_in = ?backoff, "port lost: {err}"),
-            Lost::Unplugged => {
-                tracing::warn!(retry_in = ?backoff, "port lost: device unplugged")
-            }
-            Lost::Silent => tracing::warn!(
-                retry_in = ?backoff,
-                "no valid NMEA for {:?}: reopening the port", self.spec.silence_timeout
-            ),
-            Lost::NoSpeed { .. } => {}
+        };
+        // Not a disconnect: the port was fine, nothing on it made sense.
+        self.misses += 1;
+        let message = "no line speed found: no NMEA sentence with a good checksum at any rate";
+        if self.misses == 1 {
+            tracing::warn!(?rates, ?window, ?took, retry_in = ?backoff, "{message}");
+        } else {
+            tracing::debug!(?rates, ?window, ?took, retry_in = ?backoff, misses = self.misses, "{message}");
         }
     }
 
