@@ -610,16 +610,9 @@ mod tests {
 mod store_tests {
     use super::*;
     use crate::fix::{DeviceId, Event, Fix, Position};
+    use crate::store::tests::options;
     use crate::store::{OpenReport, Store, StoreOptions, Writer};
     use chrono::{TimeZone, Utc};
-
-    fn options(dir: &Path) -> StoreOptions {
-        StoreOptions {
-            flush_interval: Duration::from_millis(100),
-            path: dir.join("store"),
-            cache_bytes: 1 << 20,
-        }
-    }
 
     fn events(from: u64, n: u64) -> Vec<Event> {
         (from..from + n)

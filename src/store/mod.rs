@@ -1354,7 +1354,8 @@ mod tests {
     use crate::fix::{Fix, FixMode, Geofence};
     use chrono::{TimeZone, Utc};
 
-    fn options(dir: &Path) -> StoreOptions {
+    /// A small store in `dir` that commits often (shared by the store's tests).
+    pub(super) fn options(dir: &Path) -> StoreOptions {
         StoreOptions {
             flush_interval: Duration::from_millis(100),
             path: dir.join("store"),

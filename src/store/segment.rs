@@ -296,9 +296,7 @@ const U16: (u16, u16) = (u16::MIN, u16::MAX);
 
 /// Encodes one event for immediate storage (body V2).
 pub fn encode_raw(event: &Event) -> Vec<u8> {
-    let mut out = vec![RAW, BODY_V2];
-    append_body([Some(event)], &mut out);
-    out
+    encode_raw_run(std::iter::once(event))
 }
 
 /// Raw runs this long or longer are written in body V4: a long run is

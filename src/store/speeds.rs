@@ -96,19 +96,10 @@ fn decode(value: &[u8]) -> Result<u32, BadSpeed> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::time::Duration;
 
     use super::*;
-    use crate::store::{Store, StoreOptions};
-
-    fn options(dir: &Path) -> StoreOptions {
-        StoreOptions {
-            flush_interval: Duration::from_millis(100),
-            path: dir.join("store"),
-            cache_bytes: 1 << 20,
-        }
-    }
+    use crate::store::Store;
+    use crate::store::tests::options;
 
     #[test]
     fn a_rate_survives_a_reopen_per_device() {
