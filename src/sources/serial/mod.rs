@@ -112,6 +112,9 @@ struct Receiver {
     remembered: Option<u32>,
     /// Hunts in a row that found nothing: the first is news, the rest not.
     misses: u64,
+    /// The rate this task last locked at: finding it again after a silence
+    /// is no news (the silence was logged).
+    locked_at: Option<u32>,
 }
 
 /// Runs one receiver until `shutdown` or until the pipeline closes.
@@ -144,6 +147,7 @@ pub async fn run(spec: Serial, context: Context, line: Line, pulse: Arc<Pulse>) 
             line,
             remembered,
             misses: 0,
+            locked_at: None,
         };
         receiver.read_forever().await;
     }
@@ -380,12 +384,13 @@ impl Receiver {
     fn locked(&mut self, rate: u32, round: &hunt::Round) {
         self.result("locked");
         self.misses = 0;
-        tracing::info!(
-            rate,
-            attempts = round.attempts(),
-            took = ?round.took(std::time::Instant::now()),
-            "line speed found"
-        );
+        let took = round.took(std::time::Instant::now());
+        if self.locked_at == Some(rate) {
+            tracing::debug!(rate, attempts = round.attempts(), took = ?took, "line speed found");
+        } else {
+            tracing::info!(rate, attempts = round.attempts(), took = ?took, "line speed found");
+        }
+        self.locked_at = Some(rate);
         if hunt::worth_remembering(self.remembered, rate) {
             // One small sled insert, once per change of rate: no need to
             // leave the runtime for it.
