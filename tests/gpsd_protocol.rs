@@ -504,3 +504,29 @@ fn cgps_shows_the_position_fixgate_stores() {
     let text = read();
     assert!(shown(&text), "cgps showed none of {stored:?}: {text}");
 }
+
+/// With nobody connected the server reads and encodes nothing; the first
+/// client's `?POLL;` still gives the position stored last (reseeded from
+/// the store when it joined).
+#[test]
+fn nothing_is_encoded_for_no_one_and_a_late_poll_is_current() {
+    let mut rig = Rig::start("");
+    rig.receiver.send_epochs(3, 11, 0);
+    wait_until("3 positions stored", WAIT, || rig.stored().len() >= 3);
+    assert_eq!(
+        rig.daemon
+            .metric("fixgate_gpsd_reports_encoded_total")
+            .unwrap_or(0.0),
+        0.0,
+        "encoded with no client connected"
+    );
+    let last = rig.stored().pop().expect("a stored position");
+    let mut raw = Raw::connect(rig.gpsd);
+    assert_eq!(raw.object()["class"], "VERSION");
+    raw.send(b"?POLL;\n");
+    let poll = raw.object();
+    assert_eq!(poll["class"], "POLL");
+    let tpv = &poll["tpv"][0];
+    assert_eq!(tpv["time"], last["time"], "{poll}");
+    assert!((tpv["lat"].as_f64().unwrap() - last["lat"].as_f64().unwrap()).abs() < 1e-9);
+}

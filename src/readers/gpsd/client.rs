@@ -90,6 +90,7 @@ impl Client {
         _permit: OwnedSemaphorePermit,
     ) {
         let _connected = Connected::new();
+        let _joined = self.shared.join().await;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let mut lines = Lines::default();

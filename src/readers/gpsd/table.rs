@@ -2,7 +2,8 @@
 //! the store and encodes each new position once for every client.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -140,6 +141,21 @@ pub struct Shared {
     tx: broadcast::Sender<Arc<Report>>,
     /// VERSION's `release`.
     pub release: String,
+    /// Clients connected: with none, the follower skips what it would read.
+    clients: AtomicUsize,
+    /// The follower skipped records: the next client reseeds the table.
+    stale: AtomicBool,
+    /// The store, for that reseeding (set by the follower).
+    reader: OnceLock<Reader>,
+}
+
+/// A connected client, counted while it lives.
+pub struct Joined(Arc<Shared>);
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -172,7 +188,38 @@ impl Shared {
             bps: served.bps,
             tx: broadcast::channel(QUEUE).0,
             release,
+            clients: AtomicUsize::new(0),
+            stale: AtomicBool::new(false),
+            reader: OnceLock::new(),
         })
+    }
+
+    /// Counts a client in and, when the follower skipped records while
+    /// nobody was connected, reseeds the latest reports from the store
+    /// first, so that its `?POLL;` is current.
+    pub async fn join(self: &Arc<Self>) -> Joined {
+        self.clients.fetch_add(1, Ordering::SeqCst);
+        let joined = Joined(self.clone());
+        if self.stale.swap(false, Ordering::SeqCst) {
+            if let Some(reader) = self.reader.get().cloned() {
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.seed(&reader)).await;
+            }
+        }
+        joined
+    }
+
+    /// With nobody connected, marks the table stale and says so: the
+    /// follower then skips to the head instead of reading and encoding
+    /// every record for no one (as the SSE ring does). Stale is set before
+    /// the count is read, so a client that joins meanwhile either is
+    /// counted here or reseeds.
+    fn idle(&self) -> bool {
+        if self.clients.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        self.stale.store(true, Ordering::SeqCst);
+        self.clients.load(Ordering::SeqCst) == 0
     }
 
     /// A queue of the reports to come.
@@ -302,8 +349,12 @@ pub async fn follow(
     {
         return;
     }
+    let _ = shared.reader.set(reader.clone());
     loop {
         let target = *head.borrow_and_update();
+        if shared.idle() {
+            after = target;
+        }
         while after < target {
             let reading = reader.clone();
             let taking = shared.clone();
